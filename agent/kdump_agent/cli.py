@@ -1,0 +1,117 @@
+"""Sub-commands: argument parsing and what each command prints. Library code raises;
+`__main__` turns errors into exit statuses.
+
+Every module is imported here, eagerly: a frozen binary missing a module then fails at
+`--help` on the build machine, not in the capture kernel after a panic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from . import config as kdump_config
+from . import log as agent_log
+from .capture import capture, last_resort
+from .context import DEFAULT_CONFIG_PATH, Paths
+from .host.mkinitrd import mkinitrd
+from .machine import mermaid, table_rows
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        loaded = kdump_config.load(args.config)
+    except kdump_config.ConfigErrors as errors:
+        for error in errors.errors:
+            print(error, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"{loaded.source}: valid")
+    for line in loaded.summary():
+        print(f"  {line}")
+    return EXIT_OK
+
+
+def _capture(args: argparse.Namespace) -> int:
+    agent_log.setup(to_kernel_log=os.path.exists("/dev/kmsg") and not args.no_kernel_log)
+    capture(Paths(config=args.config))
+    if args.no_reboot_fallback:
+        return EXIT_FAILURE
+    last_resort()
+    return EXIT_FAILURE
+
+
+def _mkinitrd(args: argparse.Namespace) -> int:
+    try:
+        loaded = kdump_config.load(args.config)
+    except kdump_config.ConfigErrors as errors:
+        for error in errors.errors:
+            print(error, file=sys.stderr)
+        print(f"{args.config}: not building an initramfs from a config with errors", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    built = mkinitrd(loaded, output=Path(args.output), binary=args.binary, kver=args.kver,
+                     kmoddir=args.kmoddir, dry_run=args.dry_run)
+    if args.dry_run:
+        print(" ".join(f"{k}={v}" for k, v in built.env.items()), " ".join(built.argv))
+    return EXIT_OK
+
+
+def _states(args: argparse.Namespace) -> int:
+    if args.mermaid:
+        print(mermaid())
+        return EXIT_OK
+    for here, outcome, after in table_rows():
+        print(f"{here.value:<15} {outcome.value:<10} -> {after.value}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdump-agent", description="Save a Linux crash dump from the capture kernel.")
+    parser.add_argument("--version", action="version", version=f"kdump-agent {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check-config", help="validate a kdump.conf",
+                                description="Validate a kdump.conf: exit 0 with a summary, "
+                                            "or exit 2 with FILE:LINE: message per error.")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="the file to check")
+    check.set_defaults(func=_check_config)
+
+    capture = commands.add_parser("capture", help="save the dump (run by the capture initramfs)",
+                                  description="Run the capture state machine on /proc/vmcore.")
+    capture.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    capture.add_argument("--no-kernel-log", action="store_true", help="log to the console only")
+    capture.add_argument("--no-reboot-fallback", action="store_true",
+                         help="return instead of forcing a reboot if every action failed")
+    capture.set_defaults(func=_capture)
+
+    build = commands.add_parser("mkinitrd", help="build the capture initramfs with dracut",
+                                description="Validate the config, then build a capture initramfs "
+                                            "with dracut and kdump-agent's dracut module.")
+    build.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    build.add_argument("-o", "--output", required=True, help="the initramfs to write")
+    build.add_argument("--kver", help="kernel version (default: the running kernel)")
+    build.add_argument("--kmoddir", help="kernel modules directory (default: /lib/modules/KVER)")
+    build.add_argument("--binary", type=Path,
+                       help="agent binary to pack (default: this program, when frozen)")
+    build.add_argument("--dry-run", action="store_true", help="print the dracut command only")
+    build.set_defaults(func=_mkinitrd)
+
+    states = commands.add_parser("states", help="print the capture state machine's transitions")
+    states.add_argument("--mermaid", action="store_true", help="as a mermaid flowchart")
+    states.set_defaults(func=_states)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "capture":
+        agent_log.setup(to_kernel_log=False)
+    code: int = args.func(args)
+    return code

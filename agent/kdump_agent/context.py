@@ -1,0 +1,62 @@
+"""What one capture knows as it goes: filled in by the steps, read by the manifest."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Action, Config
+from .runner import Journal
+from .targets.local import FilesystemTarget
+
+DEFAULT_CONFIG_PATH = "/etc/kdump.conf"
+RECORDED_TARGET_PATH = "/etc/kdump-agent/target.json"
+MOUNTPOINT = "/kdumproot"
+VMCORE_PATH = "/proc/vmcore"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the capture reads and mounts; tests point these at temporary places."""
+
+    config: str = DEFAULT_CONFIG_PATH
+    recorded_target: str = RECORDED_TARGET_PATH
+    mountpoint: str = MOUNTPOINT
+    vmcore: str = VMCORE_PATH
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file saved in the dump directory, as the manifest lists it."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class Capture:
+    """The capture in progress. Steps fill it in; the manifest and the actions read it."""
+
+    paths: Paths
+    journal: Journal
+    started_wall: float = field(default_factory=time.time)
+    config: Config | None = None
+    target: FilesystemTarget | None = None
+    mounted: list[str] = field(default_factory=list)
+    dump_dir: Path | None = None
+    collector_argv: list[str] = field(default_factory=list)
+    collector_returncode: int | None = None
+    files: list[FileRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    action_taken: str = ""
+
+    @property
+    def failure_action(self) -> Action:
+        """The configured failure action, or the seed's default (reboot) without a config."""
+        return self.config.failure_action if self.config else Action.REBOOT
+
+    @property
+    def final_action(self) -> Action:
+        return self.config.final_action if self.config else Action.REBOOT

@@ -1,0 +1,143 @@
+"""`kdump-agent mkinitrd`: build the capture initramfs with dracut and our module.
+
+The image is lean by default: dracut's `base` module and ours (no systemd), and in hostonly
+mode only the drivers on the path to the dump target. The reservation is spent on the
+initramfs before anything else (DESIGN §6), so everything left out is memory the
+collector can use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import system
+from ..config import Config, TargetKind
+from ..errors import KdumpError
+from ..targets.local import FilesystemTarget
+from .blockdev import drivers_for, filesystem_holding, resolve_spec
+
+log = logging.getLogger("kdump-agent")
+
+MODULE_NAME = "kdump-agent"
+MODULE_DIR_NAME = "55kdump-agent"
+SYSTEM_DRACUT_DIR = Path("/usr/lib/dracut")
+DRACUT_TIMEOUT = 900.0
+NO_HOSTONLY_FLAGS = frozenset({"--no-hostonly", "-N"})
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything dracut is told, worked out before it runs (and printed with --dry-run)."""
+
+    argv: list[str]
+    env: dict[str, str]
+    recorded_target: FilesystemTarget | None
+
+
+def bundled_module_dir() -> Path:
+    """Our dracut module: inside the frozen binary, or in the source tree."""
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root:
+        return Path(frozen_root) / "dracut-module" / MODULE_DIR_NAME
+    return Path(__file__).resolve().parents[3] / "dracut-module" / MODULE_DIR_NAME
+
+
+def default_binary() -> Path:
+    """The agent binary to pack: this very program when it is the frozen single file."""
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable)
+    raise KdumpError("not running as the frozen binary: pass --binary PATH (see `make binary`)")
+
+
+def overlay_dracut_dir(into: Path, module: Path, system_dir: Path = SYSTEM_DRACUT_DIR) -> Path:
+    """A dracut base directory: the system's files, plus our module in its modules.d.
+
+    dracut reads its modules from $dracutbasedir/modules.d; linking the system's entries
+    next to ours lets the binary carry its own module without installing anything.
+    """
+    if not (system_dir / "modules.d").is_dir():
+        raise KdumpError(f"dracut is not installed ({system_dir}/modules.d missing)")
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in system_dir.iterdir():
+        if entry.name != "modules.d":
+            (into / entry.name).symlink_to(entry)
+    modules = into / "modules.d"
+    modules.mkdir()
+    for entry in (system_dir / "modules.d").iterdir():
+        if entry.name != MODULE_DIR_NAME:
+            (modules / entry.name).symlink_to(entry)
+    (modules / MODULE_DIR_NAME).symlink_to(module)
+    return into
+
+
+def record_default_target(config: Config) -> FilesystemTarget:
+    """RHEL's rule for a config without a target: the file system that holds `path`."""
+    held_by = filesystem_holding(config.path)
+    relative = os.path.relpath(config.path, held_by.mountpoint)
+    directory = "/" if relative == "." else "/" + relative
+    log.info("no target in %s: dumping to %s (%s, UUID=%s) at %s", config.source,
+             held_by.device, held_by.fstype, held_by.uuid, directory)
+    return FilesystemTarget(spec=f"UUID={held_by.uuid}", fstype=held_by.fstype, directory=directory)
+
+
+def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver: str,
+         kmoddir: str | None, staging: Path, dracut_dir: Path) -> BuildPlan:
+    """Work out dracut's argv and environment for this config."""
+    target = config.target
+    if target is not None and target.kind is not TargetKind.FILESYSTEM:
+        raise KdumpError(f"{config.source}:{target.line}: {target.kind.value} targets are not "
+                         "supported by this version")
+    recorded = record_default_target(config) if target is None else None
+    fstype = recorded.fstype if recorded else target.fstype if target else None
+    hostonly = not NO_HOSTONLY_FLAGS.intersection(config.dracut_args)
+
+    argv = ["dracut", "--force", "--kver", kver, "--modules", MODULE_NAME, "--no-early-microcode"]
+    argv += ["--hostonly"] if hostonly else []
+    if kmoddir:
+        argv += ["--kmoddir", kmoddir]
+    if fstype:
+        argv += ["--filesystems", fstype]
+    drivers = list(config.extra_modules)
+    if hostonly:
+        spec = recorded.spec if recorded else target.spec if target else ""
+        drivers += [d for d in drivers_for(resolve_spec(spec)) if d not in drivers]
+    if drivers:
+        argv += ["--add-drivers", " ".join(drivers)]
+    argv += [*config.dracut_args, str(output)]
+
+    env = {
+        "dracutbasedir": str(dracut_dir),
+        "KDUMP_AGENT_BINARY": str(binary),
+        "KDUMP_AGENT_CONF": str(config_file),
+    }
+    if recorded:
+        target_file = staging / "target.json"
+        target_file.write_text(recorded.as_json() + "\n", encoding="utf-8")
+        env["KDUMP_AGENT_TARGET"] = str(target_file)
+    return BuildPlan(argv=argv, env=env, recorded_target=recorded)
+
+
+def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,
+             kmoddir: str | None = None, dry_run: bool = False) -> BuildPlan:
+    """Build the capture initramfs for a validated config; returns what was run."""
+    binary = binary or default_binary()
+    if not os.access(binary, os.X_OK):
+        raise KdumpError(f"agent binary {binary} is not executable")
+    kver = kver or platform.release()
+    with tempfile.TemporaryDirectory(prefix="kdump-agent-mkinitrd.") as scratch:
+        staging = Path(scratch)
+        build_plan = plan(config, config_file=Path(config.source).resolve(), output=output,
+                          binary=binary.resolve(), kver=kver, kmoddir=kmoddir, staging=staging,
+                          dracut_dir=staging / "dracut")
+        if dry_run:
+            return build_plan
+        overlay_dracut_dir(staging / "dracut", bundled_module_dir())
+        system.run(build_plan.argv, timeout=DRACUT_TIMEOUT, stdout=None, extra_env=build_plan.env)
+    log.info("capture initramfs written to %s (%d bytes)", output, output.stat().st_size)
+    return build_plan

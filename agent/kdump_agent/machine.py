@@ -1,0 +1,111 @@
+"""The capture flow as an explicit state machine: states, outcomes and the transition table.
+
+This module does no I/O. The flow is the seed article's numbered operation flow
+(panic -> capture kernel -> initramfs -> dump to the target -> vmcore by core_collector ->
+success: reboot / failure: the configured default action). All transition logic lives in
+the table below; `Machine` only walks it, and an illegal step raises without changing the
+state (the model is h11's state machine). `kdump-agent states` prints the table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class State(enum.Enum):
+    """Where the capture is. The comments give the seed flow's step numbers."""
+
+    START = "START"  # 1-3: panic, capture kernel boots, initramfs runs the agent
+    LOAD_CONFIG = "LOAD_CONFIG"  # read /etc/kdump.conf as packed by mkinitrd
+    RUN_PRE = "RUN_PRE"  # kdump_pre hooks
+    NETWORK_UP = "NETWORK_UP"  # network targets only
+    MOUNT_TARGET = "MOUNT_TARGET"  # 4: the target named in kdump.conf, or the default
+    PREPARE_DIR = "PREPARE_DIR"  # <path>/<ip>-<date>/, 0700
+    SAVE_DMESG = "SAVE_DMESG"  # the crashed kernel's log, saved before the big file
+    COLLECT = "COLLECT"  # 5: the vmcore made by core_collector
+    FINALIZE = "FINALIZE"  # sync, rename vmcore-incomplete -> vmcore
+    RUN_POST = "RUN_POST"  # kdump_post hooks
+    FINAL_ACTION = "FINAL_ACTION"  # 6 -> 14: final_action (reboot by default)
+    FAILURE_ACTION = "FAILURE_ACTION"  # 6 -> 7..16: the configured default/failure_action
+
+
+class Outcome(enum.Enum):
+    """How a state's work ended."""
+
+    DONE = "done"  # the work succeeded, or there was nothing to do
+    FAILED = "failed"  # the work raised an error
+    TIMED_OUT = "timed_out"  # the work overran the state's deadline
+
+
+SUCCESS_PATH: tuple[State, ...] = (
+    State.START,
+    State.LOAD_CONFIG,
+    State.RUN_PRE,
+    State.NETWORK_UP,
+    State.MOUNT_TARGET,
+    State.PREPARE_DIR,
+    State.SAVE_DMESG,
+    State.COLLECT,
+    State.FINALIZE,
+    State.RUN_POST,
+    State.FINAL_ACTION,
+)
+
+TERMINAL: frozenset[State] = frozenset({State.FINAL_ACTION})
+
+
+def _build_table() -> dict[tuple[State, Outcome], State]:
+    table: dict[tuple[State, Outcome], State] = {}
+    for here, after in zip(SUCCESS_PATH, SUCCESS_PATH[1:]):
+        table[(here, Outcome.DONE)] = after
+        table[(here, Outcome.FAILED)] = State.FAILURE_ACTION
+        table[(here, Outcome.TIMED_OUT)] = State.FAILURE_ACTION
+    # A failure action that hands back control (shell exits, dump_to_rootfs ends, or the
+    # action itself fails) ends in final_action: the machine never stays stuck.
+    for outcome in Outcome:
+        table[(State.FAILURE_ACTION, outcome)] = State.FINAL_ACTION
+    return table
+
+
+TRANSITIONS: dict[tuple[State, Outcome], State] = _build_table()
+
+
+class IllegalTransition(Exception):
+    """A step the table does not allow; raised before anything changes."""
+
+
+@dataclass
+class Machine:
+    """Walks TRANSITIONS; knows the current state and nothing else."""
+
+    state: State = State.START
+
+    def advance(self, outcome: Outcome) -> State:
+        """Move on from the current state by its outcome and return the new state."""
+        try:
+            following = TRANSITIONS[(self.state, outcome)]
+        except KeyError:
+            raise IllegalTransition(f"no transition from {self.state.value} on {outcome.value}") from None
+        self.state = following
+        return following
+
+
+def table_rows() -> Iterator[tuple[State, Outcome, State]]:
+    """The table in a stable order, for `kdump-agent states` and the docs."""
+    order = list(State)
+    for (here, outcome), after in sorted(
+        TRANSITIONS.items(), key=lambda item: (order.index(item[0][0]), list(Outcome).index(item[0][1]))
+    ):
+        yield here, outcome, after
+
+
+def mermaid() -> str:
+    """The table as a mermaid flowchart, so pictures of the flow are drawn from the data."""
+    lines = ["flowchart TD"]
+    for here, outcome, after in table_rows():
+        if here is State.FAILURE_ACTION and outcome is not Outcome.DONE:
+            continue
+        lines.append(f"    {here.value} -->|{outcome.value}| {after.value}")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""Runs the state machine: one step per state, each under a deadline, every step journaled.
+
+A step runs in a worker thread and the runner waits for it at most the state's deadline.
+A step that overruns (an NFS server gone, a disk that never answers) becomes a TIMED_OUT
+outcome and its commands are killed; the flow moves on to the failure action instead of
+hanging, which is the one thing a capture kernel must never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from . import system
+from .machine import Machine, Outcome, State
+
+log = logging.getLogger("kdump-agent")
+
+# A step does its state's work; it may return a short note for the journal.
+Step = Callable[[], "str | None"]
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One state as it happened: what ran, how it ended, how long it took, and why."""
+
+    state: State
+    outcome: Outcome
+    seconds: float
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"state": self.state.value, "outcome": self.outcome.value,
+                "seconds": round(self.seconds, 3), "detail": self.detail}
+
+
+@dataclass
+class Journal:
+    """Every state entered, in order; the manifest and the kernel log are written from it."""
+
+    entries: list[JournalEntry] = field(default_factory=list)
+
+    def record(self, entry: JournalEntry) -> None:
+        self.entries.append(entry)
+        line = f"state {entry.state.value}: {entry.outcome.value} in {entry.seconds:.2f} s"
+        log.info("%s%s", line, f" ({entry.detail})" if entry.detail else "")
+
+    def first_failure(self) -> JournalEntry | None:
+        """The entry that sent the flow to the failure action, if any."""
+        return next((e for e in self.entries if e.outcome is not Outcome.DONE), None)
+
+
+@dataclass
+class Runner:
+    """Walks the machine from START until the terminal state, running each state's step."""
+
+    steps: Mapping[State, Step]
+    deadline_for: Callable[[State], float]  # asked on entry: some depend on the config
+    journal: Journal = field(default_factory=Journal)
+    clock: Callable[[], float] = time.monotonic
+
+    def run(self) -> Journal:
+        """Run every state to the end. Returns when the final action returned (it normally
+        does not: reboot(2) ends the process), so the caller's last resort can act."""
+        machine = Machine()
+        while True:
+            state = machine.state
+            outcome, detail, seconds = self._execute(state)
+            self.journal.record(JournalEntry(state, outcome, seconds, detail))
+            if state is State.FINAL_ACTION:
+                return self.journal
+            machine.advance(outcome)
+
+    def _execute(self, state: State) -> tuple[Outcome, str, float]:
+        step = self.steps.get(state)
+        started = self.clock()
+        if step is None:
+            return Outcome.DONE, "nothing to do", 0.0
+        result: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                result["note"] = step()
+            except BaseException as error:  # noqa: BLE001 - every error is a failure outcome
+                result["error"] = error
+
+        worker = threading.Thread(target=work, name=f"state-{state.value}", daemon=True)
+        worker.start()
+        deadline = self.deadline_for(state)
+        worker.join(deadline)
+        seconds = self.clock() - started
+        if worker.is_alive():
+            system.kill_children()
+            return Outcome.TIMED_OUT, f"overran its deadline of {deadline:g} s", seconds
+        if "error" in result:
+            error = result["error"]
+            log.error("%s failed: %s", state.value, error)
+            return Outcome.FAILED, str(error) or type(error).__name__, seconds
+        note = result.get("note")
+        return Outcome.DONE, note if isinstance(note, str) else "", seconds

@@ -1,0 +1,65 @@
+"""FINAL_ACTION and FAILURE_ACTION: record the dump, release the target, act.
+
+reboot, halt and poweroff go through reboot(2) after a sync. Actions this version does not
+carry out yet return, and the state machine then runs final_action: the machine never
+stays stuck in the capture kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import system
+from ..config import Action
+from ..context import Capture
+from .record import write_record
+
+log = logging.getLogger("kdump-agent")
+
+_POWER = {Action.REBOOT: system.Power.REBOOT, Action.HALT: system.Power.HALT,
+          Action.POWEROFF: system.Power.POWEROFF}
+
+
+def release_target(capture: Capture) -> None:
+    """Sync and unmount what we mounted; a busy mount is left as it is (it is synced)."""
+    system.sync()
+    while capture.mounted:
+        mountpoint = capture.mounted.pop()
+        try:
+            system.umount(mountpoint)
+        except OSError as error:
+            log.warning("%s", error)
+
+
+def final_action(capture: Capture) -> str:
+    action = capture.final_action
+    failed = capture.journal.first_failure() is not None
+    result = "failure" if failed else "success"
+    if not failed:
+        log.info("dump saved in %s", capture.dump_dir)
+    capture.action_taken = f"final_action {action.value}"
+    write_record(capture, result, capture.action_taken)
+    release_target(capture)
+    log.info("final action: %s", action.value)
+    system.power(_POWER.get(action, system.Power.REBOOT))
+    return action.value
+
+
+def failure_action(capture: Capture) -> str:
+    action = capture.failure_action
+    failure = capture.journal.first_failure()
+    reason = f"{failure.state.value} {failure.outcome.value}: {failure.detail}" if failure else "unknown"
+    log.error("dump failed (%s)", reason)
+    if capture.dump_dir is not None:
+        log.error("what was saved is in %s", capture.dump_dir)
+    capture.action_taken = f"failure_action {action.value}"
+    if action not in _POWER:
+        log.error("failure action %s is not carried out by this version; running final_action",
+                  action.value)
+        capture.notes.append(f"failure_action {action.value} not carried out by this version")
+        return "not carried out"
+    write_record(capture, "failure", capture.action_taken)
+    release_target(capture)
+    log.info("failure action: %s", action.value)
+    system.power(_POWER[action])
+    return action.value

@@ -1,0 +1,104 @@
+"""The dump's record: kexec-dmesg.log and the kdump-agent.json manifest.
+
+Written just before the final or failure action, after success and after failure alike:
+a failed dump's directory says what happened as clearly as a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__, system
+from ..context import Capture
+
+log = logging.getLogger("kdump-agent")
+
+MANIFEST_NAME = "kdump-agent.json"
+KEXEC_DMESG_NAME = "kexec-dmesg.log"
+MANIFEST_FORMAT = 1
+# Room kept for the record: a manifest is a few KiB, the capture kernel's log rarely 1 MiB.
+RESERVED_BYTES = {MANIFEST_NAME: 256 << 10, KEXEC_DMESG_NAME: 2 << 20}
+
+
+def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
+    """Everything an admin or a script needs to trust (or distrust) this dump."""
+    failure = capture.journal.first_failure()
+    config = capture.config
+    return {
+        "format": MANIFEST_FORMAT,
+        "result": result,
+        "failure": None if failure is None else {"state": failure.state.value,
+                                                 "outcome": failure.outcome.value,
+                                                 "reason": failure.detail},
+        "action": action,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(capture.started_wall)),
+        "versions": {"kdump_agent": __version__, "python": platform.python_version(),
+                     "capture_kernel": platform.release()},
+        "config": None if config is None else {
+            "path": config.source, "sha256": config.digest,
+            "core_collector": list(config.core_collector),
+            "failure_action": config.failure_action.value, "final_action": config.final_action.value,
+        },
+        "target": None if capture.target is None else {
+            "spec": capture.target.spec, "fstype": capture.target.fstype,
+            "path": capture.target.directory,
+        },
+        "dump_dir": str(capture.dump_dir) if capture.dump_dir else None,
+        "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode},
+        "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in capture.files],
+        "states": [entry.as_dict() for entry in capture.journal.entries],
+        "notes": capture.notes,
+        "argv": sys.argv,
+    }
+
+
+def reserve(dump_dir: Path) -> None:
+    """Allocate the record's files before the collector runs.
+
+    A collector that fills the disk must not leave us unable to say so: the record is later
+    written into these blocks in place. Without room even for this, we go on unreserved.
+    """
+    for name, size in RESERVED_BYTES.items():
+        fd = os.open(dump_dir / name, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as error:
+            log.warning("could not reserve %d bytes for %s: %s", size, name, error)
+        finally:
+            os.close(fd)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Overwrite a (reserved) file from its start and cut it to the new length."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_record(capture: Capture, result: str, action: str) -> None:
+    """Write both files into the dump directory, if the capture got far enough to have one.
+
+    Failing to write them (a dead disk) is logged, never fatal: the action must still run.
+    """
+    if capture.dump_dir is None or not capture.dump_dir.is_dir():
+        return
+    document = json.dumps(manifest(capture, result, action), indent=2) + "\n"
+    for name, data in ((MANIFEST_NAME, document.encode()),
+                       (KEXEC_DMESG_NAME, system.read_kernel_log().encode())):
+        try:
+            _write_in_place(capture.dump_dir / name, data)
+        except OSError as error:
+            log.error("could not write %s: %s", name, error)
+    system.sync()

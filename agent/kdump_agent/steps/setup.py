@@ -1,0 +1,50 @@
+"""LOAD_CONFIG: read kdump.conf and decide where the dump goes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .. import config as kdump_config
+from ..config import TargetKind
+from ..context import Capture
+from ..errors import ConfigError, KdumpError
+from ..targets.local import FilesystemTarget
+
+log = logging.getLogger("kdump-agent")
+
+
+def load_config(capture: Capture) -> str:
+    """Parse the config packed into the initramfs and resolve the dump target.
+
+    Errors are logged one per line with file and line before the step fails, so the
+    console shows exactly what to fix even though the machine is about to reboot.
+    """
+    try:
+        loaded = kdump_config.load(capture.paths.config)
+    except kdump_config.ConfigErrors as errors:
+        for error in errors.errors:
+            log.error("%s", error)
+        raise
+    capture.config = loaded
+    for notice in loaded.notices:
+        log.warning("%s:%d: %s", loaded.source, notice.line, notice.message)
+    capture.target = resolve_target(loaded, capture.paths.recorded_target)
+    return f"target {capture.target.fstype} {capture.target.spec}, path {capture.target.directory}"
+
+
+def resolve_target(loaded: kdump_config.Config, recorded_path: str) -> FilesystemTarget:
+    """The configured file-system target, or (no target line) the one mkinitrd recorded."""
+    target = loaded.target
+    if target is None:
+        try:
+            return FilesystemTarget.from_json(Path(recorded_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError) as error:
+            raise KdumpError(
+                f"{loaded.source}: no dump target configured and none recorded by mkinitrd "
+                f"({recorded_path}: {error})"
+            ) from error
+    if target.kind is not TargetKind.FILESYSTEM or target.fstype is None:
+        raise ConfigError(loaded.source, target.line,
+                          f"{target.kind.value} targets are not supported by this version")
+    return FilesystemTarget(spec=target.spec, fstype=target.fstype, directory=loaded.path)

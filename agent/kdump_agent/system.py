@@ -1,0 +1,150 @@
+"""The only module that touches the machine: commands, mounts, the kernel log, reboot(2).
+
+Everything here is a thin wrapper that either succeeds or raises an error naming what it
+tried, so the steps above read as plain sequences and the unit tests can replace this
+module's functions at one boundary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+
+from .errors import CommandFailed, MountError
+
+log = logging.getLogger("kdump-agent")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Children started by run(): the runner kills them when a state overruns its deadline,
+# so a stuck collector cannot outlive the state that started it.
+_children: set[subprocess.Popen[bytes]] = set()
+_children_lock = threading.Lock()
+
+_LEVEL_PREFIX = re.compile(r"^<\d+>")
+
+CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    stdout: int | None = subprocess.PIPE,
+    check: bool = True,
+    extra_env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run argv (never through a shell) with a timeout and a clean environment.
+
+    Logs `+ argv` first. Standard error is captured and, on failure, its last line becomes
+    the error's detail: that line is usually what the admin needs ("No space left").
+    """
+    argv = list(argv)
+    log.info("+ %s", " ".join(argv))
+    env = {"PATH": CLEAN_PATH, "LANG": "C", "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+           **(extra_env or {})}
+    try:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise CommandFailed(argv, 127, error.strerror or str(error)) from error
+    with _children_lock:
+        _children.add(process)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(process)
+        process.communicate()
+        raise CommandFailed(argv, None, f"no result after {timeout:g} s") from None
+    finally:
+        with _children_lock:
+            _children.discard(process)
+    result = subprocess.CompletedProcess(argv, process.returncode, out, err)
+    for line in (err or b"").decode(errors="replace").splitlines():
+        if line.strip():
+            log.info("  %s", line.rstrip())
+    if check and process.returncode != 0:
+        last = next((ln for ln in reversed((err or b"").decode(errors="replace").splitlines()) if ln.strip()), "")
+        raise CommandFailed(argv, process.returncode, last.strip())
+    return result
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    """Kill a child's whole process group: collectors may fork helpers of their own."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_children() -> None:
+    """Kill every command still running; called when a state overruns its deadline."""
+    with _children_lock:
+        children = list(_children)
+    for process in children:
+        _kill(process)
+
+
+def _check(result: int, call: str, path: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{call}({path}): {os.strerror(errno)}")
+
+
+def mount(source: str, target: str, fstype: str, options: str = "") -> None:
+    """mount(2) without a mount binary: the initramfs need not carry util-linux's."""
+    os.makedirs(target, exist_ok=True)
+    try:
+        _check(
+            _libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(0),
+                        options.encode() or None),
+            "mount", f"{source} on {target} type {fstype}",
+        )
+    except OSError as error:
+        raise MountError(str(error)) from error
+    log.info("mounted %s on %s (%s)", source, target, fstype)
+
+
+def umount(target: str) -> None:
+    """umount(2); a busy file system is left mounted (the caller has synced it)."""
+    _check(_libc.umount2(target.encode(), 0), "umount", target)
+
+
+def sync() -> None:
+    """Flush every file system: nothing counts as saved before this returns."""
+    os.sync()
+
+
+class Power(enum.Enum):
+    """reboot(2) commands (linux/reboot.h)."""
+
+    REBOOT = 0x01234567
+    HALT = 0xCDEF0123
+    POWEROFF = 0x4321FEDC
+
+
+def power(command: Power, *, sync: bool = True) -> None:
+    """Sync and call reboot(2). Returns only if the kernel refused, which then raises."""
+    if sync:
+        os.sync()
+    _check(_libc.reboot(ctypes.c_int(command.value)), "reboot", command.name.lower())
+
+
+def read_kernel_log() -> str:
+    """The kernel ring buffer through syslog(2) (klogctl), without the `<level>` prefixes."""
+    size = _libc.klogctl(10, None, 0)  # SYSLOG_ACTION_SIZE_BUFFER
+    if size <= 0:
+        return ""
+    buffer = ctypes.create_string_buffer(size)
+    length = _libc.klogctl(3, buffer, size)  # SYSLOG_ACTION_READ_ALL
+    text = buffer.raw[: max(length, 0)].decode(errors="replace")
+    return "".join(_LEVEL_PREFIX.sub("", line) for line in text.splitlines(keepends=True))

@@ -1,0 +1,39 @@
+#!/bin/bash
+# kdump-agent's dracut module: a capture initramfs whose only job is to save the dump.
+#
+# `kdump-agent mkinitrd` calls dracut with `-m kdump-agent` and passes what to pack in the
+# environment: KDUMP_AGENT_BINARY (the frozen agent), KDUMP_AGENT_CONF (the validated
+# kdump.conf) and, when kdump.conf names no target, KDUMP_AGENT_TARGET (the file system that
+# holds `path` on this machine, recorded as JSON).
+
+# Only when asked for: this module turns an initramfs into a capture initramfs.
+check() {
+    return 255
+}
+
+depends() {
+    echo base
+    return 0
+}
+
+install() {
+    if [[ ! -x $KDUMP_AGENT_BINARY ]]; then
+        derror "kdump-agent: KDUMP_AGENT_BINARY is not an executable: '$KDUMP_AGENT_BINARY'"
+        return 1
+    fi
+    if [[ ! -f $KDUMP_AGENT_CONF ]]; then
+        derror "kdump-agent: KDUMP_AGENT_CONF is not a file: '$KDUMP_AGENT_CONF'"
+        return 1
+    fi
+    inst_binary "$KDUMP_AGENT_BINARY" /usr/sbin/kdump-agent
+    # The frozen binary carries libpython, which needs libm; ldd cannot see inside the archive.
+    inst_libdir_file "libm.so.*"
+    inst_multiple makedumpfile blkid
+    inst_simple "$KDUMP_AGENT_CONF" /etc/kdump.conf
+    if [[ -n $KDUMP_AGENT_TARGET ]]; then
+        inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json
+    fi
+    inst_multiple -o /etc/localtime
+    inst_hook cmdline 95 "$moddir/kdump-agent-root.sh"
+    inst_hook pre-mount 01 "$moddir/kdump-agent-capture.sh"
+}

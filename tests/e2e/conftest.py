@@ -1,0 +1,69 @@
+"""Fixtures for the QEMU end-to-end tests.
+
+These tests boot real kernels under TCG and take tens of seconds each, so they carry the
+`qemu` marker and run only when asked for (`-m qemu`). On failure the tail of every serial
+console a test registered is attached to the report: that is where the reason always is.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The harness is plain modules next to this file (shared with `make demo`); make them
+# importable whatever pytest's import mode is.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import guest  # noqa: E402
+
+CONSOLE_TAIL_LINES = 80
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "qemu: boots kernels in QEMU (slow; select with -m qemu)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip rather than fail where QEMU is missing: that is a host problem, not a finding."""
+    if shutil.which(guest.QEMU) is None:
+        skip = pytest.mark.skip(reason=f"{guest.QEMU} not installed")
+        for item in items:
+            if "qemu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """Downloads and built images, kept across sessions ($KDUMP_AGENT_CACHE)."""
+    path = guest.default_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kernel(cache_dir: Path) -> guest.Kernel:
+    """Debian's cloud kernel, downloaded and unpacked once per cache."""
+    return guest.fetch_kernel(cache_dir)
+
+
+@pytest.fixture
+def console_logs(request: pytest.FixtureRequest) -> Iterator[list[Path]]:
+    """Append a boot's log_path here and its tail shows up in the report if the test fails."""
+    logs: list[Path] = []
+    request.node.console_logs = logs
+    yield logs
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    if report.when == "call" and report.failed:
+        for path in getattr(item, "console_logs", []):
+            text = guest.clean_console(path.read_bytes()) if path.exists() else "(no log)"
+            tail = "\n".join(text.splitlines()[-CONSOLE_TAIL_LINES:])
+            report.sections.append((f"serial console tail: {path}", tail))
+    return report

@@ -1,0 +1,117 @@
+"""One panic, end to end: build the capture initramfs with the real binary, panic a guest,
+read back what the capture kernel saved. Shared by the e2e tests and `make demo`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from guest import BootResult, FileInfo, Kernel, boot, build_panic_initrd, extract, read_tree
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = REPO / "dist" / "kdump-agent"
+CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
+FIRST_KERNEL_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
+LEAN_DRACUT_ARGS = 'dracut_args --no-hostonly --drivers "virtio_blk virtio_pci"'
+DUMP_DIR = re.compile(r"^(?P<path>.*/)?127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("KDUMP_AGENT_CACHE", "/var/cache/kdump-agent-test")) / "capture-initrds"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path) -> Path:
+    """`kdump-agent mkinitrd` as an admin runs it; cached by binary, module and config."""
+    key = hashlib.sha256()
+    key.update(BINARY.read_bytes())
+    key.update(config_text.encode())
+    key.update(kernel.kver.encode())
+    output = cache_dir() / f"capture-{key.hexdigest()[:16]}.img"
+    if output.exists():
+        return output
+    config = workdir / "kdump.conf"
+    config.write_text(config_text, encoding="utf-8")
+    partial = output.with_suffix(".part")
+    subprocess.run(
+        [str(BINARY), "mkinitrd", "--config", str(config), "--kver", kernel.kver,
+         "--kmoddir", str(kernel.kmoddir), "-o", str(partial)],
+        check=True, timeout=900,
+    )
+    partial.rename(output)
+    return output
+
+
+def newc_entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
+    """One entry of a newc cpio archive (the format the kernel unpacks)."""
+    header = "070701" + "".join(f"{v:08x}" for v in (
+        ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0))
+    blob = header.encode() + name.encode() + b"\0"
+    blob += b"\0" * (-len(blob) % 4) + data
+    return blob + b"\0" * (-len(blob) % 4)
+
+
+def with_config_overlay(initrd: Path, config_text: str, out: Path) -> Path:
+    """The same initramfs with another /etc/kdump.conf laid over it.
+
+    The kernel unpacks concatenated cpio archives in order and later files win, so a
+    second archive replaces the packed config without another 30 s dracut run. Used for
+    cases whose config is deliberately broken (mkinitrd refuses those) or differs only in
+    values the agent reads at capture time.
+    """
+    archive = b"".join([
+        newc_entry("etc", b"", 0o040755, 1),
+        newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2),
+        newc_entry("TRAILER!!!", b"", 0, 0),
+    ])
+    archive += b"\0" * (-len(archive) % 512)
+    out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
+    return out
+
+
+@dataclass
+class Dump:
+    """What one panic left on the target disk."""
+
+    directory: str  # path inside the target file system
+    files: dict[str, FileInfo]  # name -> info, for the files in the dump directory
+    local_copy: Path  # where the directory was extracted on the host
+
+
+def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
+                      timeout_s: int = 420) -> BootResult:
+    """Boot the first kernel, load the capture kernel, panic it, let the capture run."""
+    panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
+                                      workdir / "panic-initrd.img")
+    return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
+                timeout_s=timeout_s, log_path=workdir / "console.log")
+
+
+def find_dumps(disk: Path, dest: Path) -> list[Dump]:
+    """Every dump directory on the disk, extracted under dest."""
+    tree = read_tree(disk)
+    dumps = []
+    for path in sorted(tree):
+        if DUMP_DIR.match(path):
+            local = dest / Path(path).name
+            extract(disk, path, local)
+            prefix = path.rstrip("/") + "/"
+            files = {p[len(prefix):]: info for p, info in tree.items()
+                     if p.startswith(prefix) and "/" not in p[len(prefix):]}
+            dumps.append(Dump(directory=path, files=files, local_copy=local))
+    return dumps
+
+
+def dmesg_from_vmcore(vmcore: Path, out: Path) -> str:
+    """The crashed kernel's log read back from a saved dump: proof the dump is usable."""
+    subprocess.run(["makedumpfile", "--dump-dmesg", str(vmcore), str(out)], check=True,
+                   timeout=120, stdout=subprocess.DEVNULL)
+    return out.read_text(errors="replace")
+

@@ -1,0 +1,28 @@
+"""How core_collector becomes an argv (RHEL's rules for file targets)."""
+
+from kdump_agent.steps.collect import collector_argv
+
+
+def test_makedumpfile_gets_source_and_destination() -> None:
+    argv, to_stdout = collector_argv(("makedumpfile", "-l", "--message-level", "7", "-d", "31"),
+                                     "/proc/vmcore", "/t/vmcore-incomplete")
+    assert argv == ["makedumpfile", "-l", "--message-level", "7", "-d", "31",
+                    "/proc/vmcore", "/t/vmcore-incomplete"]
+    assert not to_stdout
+
+
+def test_flattened_flag_is_dropped_for_file_targets() -> None:
+    argv, _ = collector_argv(("makedumpfile", "-F", "-c", "-d", "1"), "/proc/vmcore", "/t/v")
+    assert "-F" not in argv
+
+
+def test_cat_writes_the_dump_to_its_standard_output() -> None:
+    argv, to_stdout = collector_argv(("cat",), "/proc/vmcore", "/t/v")
+    assert argv == ["cat", "/proc/vmcore"]
+    assert to_stdout
+
+
+def test_cp_copies_to_the_destination() -> None:
+    argv, to_stdout = collector_argv(("cp", "--sparse=always"), "/proc/vmcore", "/t/v")
+    assert argv == ["cp", "--sparse=always", "/proc/vmcore", "/t/v"]
+    assert not to_stdout

@@ -1,0 +1,60 @@
+"""The transition table against the seed article's numbered operation flow (DESIGN §3)."""
+
+import pytest
+
+from kdump_agent.machine import (SUCCESS_PATH, TRANSITIONS, IllegalTransition, Machine, Outcome,
+                                 State, mermaid, table_rows)
+
+
+def walk(outcomes: dict[State, Outcome]) -> list[State]:
+    machine = Machine()
+    seen = [machine.state]
+    while machine.state is not State.FINAL_ACTION:
+        seen.append(machine.advance(outcomes.get(machine.state, Outcome.DONE)))
+    return seen
+
+
+def test_success_path_follows_seed_steps_4_5_6_14() -> None:
+    # 4: dump to the target, 5: vmcore by core_collector, 6 success -> 14: final action.
+    path = walk({})
+    assert path == list(SUCCESS_PATH)
+    assert path.index(State.MOUNT_TARGET) < path.index(State.COLLECT) < path.index(State.FINALIZE)
+    assert State.FAILURE_ACTION not in path
+
+
+@pytest.mark.parametrize("failing", SUCCESS_PATH[:-1])
+@pytest.mark.parametrize("outcome", [Outcome.FAILED, Outcome.TIMED_OUT])
+def test_any_failure_goes_to_failure_action_then_final_action(failing: State, outcome: Outcome) -> None:
+    # 6 failure -> 7..10: the default action; actions that hand back control end in 14.
+    path = walk({failing: outcome})
+    assert path[-2:] == [State.FAILURE_ACTION, State.FINAL_ACTION]
+    assert path.index(failing) == len(path) - 3
+
+
+def test_dump_state_never_follows_a_failure() -> None:
+    path = walk({State.MOUNT_TARGET: Outcome.FAILED})
+    assert State.COLLECT not in path
+
+
+def test_every_state_but_the_terminal_one_has_a_way_out_on_every_outcome() -> None:
+    for state in State:
+        if state is State.FINAL_ACTION:
+            continue
+        for outcome in Outcome:
+            assert (state, outcome) in TRANSITIONS
+
+
+def test_illegal_transition_raises_and_leaves_state_unchanged() -> None:
+    machine = Machine(State.FINAL_ACTION)
+    with pytest.raises(IllegalTransition):
+        machine.advance(Outcome.DONE)
+    assert machine.state is State.FINAL_ACTION
+
+
+def test_table_rows_and_mermaid_are_drawn_from_the_table() -> None:
+    rows = list(table_rows())
+    assert len(rows) == len(TRANSITIONS)
+    graph = mermaid()
+    assert "COLLECT -->|done| FINALIZE" in graph
+    assert "COLLECT -->|failed| FAILURE_ACTION" in graph
+    assert "FAILURE_ACTION -->|done| FINAL_ACTION" in graph

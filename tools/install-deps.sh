@@ -1,0 +1,16 @@
+#!/bin/sh
+# Install the Debian packages that building, testing and the demo need (first use only).
+set -eu
+PACKAGES="qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile busybox-static cpio
+e2fsprogs socat zstd kmod udev util-linux binutils"
+missing=""
+for package in $PACKAGES; do
+    dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $package"
+done
+[ -z "$missing" ] && exit 0
+echo "== installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
