@@ -23,8 +23,13 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError, ConfigErrors
+
+__all__ = ["COLLECTORS", "DEFAULT_COLLECTOR", "DEVICE_TAGS", "FILESYSTEM_TYPES", "FINAL_ACTIONS",
+           "MAX_BYTES", "NOTICES", "Action", "Config", "ConfigError", "ConfigErrors", "Notice", "Target",
+           "TargetKind", "load", "parse", "parse_bytes"]
 
 DEFAULT_COLLECTOR: tuple[str, ...] = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
 # kdumpctl's list of file systems a dump can be written to directly.
@@ -161,6 +166,7 @@ class _Line:
 
     @property
     def value(self) -> str:
+        """The value with its blanks normalised, as messages and notices quote it."""
         return " ".join(self.words)
 
 
@@ -190,6 +196,8 @@ def _split_line(number: int, text: str) -> _Line | None:
 # ---- or raises _Invalid saying what is wrong and how to fix it.
 
 def _word(line: _Line) -> str:
+    """The one word a single-valued directive takes; RHEL's scripts would silently take the
+    whole rest of the line, so extra words are an error here rather than a surprise there."""
     if len(line.words) > 1:
         raise _Invalid(f"'{line.name}' takes one value, not {len(line.words)} ({line.value!r})")
     return line.words[0]
@@ -220,16 +228,15 @@ def _text(line: _Line) -> str:
 def _shell_words(line: _Line) -> tuple[str, ...]:
     """Split like a shell would, since RHEL hands these values to one; never run a shell."""
     try:
-        words = tuple(shlex.split(line.raw))
+        return tuple(shlex.split(line.raw))
     except ValueError as error:
         hint = " ('#' starts a comment anywhere on the line, even inside quotes)" if line.cut else ""
         raise _Invalid(f"cannot split the value of '{line.name}': {error}{hint}") from None
-    if not words:
-        raise _Invalid(f"'{line.name}' needs a value")
-    return words
 
 
 def _collector(line: _Line) -> tuple[str, ...]:
+    """The collector's argv. Only programs the COLLECT step knows how to drive are allowed,
+    by bare name (found on the initramfs PATH) or by absolute path."""
     argv = _shell_words(line)
     program = argv[0]
     name = posixpath.basename(program)
@@ -320,7 +327,8 @@ def _ssh(line: _Line) -> Target:
 
 
 def _net(line: _Line) -> Target:
-    """The seed's `net`: NFS when it names an export, SSH when it names a user."""
+    """The seed's `net`: NFS when it names an export, SSH when it names a user; a value that
+    looks like both or neither is refused rather than guessed."""
     spec = _word(line)
     is_nfs, is_ssh = ":/" in spec, "@" in spec
     if is_nfs == is_ssh:
@@ -426,11 +434,13 @@ NOTICES: dict[tuple[str, str | None], str] = {
 
 
 def _notice(line: _Line) -> Notice | None:
+    """What NOTICES says about this line, if anything."""
     template = NOTICES.get((line.name, line.value), NOTICES.get((line.name, None)))
     return Notice(line.number, template.format(name=line.name, value=line.value)) if template else None
 
 
 def _unknown(name: str) -> str:
+    """Why a directive is refused: retired by RHEL (with what replaced it), or a likely typo."""
     if name in _RETIRED:
         return f"'{name}' is no longer supported: {_RETIRED[name]}"
     close = difflib.get_close_matches(name, _DIRECTIVES, n=1)
@@ -440,7 +450,7 @@ def _unknown(name: str) -> str:
 
 def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Config:
     """The parser proper. `errors` may already hold problems found in the bytes."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # Config field -> value; each converter returns its field's type
     first_seen: dict[str, tuple[str, int]] = {}  # Config field -> (directive, line)
     notices: list[Notice] = []
 

@@ -7,7 +7,6 @@ console a test registered is attached to the report: that is where the reason al
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +24,6 @@ CONSOLE_TAIL_LINES = 80
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "qemu: boots kernels in QEMU (slow; select with -m qemu)")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip rather than fail where QEMU is missing: that is a host problem, not a finding."""
-    if shutil.which(guest.QEMU) is None:
-        skip = pytest.mark.skip(reason=f"{guest.QEMU} not installed")
-        for item in items:
-            if "qemu" in item.keywords:
-                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

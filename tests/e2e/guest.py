@@ -448,7 +448,7 @@ class FileInfo:
     """What the tests check about a file in a guest-written image."""
 
     mode: int   # st_mode, type bits included (stat.S_ISREG(info.mode), info.mode & 0o777)
-    size: int
+    size: int   # bytes; 0 for directories (debugfs ls -p leaves it empty)
 
 
 def _debugfs(image: Path, request: str) -> subprocess.CompletedProcess[str]:
@@ -525,8 +525,13 @@ def clean_console(raw: bytes) -> str:
 
 @dataclasses.dataclass
 class BootResult:
-    """What one QEMU run left behind. `timeline` holds (seconds since QEMU started, line) for
-    every console line, as seen by polling the log: good to ~0.1 s, enough for timings."""
+    """What one QEMU run left behind.
+
+    `returncode` is QEMU's exit status; QEMU exits 0 on the guest's reboot or power-off and
+    also when we stop it (timeout, `until`), so judge a run by its console and `timed_out`.
+    `timeline` holds (seconds since QEMU started, line) for every console line, as seen by
+    polling the log: good to ~0.1 s, enough for timings.
+    """
 
     console: str
     returncode: int | None
@@ -541,6 +546,7 @@ class BootResult:
         return next((t for t, line in self.timeline if marker in line), None)
 
     def tail(self, lines: int = 60) -> str:
+        """The last console lines: what a failure message should show."""
         return "\n".join(self.console.splitlines()[-lines:])
 
 
@@ -660,7 +666,8 @@ def _run_qemu(args: Sequence[str], *, timeout_s: float, log_path: Path,
                     timed_out = True
                     break
                 if b"KVM internal error" in stderr_path.read_bytes()[-4096:]:
-                    break  # the vCPU is stopped for good; waiting only burns the timeout
+                    timed_out = True  # a stopped vCPU is a hang that waiting cannot end
+                    break
                 time.sleep(0.1)
         finally:
             if proc.poll() is None:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,12 +87,16 @@ class Dump:
 
 
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
-                      timeout_s: int = 420) -> BootResult:
-    """Boot the first kernel, load the capture kernel, panic it, let the capture run."""
+                      timeout_s: int = 420, progress: Callable[[str], None] | None = None,
+                      ) -> BootResult:
+    """Boot the first kernel, load the capture kernel, panic it, let the capture run.
+
+    The serial console is kept in workdir/console.log.
+    """
     panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
-                                      workdir / "panic-initrd.img")
+                                      cache_dir() / f"panic-for-{capture_initrd.name}")
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
-                timeout_s=timeout_s, log_path=workdir / "console.log")
+                timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress)
 
 
 def find_dumps(disk: Path, dest: Path) -> list[Dump]:

@@ -63,7 +63,9 @@ def assert_good_dump(disk: Path, workdir: Path) -> dict[str, object]:
     return manifest
 
 
-def test_dump_to_target_by_uuid_then_reboot(kernel: Kernel, uuid_initrd: Path, tmp_path: Path) -> None:
+def test_dump_to_target_by_uuid_then_reboot(kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, uuid_initrd, [disk], tmp_path)
     assert "KDUMP-TEST: panicking" in result.console
@@ -74,7 +76,9 @@ def test_dump_to_target_by_uuid_then_reboot(kernel: Kernel, uuid_initrd: Path, t
     assert manifest["action"] == "final_action reboot"
 
 
-def test_dump_to_target_by_label_then_poweroff(kernel: Kernel, tmp_path: Path) -> None:
+def test_dump_to_target_by_label_then_poweroff(kernel: Kernel, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     initrd = build_capture_initrd(kernel, config(f"LABEL={DISK_LABEL}", "final_action poweroff"),
                                   tmp_path)
     disk = target_disk(tmp_path)
@@ -84,7 +88,9 @@ def test_dump_to_target_by_label_then_poweroff(kernel: Kernel, tmp_path: Path) -
     assert_good_dump(disk, tmp_path)
 
 
-def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_path: Path) -> None:
+def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     initrd = with_config_overlay(uuid_initrd, config("/dev/vda"), tmp_path / "capture.img")
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
@@ -93,7 +99,9 @@ def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_pa
 
 
 def test_target_that_never_appears_runs_failure_action_at_the_deadline(
-        kernel: Kernel, uuid_initrd: Path, tmp_path: Path) -> None:
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     missing = str(uuid.uuid4())
     initrd = with_config_overlay(
         uuid_initrd, config(f"UUID={missing}", "disk_timeout 5", "default poweroff"),
@@ -107,7 +115,9 @@ def test_target_that_never_appears_runs_failure_action_at_the_deadline(
 
 
 def test_full_target_keeps_vmcore_incomplete_and_runs_failure_action(
-        kernel: Kernel, uuid_initrd: Path, tmp_path: Path) -> None:
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     initrd = with_config_overlay(
         uuid_initrd, config(f"UUID={DISK_UUID}", "default poweroff",
                             "core_collector makedumpfile -d 0"),
@@ -129,7 +139,9 @@ def test_full_target_keeps_vmcore_incomplete_and_runs_failure_action(
 
 
 def test_config_error_in_capture_kernel_names_the_line_and_reboots(
-        kernel: Kernel, uuid_initrd: Path, tmp_path: Path) -> None:
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
     broken = config(f"UUID={DISK_UUID}") + "core_colector makedumpfile -d 31\n"
     initrd = with_config_overlay(uuid_initrd, broken, tmp_path / "capture.img")
     disk = target_disk(tmp_path)
