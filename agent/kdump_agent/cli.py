@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def _mkinitrd(args: argparse.Namespace) -> int:
     built = mkinitrd(loaded, output=Path(args.output), binary=args.binary, kver=args.kver,
                      kmoddir=args.kmoddir, dry_run=args.dry_run)
     if args.dry_run:
-        print(" ".join(f"{k}={v}" for k, v in built.env.items()), " ".join(built.argv))
+        if built.recorded_target:
+            print(f"recorded target: {built.recorded_target.as_json()}")
+        print(shlex.join([f"{k}={v}" for k, v in built.env.items()] + built.argv))
     return EXIT_OK
 
 

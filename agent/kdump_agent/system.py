@@ -14,8 +14,10 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
+from typing import IO
 
 from .errors import CommandFailed, MountError
 
@@ -29,6 +31,12 @@ _children: set[subprocess.Popen[bytes]] = set()
 _children_lock = threading.Lock()
 
 _LEVEL_PREFIX = re.compile(r"^<\d+>")
+_LINE_BREAK = re.compile(rb"[\r\n]")
+# makedumpfile's progress lines: "Copying data   : [ 10.7 %] \   eta: 0s"
+_PROGRESS = re.compile(r"\[\s*[\d.]+ ?%\]")
+# After the program exits, how long its output pipes may take to drain (a grandchild may
+# still hold them open; we do not wait for it).
+PUMP_DRAIN_SECONDS = 5.0
 
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -43,8 +51,10 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell) with a timeout and a clean environment.
 
-    Logs `+ argv` first. Standard error is captured and, on failure, its last line becomes
-    the error's detail: that line is usually what the admin needs ("No space left").
+    Logs `+ argv` first, then each line the program writes to standard error as it comes
+    (a collector's progress is shown on the console only, so it does not flood the kernel
+    log). On failure the last error line becomes the error's detail: that line is usually
+    what the admin needs ("No space left on device").
     """
     argv = list(argv)
     log.info("+ %s", " ".join(argv))
@@ -59,23 +69,63 @@ def run(
         raise CommandFailed(argv, 127, error.strerror or str(error)) from error
     with _children_lock:
         _children.add(process)
+    errors: list[str] = []
+    output = bytearray()
+    assert process.stderr is not None
+    pumps = [threading.Thread(target=_pump_stderr, args=(process.stderr, errors), daemon=True)]
+    if process.stdout is not None:
+        pumps.append(threading.Thread(target=_pump_stdout, args=(process.stdout, output), daemon=True))
+    for pump in pumps:
+        pump.start()
     try:
-        out, err = process.communicate(timeout=timeout)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill(process)
-        process.communicate()
+        process.wait()
         raise CommandFailed(argv, None, f"no result after {timeout:g} s") from None
     finally:
         with _children_lock:
             _children.discard(process)
-    result = subprocess.CompletedProcess(argv, process.returncode, out, err)
-    for line in (err or b"").decode(errors="replace").splitlines():
-        if line.strip():
-            log.info("  %s", line.rstrip())
+        for pump in pumps:
+            pump.join(PUMP_DRAIN_SECONDS)
+    result = subprocess.CompletedProcess(argv, process.returncode, bytes(output),
+                                         "\n".join(errors).encode())
     if check and process.returncode != 0:
-        last = next((ln for ln in reversed((err or b"").decode(errors="replace").splitlines()) if ln.strip()), "")
-        raise CommandFailed(argv, process.returncode, last.strip())
+        raise CommandFailed(argv, process.returncode, errors[-1] if errors else "")
     return result
+
+
+def _pump_stderr(stream: IO[bytes], lines: list[str]) -> None:
+    """Log a program's error output line by line as it arrives; keep it for the caller."""
+    pending = b""
+    while chunk := stream.read1(4096):  # type: ignore[attr-defined]
+        pending += chunk
+        *complete, pending = _LINE_BREAK.split(pending)
+        for raw in complete:
+            _note_line(raw, lines)
+    _note_line(pending, lines)
+
+
+def _note_line(raw: bytes, lines: list[str]) -> None:
+    text = raw.decode(errors="replace").strip()
+    if not text:
+        return
+    if _PROGRESS.search(text):
+        console_only(f"  {text}")
+        return
+    lines.append(text)
+    log.info("  %s", text)
+
+
+def _pump_stdout(stream: IO[bytes], output: bytearray) -> None:
+    while chunk := stream.read(65536):
+        output += chunk
+
+
+def console_only(text: str) -> None:
+    """Progress for the admin watching the console; not worth a line in the kernel log."""
+    sys.stderr.write(f"kdump-agent: {text}\n")
+    sys.stderr.flush()
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

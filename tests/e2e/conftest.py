@@ -1,7 +1,7 @@
 """Fixtures for the QEMU end-to-end tests.
 
-These tests boot real kernels under TCG and take tens of seconds each, so they carry the
-`qemu` marker and run only when asked for (`-m qemu`). On failure the tail of every serial
+These tests boot real kernels under TCG and take tens of seconds each; they carry the
+`qemu` marker (`make test` runs them all; `-m "not qemu"` leaves them out). On failure the tail of every serial
 console a test registered is attached to the report: that is where the reason always is.
 """
 

@@ -35,16 +35,23 @@ def nearest_existing(path: str) -> str:
 def filesystem_holding(path: str) -> HostFilesystem:
     """Ask findmnt which file system holds path (RHEL's rule for a config with no target)."""
     result = system.run(
-        ["findmnt", "--noheadings", "--first-only", "--output", "SOURCE,FSTYPE,TARGET,UUID",
+        ["findmnt", "--noheadings", "--first-only", "--output", "SOURCE,FSTYPE,TARGET",
          "--target", nearest_existing(path)],
         timeout=30,
     )
     fields = result.stdout.decode().split()
-    if len(fields) < 4:
-        raise KdumpError(f"the file system holding {path} has no UUID ({' '.join(fields)}): "
-                         "name a target in kdump.conf")
-    device, fstype, mountpoint, uuid = fields[:4]
-    return HostFilesystem(device=device, fstype=fstype, mountpoint=mountpoint, uuid=uuid)
+    if len(fields) != 3:
+        raise KdumpError(f"cannot tell which file system holds {path}: findmnt said {fields}")
+    device, fstype, mountpoint = fields
+    return HostFilesystem(device=device, fstype=fstype, mountpoint=mountpoint, uuid=uuid_of(device))
+
+
+def uuid_of(device: str) -> str:
+    """The file system UUID on device, probed by blkid ("" when it has none)."""
+    if not device.startswith("/dev/"):
+        return ""
+    result = system.run(["blkid", "-p", "-o", "value", "-s", "UUID", device], timeout=30, check=False)
+    return result.stdout.decode().strip()
 
 
 def resolve_spec(spec: str) -> str:

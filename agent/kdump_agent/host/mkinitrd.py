@@ -77,13 +77,25 @@ def overlay_dracut_dir(into: Path, module: Path, system_dir: Path = SYSTEM_DRACU
 
 
 def record_default_target(config: Config) -> FilesystemTarget:
-    """RHEL's rule for a config without a target: the file system that holds `path`."""
+    """RHEL's rule for a config without a target: the file system that holds `path`.
+
+    It is recorded by UUID, which survives device renames in the capture kernel; a file
+    system without one is recorded by its device path.
+    """
     held_by = filesystem_holding(config.path)
+    if held_by.uuid:
+        spec = f"UUID={held_by.uuid}"
+    elif held_by.device.startswith("/dev/"):
+        spec = held_by.device
+        log.warning("%s has no file system UUID: recording it as %s", held_by.device, spec)
+    else:
+        raise KdumpError(f"{config.path} is on {held_by.device} ({held_by.fstype}), which the "
+                         f"capture kernel cannot mount: name a target in {config.source}")
     relative = os.path.relpath(config.path, held_by.mountpoint)
     directory = "/" if relative == "." else "/" + relative
-    log.info("no target in %s: dumping to %s (%s, UUID=%s) at %s", config.source,
-             held_by.device, held_by.fstype, held_by.uuid, directory)
-    return FilesystemTarget(spec=f"UUID={held_by.uuid}", fstype=held_by.fstype, directory=directory)
+    log.info("no target in %s: dumping to %s (%s, %s) at %s", config.source, held_by.device,
+             held_by.fstype, spec, directory)
+    return FilesystemTarget(spec=spec, fstype=held_by.fstype, directory=directory)
 
 
 def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver: str,

@@ -1,0 +1,147 @@
+"""The whole capture flow with the machine boundary mocked: mount(2), reboot(2), commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdump_agent import system
+from kdump_agent.capture import capture
+from kdump_agent.context import Paths
+from kdump_agent.errors import CommandFailed
+from kdump_agent.machine import Outcome, State
+
+
+class FakeMachine:
+    """Stands in for system.run/mount/power: records calls, writes what makedumpfile would."""
+
+    def __init__(self, collector_rc: int = 0) -> None:
+        self.collector_rc = collector_rc
+        self.powered: list[system.Power] = []
+        self.mounted: list[tuple[str, str, str]] = []
+        self.manifests_at_power: list[dict[str, Any]] = []
+
+    def run(self, argv: list[str], **kwargs: Any) -> Any:
+        class Result:
+            returncode = 0
+            stdout = b""
+            stderr = b""
+        result = Result()
+        if argv[:2] == ["makedumpfile", "--dump-dmesg"]:
+            Path(argv[-1]).write_text("[    4.5] sysrq: Trigger a crash\n")
+        elif argv[0] == "makedumpfile":
+            Path(argv[-1]).write_bytes(b"KDUMP   " + b"\0" * 4088)
+            result.returncode = self.collector_rc
+            result.stderr = b"write error: No space left on device" if self.collector_rc else b""
+        if kwargs.get("check", True) and result.returncode:
+            raise CommandFailed(argv, result.returncode, result.stderr.decode())
+        return result
+
+    def mount(self, source: str, target: str, fstype: str, options: str = "") -> None:
+        os.makedirs(target, exist_ok=True)
+        self.mounted.append((source, target, fstype))
+
+    def power(self, command: system.Power, *, sync: bool = True) -> None:
+        """On a real machine reboot(2) does not return; here it does, so the flow goes on
+        as it would if the kernel refused: the first call is the action taken, and the
+        manifest as it was at that moment is kept."""
+        self.powered.append(command)
+        for _, mountpoint, _ in self.mounted:
+            for manifest in Path(mountpoint).glob("**/kdump-agent.json"):
+                self.manifests_at_power.append(json.loads(manifest.read_text()))
+
+
+@pytest.fixture
+def machine(mocker: Any) -> FakeMachine:
+    fake = FakeMachine()
+    mocker.patch.object(system, "run", side_effect=fake.run)
+    mocker.patch.object(system, "mount", side_effect=fake.mount)
+    mocker.patch.object(system, "umount")
+    mocker.patch.object(system, "power", side_effect=fake.power)
+    mocker.patch.object(system, "read_kernel_log", return_value="capture kernel log\n")
+    return fake
+
+
+def paths(tmp_path: Path, config_text: str) -> Paths:
+    config = tmp_path / "kdump.conf"
+    config.write_text(config_text)
+    vmcore = tmp_path / "vmcore-source"
+    vmcore.write_bytes(b"\0" * 4096)
+    return Paths(config=str(config), recorded_target=str(tmp_path / "target.json"),
+                 mountpoint=str(tmp_path / "kdumproot"), vmcore=str(vmcore))
+
+
+def test_successful_capture_saves_every_file_and_runs_final_action(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    done = capture(paths(tmp_path, "ext4 /dev/null\npath /var/crash\nfinal_action poweroff\n"))
+    assert machine.mounted == [("/dev/null", str(tmp_path / "kdumproot"), "ext4")]
+    assert machine.powered == [system.Power.POWEROFF]
+    assert done.dump_dir is not None
+    assert done.dump_dir.parent == tmp_path / "kdumproot" / "var" / "crash"
+    assert done.dump_dir.name.startswith("127.0.0.1-")
+    names = sorted(p.name for p in done.dump_dir.iterdir())
+    assert names == ["kdump-agent.json", "kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    for path in done.dump_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    manifest = json.loads((done.dump_dir / "kdump-agent.json").read_text())
+    assert manifest["result"] == "success"
+    assert manifest["action"] == "final_action poweroff"
+    assert [s["state"] for s in manifest["states"]] == [
+        "START", "LOAD_CONFIG", "RUN_PRE", "NETWORK_UP", "MOUNT_TARGET", "PREPARE_DIR",
+        "SAVE_DMESG", "COLLECT", "FINALIZE", "RUN_POST"]
+    assert {f["name"]: f["size"] for f in manifest["files"]} == {"vmcore-dmesg.txt": 33, "vmcore": 4096}
+    assert (done.dump_dir / "kexec-dmesg.log").read_text() == "capture kernel log\n"
+
+
+def test_collector_failure_keeps_vmcore_incomplete_and_runs_failure_action(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    machine.collector_rc = 1
+    done = capture(paths(tmp_path, "ext4 /dev/null\ndefault halt\n"))
+    assert machine.powered[0] == system.Power.HALT
+    assert done.dump_dir is not None
+    assert (done.dump_dir / "vmcore-incomplete").exists()
+    assert not (done.dump_dir / "vmcore").exists()
+    manifest = machine.manifests_at_power[0]
+    assert manifest["result"] == "failure"
+    assert manifest["failure"]["state"] == "COLLECT"
+    assert "No space left on device" in manifest["failure"]["reason"]
+    assert manifest["collector"]["exit_code"] == 1
+    assert manifest["action"] == "failure_action halt"
+
+
+def test_config_error_in_capture_kernel_reboots_by_default(
+        tmp_path: Path, machine: FakeMachine, caplog: pytest.LogCaptureFixture) -> None:
+    config_paths = paths(tmp_path, "ext4 /dev/null\ndefault shutdown\n")
+    done = capture(config_paths)
+    assert machine.powered[0] == system.Power.REBOOT
+    assert machine.mounted == []
+    assert done.journal.entries[1].state is State.LOAD_CONFIG
+    assert done.journal.entries[1].outcome is Outcome.FAILED
+    assert f"{config_paths.config}:2: 'default' must be one of" in caplog.text
+
+
+def test_unsupported_failure_action_falls_through_to_final_action(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    machine.collector_rc = 1
+    done = capture(paths(tmp_path, "ext4 /dev/null\nfailure_action shell\nfinal_action poweroff\n"))
+    assert machine.powered == [system.Power.POWEROFF]
+    assert [e.state for e in done.journal.entries][-2:] == [State.FAILURE_ACTION, State.FINAL_ACTION]
+    manifest = json.loads((done.dump_dir / "kdump-agent.json").read_text())  # type: ignore[operator]
+    assert manifest["result"] == "failure"
+    assert any("shell not carried out" in note for note in manifest["notes"])
+
+
+def test_no_target_line_uses_the_target_recorded_by_mkinitrd(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    config_paths = paths(tmp_path, "path /var/crash\n")
+    Path(config_paths.recorded_target).write_text(
+        '{"spec": "/dev/null", "fstype": "xfs", "directory": "/crash"}')
+    done = capture(config_paths)
+    assert machine.mounted == [("/dev/null", str(tmp_path / "kdumproot"), "xfs")]
+    assert done.dump_dir is not None and done.dump_dir.parent == tmp_path / "kdumproot" / "crash"
+    assert machine.powered == [system.Power.REBOOT]
