@@ -1,4 +1,4 @@
-"""Fixtures for the QEMU end-to-end tests.
+"""Fixtures shared by the integration and QEMU end-to-end tests.
 
 These tests boot real kernels under TCG and take tens of seconds each; they carry the
 `qemu` marker (`make test` runs them all; `-m "not qemu"` leaves them out). On failure the tail of every serial
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-# The harness is plain modules next to this file (shared with `make demo`); make them
+# The harness is plain modules in e2e/ (shared with `make demo`); make them
 # importable whatever pytest's import mode is.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
 
 import guest  # noqa: E402
 

@@ -1,0 +1,113 @@
+"""The frozen single binary as an admin runs it: check-config, states, mkinitrd with real dracut."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import guest
+from scenario import BINARY, LEAN_DRACUT_ARGS
+
+GOOD = f"""\
+# an admin's kdump.conf
+ext4 LABEL=KDUMP   # the dump disk
+path "/var/crash"
+default poweroff
+{LEAN_DRACUT_ARGS}
+"""
+
+
+def agent(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    assert BINARY.exists(), f"{BINARY} missing: run `make binary` first"
+    return subprocess.run([str(BINARY), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def lsinitrd(image: Path) -> list[str]:
+    listing = subprocess.run(["lsinitrd", str(image)], capture_output=True, text=True, check=True,
+                             errors="replace")
+    entries = [line.split() for line in listing.stdout.splitlines()]
+    return [fields[8] for fields in entries if len(fields) >= 9 and fields[0][:1] in "-dlc"]
+
+
+def test_check_config_accepts_good_file_with_a_summary(tmp_path: Path) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(GOOD)
+    result = agent("check-config", "-c", str(conf))
+    assert result.returncode == 0, result.stderr
+    assert f"{conf}: valid" in result.stdout
+    assert "target: ext4 LABEL=KDUMP" in result.stdout
+    assert "failure_action: poweroff" in result.stdout
+
+
+def test_check_config_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("patth /var/crash\next4 UUID=abc\nxfs LABEL=x\nfinal_action shell\n")
+    result = agent("check-config", "-c", str(conf))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"{conf}:1: unknown directive 'patth'")
+    assert lines[1].startswith(f"{conf}:3: more than one dump target")
+    assert lines[2].startswith(f"{conf}:4: ")
+    assert len(lines) == 3
+
+
+def test_check_config_on_missing_file_names_it(tmp_path: Path) -> None:
+    result = agent("check-config", "-c", str(tmp_path / "nope.conf"))
+    assert result.returncode == 2
+    assert f"{tmp_path / 'nope.conf'}:0: cannot read" in result.stderr
+
+
+def test_states_prints_the_transition_table() -> None:
+    result = agent("states")
+    assert result.returncode == 0
+    assert re.search(r"^COLLECT\s+done\s+-> FINALIZE$", result.stdout, re.M)
+    assert re.search(r"^COLLECT\s+timed_out\s+-> FAILURE_ACTION$", result.stdout, re.M)
+    assert agent("states", "--mermaid").stdout.startswith("flowchart TD")
+
+
+@pytest.mark.parametrize("command", ["check-config", "capture", "mkinitrd", "states"])
+def test_every_command_has_help(command: str) -> None:
+    result = agent(command, "--help")
+    assert result.returncode == 0
+    assert "usage: kdump-agent" in result.stdout
+
+
+def test_mkinitrd_refuses_a_bad_config_and_writes_nothing(tmp_path: Path) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("ext4 UUID=abc\ncore_colector makedumpfile\n")
+    out = tmp_path / "capture.img"
+    result = agent("mkinitrd", "-c", str(conf), "-o", str(out), "--kver", "0")
+    assert result.returncode == 2
+    assert f"{conf}:2: unknown directive 'core_colector'" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.qemu  # needs the guest kernel's modules (downloaded once)
+def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, kernel: guest.Kernel) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("path /var/crash\n" + LEAN_DRACUT_ARGS + "\n")  # no target: RHEL's rule
+    out = tmp_path / "capture.img"
+    result = agent("mkinitrd", "-c", str(conf), "-o", str(out), "--kver", kernel.kver,
+                   "--kmoddir", str(kernel.kmoddir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = lsinitrd(out)
+    for expected in ("usr/sbin/kdump-agent", "usr/bin/makedumpfile", "etc/kdump.conf",
+                     "etc/kdump-agent/target.json",
+                     "usr/lib/dracut/hooks/cmdline/95-kdump-agent-root.sh",
+                     "usr/lib/dracut/hooks/pre-mount/01-kdump-agent-capture.sh"):
+        assert expected in files, expected
+    assert any(f.endswith("/virtio_blk.ko") for f in files)
+    # udevd comes from systemd's package, but systemd itself is not the image's init.
+    assert "usr/lib/systemd/systemd" not in files and "init" in files
+    assert not any(f.endswith(".ko") and "/net/" in f for f in files), "no NIC drivers for a disk target"
+    packed = subprocess.run(["lsinitrd", "-f", "etc/kdump.conf", str(out)], capture_output=True,
+                            text=True, check=True).stdout
+    assert packed == conf.read_text()
+    recorded = json.loads(subprocess.run(["lsinitrd", "-f", "etc/kdump-agent/target.json", str(out)],
+                                         capture_output=True, text=True, check=True).stdout)
+    assert recorded["directory"].endswith("crash")
+    assert recorded["fstype"]
