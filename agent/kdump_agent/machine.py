@@ -102,10 +102,15 @@ def table_rows() -> Iterator[tuple[State, Outcome, State]]:
 
 
 def mermaid() -> str:
-    """The table as a mermaid flowchart, so pictures of the flow are drawn from the data."""
-    lines = ["flowchart TD"]
+    """The table as a mermaid flowchart, so pictures of the flow are drawn from the data.
+
+    Outcomes that lead to the same place share one edge ("failed, timed_out").
+    """
+    edges: dict[tuple[State, State], list[str]] = {}
     for here, outcome, after in table_rows():
-        if here is State.FAILURE_ACTION and outcome is not Outcome.DONE:
-            continue
-        lines.append(f"    {here.value} -->|{outcome.value}| {after.value}")
+        edges.setdefault((here, after), []).append(outcome.value)
+    lines = ["flowchart TD"]
+    for (here, after), outcomes in edges.items():
+        label = "any" if len(outcomes) == len(Outcome) else ", ".join(outcomes)
+        lines.append(f"    {here.value} -->|{label}| {after.value}")
     return "\n".join(lines)

@@ -59,19 +59,21 @@ def newc_entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
     return blob + b"\0" * (-len(blob) % 4)
 
 
-def with_config_overlay(initrd: Path, config_text: str, out: Path) -> Path:
-    """The same initramfs with another /etc/kdump.conf laid over it.
+def with_config_overlay(initrd: Path, config_text: str, out: Path,
+                        recorded_target: str | None = None) -> Path:
+    """The same initramfs with another /etc/kdump.conf (and target record) laid over it.
 
     The kernel unpacks concatenated cpio archives in order and later files win, so a
-    second archive replaces the packed config without another 30 s dracut run. Used for
-    cases whose config is deliberately broken (mkinitrd refuses those) or differs only in
-    values the agent reads at capture time.
+    second archive replaces the packed config without another dracut run. Used for cases
+    whose config is deliberately broken (mkinitrd refuses those) or differs only in values
+    the agent reads at capture time.
     """
-    archive = b"".join([
-        newc_entry("etc", b"", 0o040755, 1),
-        newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2),
-        newc_entry("TRAILER!!!", b"", 0, 0),
-    ])
+    entries = [newc_entry("etc", b"", 0o040755, 1),
+               newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2)]
+    if recorded_target is not None:
+        entries += [newc_entry("etc/kdump-agent", b"", 0o040755, 3),
+                    newc_entry("etc/kdump-agent/target.json", recorded_target.encode(), 0o100644, 4)]
+    archive = b"".join([*entries, newc_entry("TRAILER!!!", b"", 0, 0)])
     archive += b"\0" * (-len(archive) % 512)
     out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guest import Kernel, make_disk
+from guest import Kernel, make_disk, read_tree
 from scenario import (LEAN_DRACUT_ARGS, build_capture_initrd, dmesg_from_vmcore, find_dumps,
                       panic_and_capture, with_config_overlay)
 
@@ -48,6 +48,7 @@ def assert_good_dump(disk: Path, workdir: Path) -> dict[str, object]:
     assert len(dumps) == 1, f"expected one dump directory, found {[d.directory for d in dumps]}"
     dump = dumps[0]
     assert dump.directory.lstrip("/").startswith("var/crash/127.0.0.1-")
+    assert stat.S_IMODE(read_tree(disk)[dump.directory].mode) == 0o700
     assert set(dump.files) == DUMP_FILES
     for name, info in dump.files.items():
         assert stat.S_IMODE(info.mode) == 0o600, f"{name} has mode {oct(info.mode)}"
@@ -95,6 +96,20 @@ def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_pa
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
     assert "target /dev/vda is /dev/vda" in result.console
+    assert_good_dump(disk, tmp_path)
+
+
+def test_no_target_line_dumps_where_mkinitrd_recorded(
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+    # RHEL's rule: no target line means the file system holding `path` where mkinitrd ran.
+    # mkinitrd records it in the image; here the record names the guest's disk.
+    console_logs.append(tmp_path / "console.log")
+    record = json.dumps({"spec": f"UUID={DISK_UUID}", "fstype": "ext4", "directory": "/var/crash"})
+    initrd = with_config_overlay(uuid_initrd, "path /var/crash\n", tmp_path / "capture.img",
+                                 recorded_target=record)
+    disk = target_disk(tmp_path)
+    result = panic_and_capture(kernel, initrd, [disk], tmp_path)
+    assert f"target UUID={DISK_UUID} is /dev/vda" in result.console
     assert_good_dump(disk, tmp_path)
 
 

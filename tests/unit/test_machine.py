@@ -1,5 +1,7 @@
 """The transition table against the seed article's numbered operation flow (DESIGN §3)."""
 
+from pathlib import Path
+
 import pytest
 
 from kdump_agent.machine import (SUCCESS_PATH, TRANSITIONS, IllegalTransition, Machine, Outcome,
@@ -56,5 +58,11 @@ def test_table_rows_and_mermaid_are_drawn_from_the_table() -> None:
     assert len(rows) == len(TRANSITIONS)
     graph = mermaid()
     assert "COLLECT -->|done| FINALIZE" in graph
-    assert "COLLECT -->|failed| FAILURE_ACTION" in graph
-    assert "FAILURE_ACTION -->|done| FINAL_ACTION" in graph
+    assert "COLLECT -->|failed, timed_out| FAILURE_ACTION" in graph
+    assert "FAILURE_ACTION -->|any| FINAL_ACTION" in graph
+
+
+def test_readme_diagram_is_the_one_drawn_from_the_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- states:begin -->\n```mermaid\n")[1].split("\n```\n<!-- states:end -->")[0]
+    assert block == mermaid(), "README is stale: paste `kdump-agent states --mermaid`"
