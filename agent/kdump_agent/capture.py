@@ -10,11 +10,12 @@ import logging
 import os
 from functools import partial
 
-from . import system
+from . import memory, system
 from .context import Capture, Paths
 from .machine import State
 from .runner import Journal, Runner, Step
-from .steps import actions, collect, dmesg, dumpdir, finalize, mount, setup
+from .config import Config
+from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, setup
 
 log = logging.getLogger("kdump-agent")
 
@@ -23,16 +24,16 @@ log = logging.getLogger("kdump-agent")
 BASE_DEADLINES: dict[State, float] = {
     State.START: 10,
     State.LOAD_CONFIG: 30,
-    State.RUN_PRE: 60,
+    State.RUN_PRE: hooks.HOOKS_SECONDS,
     State.NETWORK_UP: 60,
     State.MOUNT_TARGET: 60,  # plus disk_timeout
     State.PREPARE_DIR: 60,
     State.SAVE_DMESG: 120,
     State.COLLECT: 600,  # plus COLLECT_SECONDS_PER_GIB per GiB of /proc/vmcore
     State.FINALIZE: 600,  # syncs and re-reads the vmcore for its sha256
-    State.RUN_POST: 60,
+    State.RUN_POST: hooks.HOOKS_SECONDS,
     State.FINAL_ACTION: 120,
-    State.FAILURE_ACTION: 120,
+    State.FAILURE_ACTION: 120 + 2 * hooks.HOOKS_SECONDS,  # kdump_post and kdump_emergency first
 }
 # ~17 MiB/s: far below any disk a dump is written to, so only a stuck collector hits it.
 COLLECT_SECONDS_PER_GIB = 60.0
@@ -55,6 +56,12 @@ def deadline_for(capture: Capture, state: State) -> float:
     return base
 
 
+def loaded(capture: Capture) -> Config:
+    """The config, for states that run only after LOAD_CONFIG succeeded."""
+    assert capture.config is not None, "LOAD_CONFIG ran"
+    return capture.config
+
+
 def steps_for(capture: Capture) -> dict[State, Step]:
     """Each state's work. States without an entry have nothing to do in this version."""
     def timeout(state: State) -> float:
@@ -62,14 +69,25 @@ def steps_for(capture: Capture) -> dict[State, Step]:
 
     return {
         State.LOAD_CONFIG: partial(setup.load_config, capture),
+        State.RUN_PRE: lambda: hooks.run_pre(loaded(capture), hooks.HOOKS_SECONDS, capture.paths.hooks),
         State.MOUNT_TARGET: partial(mount.mount, capture),
         State.PREPARE_DIR: partial(dumpdir.prepare, capture),
         State.SAVE_DMESG: lambda: dmesg.save_dmesg(capture, timeout(State.SAVE_DMESG)),
         State.COLLECT: lambda: collect.collect(capture, timeout(State.COLLECT)),
         State.FINALIZE: partial(finalize.finalize, capture),
+        State.RUN_POST: lambda: hooks.run_post(loaded(capture), 0, hooks.HOOKS_SECONDS,
+                                                    capture.paths.hooks),
         State.FINAL_ACTION: partial(actions.final_action, capture),
         State.FAILURE_ACTION: partial(actions.failure_action, capture),
     }
+
+
+def report_memory(capture: Capture, state: State) -> None:
+    """debug_mem_level (the seed's knob): memory at each state, to size crashkernel by."""
+    level = capture.config.debug_mem_level if capture.config else 0
+    line = memory.snapshot(level)
+    if line:
+        log.info("%s: %s", state.value, line)
 
 
 def capture(paths: Paths) -> Capture:
@@ -78,7 +96,7 @@ def capture(paths: Paths) -> Capture:
     os.umask(0o077)
     state = Capture(paths=paths, journal=Journal())
     Runner(steps=steps_for(state), deadline_for=partial(deadline_for, state),
-           journal=state.journal).run()
+           journal=state.journal, on_enter=partial(report_memory, state)).run()
     return state
 
 

@@ -18,7 +18,10 @@ from . import config as kdump_config
 from . import log as agent_log
 from .capture import capture, last_resort
 from .context import DEFAULT_CONFIG_PATH, Paths
+from .config import TargetKind
 from .host.mkinitrd import mkinitrd
+from .host.restore_raw import Outcome as RestoreOutcome
+from .host.restore_raw import restore_raw
 from .machine import mermaid, table_rows
 
 EXIT_OK = 0
@@ -65,6 +68,26 @@ def _mkinitrd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _restore_raw(args: argparse.Namespace) -> int:
+    device, path = args.device, args.path
+    if device is None or path is None:
+        try:
+            loaded = kdump_config.load(args.config)
+        except kdump_config.ConfigErrors as errors:
+            for error in errors.errors:
+                print(error, file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        if device is None:
+            if loaded.target is None or loaded.target.kind is not TargetKind.RAW:
+                print(f"{loaded.source}: no raw target: nothing to restore")
+                return EXIT_OK
+            device = loaded.target.spec
+        path = path or loaded.path
+    result = restore_raw(device, path)
+    print(result.message)
+    return EXIT_FAILURE if result.outcome is RestoreOutcome.INCOMPLETE else EXIT_OK
+
+
 def _states(args: argparse.Namespace) -> int:
     if args.mermaid:
         print(mermaid())
@@ -105,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="agent binary to pack (default: this program, when frozen)")
     build.add_argument("--dry-run", action="store_true", help="print the dracut command only")
     build.set_defaults(func=_mkinitrd)
+
+    restore = commands.add_parser(
+        "restore-raw", help="rebuild a vmcore saved to a raw device",
+        description="At the next boot after a dump to a `raw` target: rebuild the vmcore "
+                    "into <path>/127.0.0.1-<date>/ and clear the device's first block.")
+    restore.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    restore.add_argument("--device", help="the raw device (default: the config's `raw` line)")
+    restore.add_argument("--path", help="where dumps go (default: the config's `path`)")
+    restore.set_defaults(func=_restore_raw)
 
     states = commands.add_parser("states", help="print the capture state machine's transitions")
     states.add_argument("--mermaid", action="store_true", help="as a mermaid flowchart")

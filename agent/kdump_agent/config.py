@@ -399,11 +399,11 @@ _NO_TARGET = "{name} target not yet supported by this version"
 _IGNORED = "'{name}' is not supported by kdump-agent (it is ignored)"
 
 # The one place that decides what the admin is told about settings this version does not
-# carry out. Key: (directive, value), or (directive, None) for any value; the exact value
-# wins. Directives absent here (path, the file-system target, core_collector, the actions,
-# dracut_args, extra_modules) are acted on and need no notice.
+# carry out, or carries out differently from RHEL. Key: (directive, value), or (directive,
+# None) for any value; the exact value wins. Directives absent here (path, the file-system
+# and raw targets, core_collector, the actions, dracut_args, extra_modules, extra_bins, the
+# hooks, force_rebuild, force_no_rebuild) are acted on and need no notice.
 NOTICES: dict[tuple[str, str | None], str] = {
-    ("raw", None): _NO_TARGET,
     ("nfs", None): _NO_TARGET,
     ("nfs4", None): _NO_TARGET,
     ("ssh", None): _NO_TARGET,
@@ -413,20 +413,15 @@ NOTICES: dict[tuple[str, str | None], str] = {
     **{(name, action.value): _NOT_CARRIED
        for name in ("default", "failure_action")
        for action in (Action.SHELL, Action.MOUNT_ROOT_RUN_INIT, Action.DUMP_TO_ROOTFS)},
-    ("extra_bins", None): _NOT_ACTED,
-    ("kdump_pre", None): _NOT_ACTED,
-    ("kdump_post", None): _NOT_ACTED,
-    ("kdump_emergency", None): _NOT_ACTED,
     ("sshkey", None): _NOT_ACTED,
-    ("force_rebuild", None): _NOT_ACTED,
-    ("force_no_rebuild", None): _NOT_ACTED,
     ("link_delay", None): _NOT_ACTED + "; RHEL deprecated it too (dracut's network module waits "
                                        "for the link itself)",
     # The mount step does wait disk_timeout seconds for the target device (targets/local.py).
     ("disk_timeout", None): "'disk_timeout' is used as the wait for the target device; RHEL "
                             "deprecated it (its equivalent there is dracut's rd.timeout)",
-    ("debug_mem_level", None): _NOT_ACTED + "; RHEL moved it to dracut (add rd.memdebug=<0-3> to "
-                                            "KDUMP_COMMANDLINE_APPEND in /etc/sysconfig/kdump)",
+    ("debug_mem_level", None): "'debug_mem_level' prints memory use at every capture state; RHEL "
+                               "moved it to dracut (rd.memdebug=<0-3> in KDUMP_COMMANDLINE_APPEND "
+                               "in /etc/sysconfig/kdump)",
     ("fence_kdump_args", None): _IGNORED,
     ("fence_kdump_nodes", None): _IGNORED,
     ("auto_reset_crashkernel", None): _IGNORED,

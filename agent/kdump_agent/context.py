@@ -9,11 +9,13 @@ from pathlib import Path
 from .config import Action, Config
 from .runner import Journal
 from .targets.local import FilesystemTarget
+from .targets.raw import RawTarget
 
 DEFAULT_CONFIG_PATH = "/etc/kdump.conf"
 RECORDED_TARGET_PATH = "/etc/kdump-agent/target.json"
 MOUNTPOINT = "/kdumproot"
 VMCORE_PATH = "/proc/vmcore"
+HOOK_ROOT = "/etc/kdump"  # pre.d, post.d, emergency.d
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class Paths:
     recorded_target: str = RECORDED_TARGET_PATH
     mountpoint: str = MOUNTPOINT
     vmcore: str = VMCORE_PATH
+    hooks: str = HOOK_ROOT
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,12 @@ class Capture:
     journal: Journal
     started_wall: float = field(default_factory=time.time)
     config: Config | None = None
-    target: FilesystemTarget | None = None
+    target: FilesystemTarget | RawTarget | None = None
     mounted: list[str] = field(default_factory=list)
     dump_dir: Path | None = None
     collector_argv: list[str] = field(default_factory=list)
     collector_returncode: int | None = None
+    collector_peak_kib: int | None = None  # peak RSS of the largest command run so far
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     action_taken: str = ""

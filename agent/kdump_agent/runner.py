@@ -61,6 +61,7 @@ class Runner:
     deadline_for: Callable[[State], float]  # asked on entry: some depend on the config
     journal: Journal = field(default_factory=Journal)
     clock: Callable[[], float] = time.monotonic
+    on_enter: Callable[[State], None] = lambda state: None  # e.g. the memory report
 
     def run(self) -> Journal:
         """Run every state to the end. Returns when the final action returned (it normally
@@ -68,6 +69,7 @@ class Runner:
         machine = Machine()
         while True:
             state = machine.state
+            self.on_enter(state)
             outcome, detail, seconds = self._execute(state)
             self.journal.record(JournalEntry(state, outcome, seconds, detail))
             if state is State.FINAL_ACTION:

@@ -48,6 +48,7 @@ def run(
     stdout: int | None = subprocess.PIPE,
     check: bool = True,
     extra_env: Mapping[str, str] | None = None,
+    log_stdout: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell) with a timeout and a clean environment.
 
@@ -55,6 +56,10 @@ def run(
     (a collector's progress is shown on the console only, so it does not flood the kernel
     log). On failure the last error line becomes the error's detail: that line is usually
     what the admin needs ("No space left on device").
+
+    With `log_stdout` a piped standard output is logged line by line too, instead of being
+    kept whole: for the admin's own programs (hooks), whose output is meant to be read.
+    The result's stdout is then the lines logged.
     """
     argv = list(argv)
     log.info("+ %s", " ".join(argv))
@@ -71,9 +76,12 @@ def run(
         _children.add(process)
     errors: list[str] = []
     output = bytearray()
+    shown: list[str] = []  # standard output lines already logged (log_stdout)
     assert process.stderr is not None
     pumps = [threading.Thread(target=_pump_stderr, args=(process.stderr, errors), daemon=True)]
-    if process.stdout is not None:
+    if process.stdout is not None and log_stdout:
+        pumps.append(threading.Thread(target=_pump_stderr, args=(process.stdout, shown), daemon=True))
+    elif process.stdout is not None:
         pumps.append(threading.Thread(target=_pump_stdout, args=(process.stdout, output), daemon=True))
     for pump in pumps:
         pump.start()
@@ -88,8 +96,8 @@ def run(
             _children.discard(process)
         for pump in pumps:
             pump.join(PUMP_DRAIN_SECONDS)
-    result = subprocess.CompletedProcess(argv, process.returncode, bytes(output),
-                                         "\n".join(errors).encode())
+    kept = "\n".join(shown).encode() if log_stdout else bytes(output)
+    result = subprocess.CompletedProcess(argv, process.returncode, kept, "\n".join(errors).encode())
     if check and process.returncode != 0:
         raise CommandFailed(argv, process.returncode, errors[-1] if errors else "")
     return result

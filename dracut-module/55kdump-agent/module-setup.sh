@@ -3,8 +3,9 @@
 #
 # `kdump-agent mkinitrd` calls dracut with `-m kdump-agent` and passes what to pack in the
 # environment: KDUMP_AGENT_BINARY (the frozen agent), KDUMP_AGENT_CONF (the validated
-# kdump.conf) and, when kdump.conf names no target, KDUMP_AGENT_TARGET (the file system that
-# holds `path` on this machine, recorded as JSON).
+# kdump.conf), KDUMP_AGENT_INSTALL (extra_bins and hook programs, one path a line, installed
+# at the same path with what they need) and, when kdump.conf names no target,
+# KDUMP_AGENT_TARGET (the file system that holds `path` on this machine, recorded as JSON).
 
 # Only when asked for: this module turns an initramfs into a capture initramfs.
 check() {
@@ -33,6 +34,14 @@ install() {
     if [[ -n $KDUMP_AGENT_TARGET ]]; then
         inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json
     fi
+    local _file
+    while IFS= read -r _file; do
+        [[ -n $_file ]] || continue
+        if ! inst "$_file"; then
+            derror "kdump-agent: cannot install $_file"
+            return 1
+        fi
+    done <<< "$KDUMP_AGENT_INSTALL"
     inst_multiple -o /etc/localtime
     inst_hook cmdline 95 "$moddir/kdump-agent-root.sh"
     inst_hook pre-mount 01 "$moddir/kdump-agent-capture.sh"

@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +29,16 @@ def cache_dir() -> Path:
     return path
 
 
-def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path) -> Path:
-    """`kdump-agent mkinitrd` as an admin runs it; cached by binary, module and config."""
+def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
+                         packed: Sequence[Path] = ()) -> Path:
+    """`kdump-agent mkinitrd` as an admin runs it; cached by binary (which carries the
+    dracut module), config, kernel and the files the config packs (hooks, extra_bins)."""
     key = hashlib.sha256()
     key.update(BINARY.read_bytes())
     key.update(config_text.encode())
     key.update(kernel.kver.encode())
+    for path in packed:
+        key.update(path.read_bytes())
     output = cache_dir() / f"capture-{key.hexdigest()[:16]}.img"
     if output.exists():
         return output

@@ -69,7 +69,7 @@ def test_states_prints_the_transition_table() -> None:
     assert agent("states", "--mermaid").stdout.startswith("flowchart TD")
 
 
-@pytest.mark.parametrize("command", ["check-config", "capture", "mkinitrd", "states"])
+@pytest.mark.parametrize("command", ["check-config", "capture", "mkinitrd", "restore-raw", "states"])
 def test_every_command_has_help(command: str) -> None:
     result = agent(command, "--help")
     assert result.returncode == 0

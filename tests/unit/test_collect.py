@@ -26,3 +26,23 @@ def test_cp_copies_to_the_destination() -> None:
     argv, to_stdout = collector_argv(("cp", "--sparse=always"), "/proc/vmcore", "/t/v")
     assert argv == ["cp", "--sparse=always", "/proc/vmcore", "/t/v"]
     assert not to_stdout
+
+
+def test_stream_target_gets_flattened_output_on_stdout() -> None:
+    argv, to_stdout = collector_argv(("makedumpfile", "-l", "-d", "31"), "/proc/vmcore", None)
+    assert argv == ["makedumpfile", "-l", "-d", "31", "-F", "/proc/vmcore"]
+    assert to_stdout
+
+
+def test_flattened_flag_is_not_doubled_for_streams() -> None:
+    argv, _ = collector_argv(("makedumpfile", "-F", "-d", "31"), "/proc/vmcore", None)
+    assert argv.count("-F") == 1
+
+
+def test_threads_added_when_capture_kernel_has_several_cpus() -> None:
+    argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v", cpus=4)
+    assert "--num-threads=4" in argv
+    argv, _ = collector_argv(("makedumpfile", "--num-threads=2", "-d", "31"), "/proc/vmcore", "/t/v", cpus=4)
+    assert argv.count("--num-threads=2") == 1 and "--num-threads=4" not in argv
+    argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v", cpus=1)
+    assert not any(a.startswith("--num-threads") for a in argv)

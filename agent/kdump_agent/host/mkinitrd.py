@@ -20,7 +20,9 @@ from .. import system
 from ..config import Config, TargetKind
 from ..errors import KdumpError
 from ..targets.local import FilesystemTarget
+from ..steps.hooks import HOOK_KINDS, HOOK_ROOT, hook_programs
 from .blockdev import drivers_for, filesystem_holding, resolve_spec
+from .restore_raw import has_filesystem
 
 log = logging.getLogger("kdump-agent")
 
@@ -76,6 +78,20 @@ def overlay_dracut_dir(into: Path, module: Path, system_dir: Path = SYSTEM_DRACU
     return into
 
 
+def refuse_raw_with_filesystem(config: Config, device: str) -> None:
+    """A raw target is overwritten from its first byte: never point it at a file system.
+
+    Checked when building for this machine (hostonly); an image for another machine cannot
+    see that machine's disks.
+    """
+    if not os.path.exists(device):
+        return  # hostonly resolution below reports a missing device
+    found = has_filesystem(device)
+    if found:
+        raise KdumpError(f"{config.source}: raw target {device} holds a {found} file system; a raw "
+                         "dump would destroy it. Point `raw` at an empty partition.")
+
+
 def record_default_target(config: Config) -> FilesystemTarget:
     """RHEL's rule for a config without a target: the file system that holds `path`.
 
@@ -98,16 +114,31 @@ def record_default_target(config: Config) -> FilesystemTarget:
     return FilesystemTarget(spec=spec, fstype=held_by.fstype, directory=directory)
 
 
+def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
+    """extra_bins and every hook program, installed at the same paths (with their libraries
+    or interpreters, which dracut resolves). A missing one stops the build: a hook that is
+    not there in the capture kernel would fail the dump."""
+    files = list(config.extra_bins)
+    for kind in HOOK_KINDS:
+        files += [f for f in hook_programs(kind, config, hook_root) if f not in files]
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:
+        raise KdumpError(f"{config.source}: cannot pack {', '.join(missing)}: no such file")
+    return files
+
+
 def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver: str,
          kmoddir: str | None, staging: Path, dracut_dir: Path) -> BuildPlan:
     """Work out dracut's argv and environment for this config."""
     target = config.target
-    if target is not None and target.kind is not TargetKind.FILESYSTEM:
+    if target is not None and target.kind not in (TargetKind.FILESYSTEM, TargetKind.RAW):
         raise KdumpError(f"{config.source}:{target.line}: {target.kind.value} targets are not "
                          "supported by this version")
     recorded = record_default_target(config) if target is None else None
     fstype = recorded.fstype if recorded else target.fstype if target else None
     hostonly = not NO_HOSTONLY_FLAGS.intersection(config.dracut_args)
+    if hostonly and target is not None and target.kind is TargetKind.RAW:
+        refuse_raw_with_filesystem(config, target.spec)
 
     argv = ["dracut", "--force", "--kver", kver, "--modules", MODULE_NAME, "--no-early-microcode"]
     argv += ["--hostonly"] if hostonly else []
@@ -127,6 +158,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         "dracutbasedir": str(dracut_dir),
         "KDUMP_AGENT_BINARY": str(binary),
         "KDUMP_AGENT_CONF": str(config_file),
+        "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config)),
     }
     if recorded:
         target_file = staging / "target.json"
@@ -138,6 +170,9 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
 def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,
              kmoddir: str | None = None, dry_run: bool = False) -> BuildPlan:
     """Build the capture initramfs for a validated config; returns what was run."""
+    if config.force_no_rebuild and output.exists() and not dry_run:
+        log.info("force_no_rebuild is set in %s and %s exists: not rebuilding", config.source, output)
+        return BuildPlan(argv=[], env={}, recorded_target=None)
     binary = binary or default_binary()
     if not os.access(binary, os.X_OK):
         raise KdumpError(f"agent binary {binary} is not executable")

@@ -3,45 +3,69 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Sequence
 
 from .. import system
 from ..context import Capture
 from ..errors import CommandFailed
+from ..targets.raw import RawTarget
 
 VMCORE_PARTIAL = "vmcore-incomplete"
 
 
-def collector_argv(core_collector: Sequence[str], vmcore: str, dest: str) -> tuple[list[str], bool]:
+def collector_argv(core_collector: Sequence[str], vmcore: str, dest: str | None,
+                   cpus: int = 1) -> tuple[list[str], bool]:
     """The argv to run and whether its standard output is the dump.
 
-    Like RHEL's kdump, `-F` (flattened output for streams) is dropped for file targets:
-    the file on disk must be a ready kdump-compressed vmcore.
+    As RHEL's kdump does: for a file target (dest given) `-F` is dropped, so the file on
+    disk is a ready kdump-compressed vmcore, and makedumpfile gets `--num-threads` when the
+    capture kernel has more than one CPU; for a stream (dest None: a raw device) `-F` is
+    added, so restore-raw can rebuild the file from records.
     """
     program, *options = core_collector
     name = os.path.basename(program)
     if name == "makedumpfile":
-        return [program, *[o for o in options if o != "-F"], vmcore, dest], False
-    if name == "cat":
+        if dest is None:
+            return [program, *options, *([] if "-F" in options else ["-F"]), vmcore], True
+        options = [o for o in options if o != "-F"]
+        if cpus > 1 and not any(o.startswith("--num-threads") for o in options):
+            options.append(f"--num-threads={cpus}")
+        return [program, *options, vmcore, dest], False
+    if name == "cat" or dest is None:
         return [program, *options, vmcore], True
     return [program, *options, vmcore, dest], False
 
 
 def collect(capture: Capture, timeout: float) -> str:
-    assert capture.config is not None and capture.dump_dir is not None, "earlier states ran"
+    assert capture.config is not None and capture.target is not None, "earlier states ran"
+    if isinstance(capture.target, RawTarget):
+        return _collect_to_device(capture, capture.target.device, timeout)
+    assert capture.dump_dir is not None, "PREPARE_DIR ran"
     dest = capture.dump_dir / VMCORE_PARTIAL
-    argv, to_stdout = collector_argv(capture.config.core_collector, capture.paths.vmcore, str(dest))
-    capture.collector_argv = argv
+    argv, to_stdout = collector_argv(capture.config.core_collector, capture.paths.vmcore,
+                                     str(dest), os.cpu_count() or 1)
     if to_stdout:
         with open(dest, "wb") as out:
-            result = system.run(argv, timeout=timeout, stdout=out.fileno(), check=False)
-    else:
-        # The collector's progress goes straight to the console, where the admin watches.
-        result = system.run(argv, timeout=timeout, stdout=None, check=False)
+            return _run_collector(capture, argv, timeout, out.fileno())
+    # The collector's progress goes to the console, where the admin watches.
+    return _run_collector(capture, argv, timeout, None)
+
+
+def _collect_to_device(capture: Capture, device: str, timeout: float) -> str:
+    """The flattened stream straight onto the raw device, from its first byte."""
+    assert capture.config is not None
+    argv, _ = collector_argv(capture.config.core_collector, capture.paths.vmcore, None)
+    with open(device, "r+b", buffering=0) as out:
+        return _run_collector(capture, argv, timeout, out.fileno())
+
+
+def _run_collector(capture: Capture, argv: list[str], timeout: float, stdout: int | None) -> str:
+    capture.collector_argv = argv
+    result = system.run(argv, timeout=timeout, stdout=stdout, check=False)
     capture.collector_returncode = result.returncode
+    capture.collector_peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if result.returncode != 0:
         last = (result.stderr or b"").decode(errors="replace").strip().splitlines()
         raise CommandFailed(argv, result.returncode, last[-1] if last else "")
     return f"{argv[0]} exited 0"
-
-

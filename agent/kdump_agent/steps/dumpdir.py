@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from ..context import Capture
+from ..targets.raw import RawTarget
 from .record import reserve
 
 LOCAL_HOST_ADDRESS = "127.0.0.1"
@@ -40,6 +41,8 @@ def make_dump_dir(parent: Path, name: str) -> Path:
 
 
 def prepare(capture: Capture) -> str:
+    if isinstance(capture.target, RawTarget):
+        return "nothing to prepare on a raw device"
     assert capture.target is not None and capture.mounted, "MOUNT_TARGET ran"
     parent = Path(capture.mounted[-1]) / capture.target.directory.lstrip("/")
     name = dump_dir_name(LOCAL_HOST_ADDRESS, time.localtime(capture.started_wall))

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ..context import Capture, FileRecord
+from ..targets.raw import RawTarget, fsync_device
 from .collect import VMCORE_PARTIAL
 from .dmesg import DMESG_NAME
 
@@ -37,6 +38,9 @@ def describe(path: Path) -> FileRecord:
 
 
 def finalize(capture: Capture) -> str:
+    if isinstance(capture.target, RawTarget):
+        fsync_device(capture.target.device)
+        return f"{capture.target.device} synced; `kdump-agent restore-raw` rebuilds the vmcore"
     assert capture.dump_dir is not None, "PREPARE_DIR ran"
     partial = capture.dump_dir / VMCORE_PARTIAL
     os.chmod(partial, 0o600)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__, system
 from ..context import Capture
+from ..targets.raw import RawTarget
 
 log = logging.getLogger("kdump-agent")
 
@@ -45,17 +46,24 @@ def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
             "core_collector": list(config.core_collector),
             "failure_action": config.failure_action.value, "final_action": config.final_action.value,
         },
-        "target": None if capture.target is None else {
-            "spec": capture.target.spec, "fstype": capture.target.fstype,
-            "path": capture.target.directory,
-        },
+        "target": _target(capture),
         "dump_dir": str(capture.dump_dir) if capture.dump_dir else None,
-        "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode},
+        "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode,
+                      "peak_rss_kib": capture.collector_peak_kib},
         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in capture.files],
         "states": [entry.as_dict() for entry in capture.journal.entries],
         "notes": capture.notes,
         "argv": sys.argv,
     }
+
+
+def _target(capture: Capture) -> dict[str, str] | None:
+    target = capture.target
+    if isinstance(target, RawTarget):
+        return {"raw": target.device}
+    if target is None:
+        return None
+    return {"spec": target.spec, "fstype": target.fstype, "path": target.directory}
 
 
 def reserve(dump_dir: Path) -> None:
@@ -92,9 +100,12 @@ def write_record(capture: Capture, result: str, action: str) -> None:
 
     Failing to write them (a dead disk) is logged, never fatal: the action must still run.
     """
+    record = manifest(capture, result, action)
     if capture.dump_dir is None or not capture.dump_dir.is_dir():
+        # Nowhere to write it (a raw device, or no target reached): the kernel log keeps it.
+        log.info("manifest %s", json.dumps(record, separators=(",", ":")))
         return
-    document = json.dumps(manifest(capture, result, action), indent=2) + "\n"
+    document = json.dumps(record, indent=2) + "\n"
     for name, data in ((MANIFEST_NAME, document.encode()),
                        (KEXEC_DMESG_NAME, system.read_kernel_log().encode())):
         try:

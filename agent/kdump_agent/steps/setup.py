@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .. import config as kdump_config
 from ..config import TargetKind
 from ..context import Capture
-from ..errors import ConfigError, KdumpError
+from .. import system
+from ..errors import CommandFailed, ConfigError, KdumpError
 from ..targets.local import FilesystemTarget
+from ..targets.raw import RawTarget
 
 log = logging.getLogger("kdump-agent")
+
+MODPROBE_SECONDS = 30.0
 
 
 def load_config(capture: Capture) -> str:
@@ -30,10 +35,23 @@ def load_config(capture: Capture) -> str:
     for notice in loaded.notices:
         log.warning("%s:%d: %s", loaded.source, notice.line, notice.message)
     capture.target = resolve_target(loaded, capture.paths.recorded_target)
+    load_extra_modules(loaded.extra_modules)
+    if isinstance(capture.target, RawTarget):
+        return f"target raw {capture.target.device}"
     return f"target {capture.target.fstype} {capture.target.spec}, path {capture.target.directory}"
 
 
-def resolve_target(loaded: kdump_config.Config, recorded_path: str) -> FilesystemTarget:
+def load_extra_modules(modules: tuple[str, ...]) -> None:
+    """Load extra_modules (mkinitrd packed them); one that fails to load is reported and the
+    dump goes on, since the target may not need it after all."""
+    for module in modules:
+        try:
+            system.run(["modprobe", module], timeout=MODPROBE_SECONDS)
+        except CommandFailed as error:
+            log.warning("extra_modules: %s", error)
+
+
+def resolve_target(loaded: kdump_config.Config, recorded_path: str) -> FilesystemTarget | RawTarget:
     """The configured file-system target, or (no target line) the one mkinitrd recorded."""
     target = loaded.target
     if target is None:
@@ -44,6 +62,12 @@ def resolve_target(loaded: kdump_config.Config, recorded_path: str) -> Filesyste
                 f"{loaded.source}: no dump target configured and none recorded by mkinitrd "
                 f"({recorded_path}: {error})"
             ) from error
+    if target.kind is TargetKind.RAW:
+        if os.path.basename(loaded.core_collector[0]) != "makedumpfile":
+            raise ConfigError(loaded.source, target.line,
+                              "a raw target needs makedumpfile as core_collector: restore-raw "
+                              "reads its flattened (-F) output back")
+        return RawTarget(device=target.spec)
     if target.kind is not TargetKind.FILESYSTEM or target.fstype is None:
         raise ConfigError(loaded.source, target.line,
                           f"{target.kind.value} targets are not supported by this version")

@@ -1,0 +1,198 @@
+"""restore-raw: at the next normal boot, turn a dump left on a raw device into a vmcore.
+
+For a `raw <dev>` target the capture kernel writes `makedumpfile -F` straight onto the
+device: a flattened stream, no file system. This rebuilds it into the dump directory a
+local dump would have had (`<path>/127.0.0.1-<date>/vmcore`, mode 0700, files 0600) and
+records where it came from. Only once all that is on disk does it clear the device's first
+block, so each dump is restored exactly once and never lost: whatever goes wrong before
+that (an incomplete stream, a full disk) leaves the device as it was, to retry.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .. import __version__, flat, system
+from ..errors import CommandFailed, KdumpError
+from ..steps.collect import VMCORE_PARTIAL
+from ..steps.dmesg import DMESG_NAME, DMESG_PARTIAL
+from ..steps.dumpdir import LOCAL_HOST_ADDRESS, dump_dir_name, make_dump_dir
+from ..steps.finalize import VMCORE_NAME, describe, fsync_path
+from ..steps.record import MANIFEST_FORMAT, MANIFEST_NAME
+
+log = logging.getLogger("kdump-agent")
+
+BLKID_TIMEOUT = 30
+DMESG_TIMEOUT = 300
+BLKID_NOTHING_FOUND = 2
+
+
+class Outcome(enum.Enum):
+    """What restore_raw() found on the device; the CLI's exit status follows from it."""
+
+    NOTHING = "nothing to restore"
+    RESTORED = "restored"
+    INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What restore_raw() did, with one line for the admin."""
+
+    outcome: Outcome
+    restored: Path | None  # the dump directory written; None when there was nothing
+    message: str
+
+
+def restore_raw(device: str, dump_root: str, *,
+                clock: Callable[[], time.struct_time] = time.localtime) -> RestoreResult:
+    """Rebuild the dump on device into a new directory under dump_root, then clear device.
+
+    A device without the flattened signature is left alone: it holds nothing to restore,
+    or (refused loudly) a file system that a misconfigured `raw` line must not destroy.
+    An incomplete stream is kept as `vmcore-incomplete`, and the device is not cleared.
+    """
+    try:
+        with open(device, "rb") as stream:
+            first_block = stream.read(flat.HEADER_SIZE)
+            if not flat.is_flattened(first_block):
+                return _not_a_dump(device)
+            flat.check_header(first_block, device)
+            stream.seek(0)
+            dump_dir = make_dump_dir(Path(dump_root), dump_dir_name(LOCAL_HOST_ADDRESS, clock()))
+            log.info("restoring the dump on %s into %s", device, dump_dir)
+            try:
+                summary = _rebuild(stream, dump_dir / VMCORE_PARTIAL)
+            except flat.FlatFormatError as error:
+                return _keep_partial(device, dump_dir, error)
+        return _finish(device, dump_dir, summary)
+    except OSError as error:
+        raise KdumpError(f"restoring {device} into {dump_root} failed: {error}; "
+                         f"{device} is left as it was") from error
+
+
+def has_filesystem(device: str) -> str | None:
+    """The type of file system blkid finds on device, probing the device itself, or None."""
+    argv = ["blkid", "-p", "-o", "value", "-s", "TYPE", device]
+    result = system.run(argv, timeout=BLKID_TIMEOUT, check=False)
+    if result.returncode == BLKID_NOTHING_FOUND:
+        return None
+    if result.returncode != 0:
+        errors = result.stderr.decode(errors="replace").strip().splitlines()
+        raise CommandFailed(argv, result.returncode, errors[-1] if errors else "")
+    return result.stdout.decode().strip() or None
+
+
+def _not_a_dump(device: str) -> RestoreResult:
+    fstype = has_filesystem(device)
+    if fstype:
+        raise KdumpError(f"{device} holds a {fstype} file system, not a raw dump: refusing to touch it")
+    log.info("%s holds no dump: nothing to restore", device)
+    return RestoreResult(Outcome.NOTHING, None, f"{device}: nothing to restore")
+
+
+def _rebuild(stream: BinaryIO, path: Path) -> flat.FlatSummary:
+    """Reassemble into a new 0600 file and fsync it, also when the stream breaks off."""
+    with open(path, "xb", opener=_private) as out:
+        try:
+            return flat.reassemble_to_file(stream, out.fileno())
+        finally:
+            os.fsync(out.fileno())
+
+
+def _keep_partial(device: str, dump_dir: Path, error: flat.FlatFormatError) -> RestoreResult:
+    """Record what was readable and leave the device alone: it may yet read better."""
+    written = error.written or flat.FlatSummary()
+    _write_manifest(dump_dir, device, written, [VMCORE_PARTIAL], failure=str(error))
+    message = (f"{error}; kept what was readable in {dump_dir / VMCORE_PARTIAL}; {device} is left "
+               f"as it was (restore-raw finds this dump again until its first {flat.HEADER_SIZE} "
+               f"bytes are zeroed)")
+    log.error("%s", message)
+    return RestoreResult(Outcome.INCOMPLETE, dump_dir, message)
+
+
+def _finish(device: str, dump_dir: Path, summary: flat.FlatSummary) -> RestoreResult:
+    """Name the complete dump, save its log and record, then clear the device."""
+    os.rename(dump_dir / VMCORE_PARTIAL, dump_dir / VMCORE_NAME)
+    fsync_path(dump_dir)
+    notes = _save_dmesg(dump_dir)
+    _write_manifest(dump_dir, device, summary, [DMESG_NAME, VMCORE_NAME], notes=notes)
+    _clear(device, summary)
+    message = (f"restored {summary.end} bytes ({summary.records} records) from {device} into "
+               f"{dump_dir / VMCORE_NAME}; {device} cleared")
+    log.info("%s", message)
+    return RestoreResult(Outcome.RESTORED, dump_dir, message)
+
+
+def _save_dmesg(dump_dir: Path) -> list[str]:
+    """The crashed kernel's log beside the vmcore, as a local dump has it; notes on failure."""
+    partial = dump_dir / DMESG_PARTIAL
+    try:
+        system.run(["makedumpfile", "--dump-dmesg", str(dump_dir / VMCORE_NAME), str(partial)],
+                   timeout=DMESG_TIMEOUT, stdout=None)
+    except CommandFailed as error:
+        log.warning("could not save the crashed kernel's log: %s; the vmcore is kept", error)
+        return [f"{DMESG_NAME} not saved: {error}"]
+    os.chmod(partial, 0o600)
+    os.rename(partial, dump_dir / DMESG_NAME)
+    return []
+
+
+def _write_manifest(dump_dir: Path, device: str, summary: flat.FlatSummary, names: list[str], *,
+                    failure: str | None = None, notes: list[str] | None = None) -> None:
+    """kdump-agent.json for a restored dump: where it came from and how to check the copy."""
+    document = {
+        "format": MANIFEST_FORMAT,
+        "result": "incomplete" if failure else "success",
+        "failure": None if failure is None else {"reason": failure},
+        "restored_from": device,
+        "restored": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"kdump_agent": __version__},
+        "records": summary.records,
+        "size": summary.end,
+        "files": [{"name": record.name, "size": record.size, "sha256": record.sha256}
+                  for record in (describe(dump_dir / name) for name in names
+                                 if (dump_dir / name).exists())],
+        "notes": notes or [],
+    }
+    with open(dump_dir / MANIFEST_NAME, "x", opener=_private) as out:
+        out.write(json.dumps(document, indent=2) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_path(dump_dir)
+
+
+def _clear(device: str, summary: flat.FlatSummary) -> None:
+    """Zero the stream's end marker, then its first block, syncing after each.
+
+    Without its first block the device holds nothing to restore. The end marker goes first:
+    a later dump cut short leaves this one's records behind its own, and they must not
+    read as its complete ending.
+    """
+    end_marker_at = summary.stream_bytes - len(flat.END_MARKER)
+    try:
+        fd = os.open(device, os.O_WRONLY)  # no O_CREAT, no O_TRUNC: an image keeps its size
+        try:
+            for offset, size in ((end_marker_at, len(flat.END_MARKER)), (0, flat.HEADER_SIZE)):
+                if os.pwrite(fd, bytes(size), offset) != size:
+                    raise OSError(f"short write at byte {offset}")
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise KdumpError(f"the dump is saved, but clearing {device} failed: {error}; the next "
+                         f"restore-raw would restore it again: clear its first "
+                         f"{flat.HEADER_SIZE} bytes by hand") from error
+
+
+def _private(path: str, flags: int) -> int:
+    """open() opener: files in a dump directory are 0600, like the directory's 0700."""
+    return os.open(path, flags, 0o600)
