@@ -25,7 +25,8 @@ HOOKS = {
     # The pre hook proves extra_bins: tac is not in the image unless extra_bins packs it.
     "pre.sh": '#!/bin/sh\necho "KDUMP-TEST: pre hook ran"\n'
               'printf "first\\nlast\\n" | tac | { read -r line; echo "KDUMP-TEST: tac says $line"; }\n',
-    "post.sh": '#!/bin/sh\necho "KDUMP-TEST: post hook status=$1"\n',
+    "post.sh": '#!/bin/sh\necho "KDUMP-TEST: post hook status=$1"\n'
+               'test -d /sys/module/loop && echo "KDUMP-TEST: extra module loop is loaded"\n',
     "failing-pre.sh": '#!/bin/sh\necho "KDUMP-TEST: failing pre hook"\nexit 3\n',
     "emergency.sh": '#!/bin/sh\necho "KDUMP-TEST: emergency hook ran"\n',
 }
@@ -50,7 +51,7 @@ def config(*lines: str) -> str:
 def hooks_initrd(kernel: Kernel, hook_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = config(f"kdump_pre {hook_dir}/pre.sh", f"kdump_post {hook_dir}/post.sh",
                   f"extra_bins /usr/bin/tac {hook_dir}/failing-pre.sh {hook_dir}/emergency.sh",
-                  "core_collector makedumpfile -c -d 1")
+                  "core_collector makedumpfile -c -d 1", "extra_modules loop", "debug_mem_level 2")
     return build_capture_initrd(kernel, text, tmp_path_factory.mktemp("hooks-initrd"),
                                 packed=sorted(hook_dir.iterdir()))
 
@@ -61,7 +62,7 @@ def only_dump(disk: Path, workdir: Path) -> Path:
     return dumps[0].local_copy
 
 
-def test_hooks_extra_bins_and_compressed_collector_in_one_capture(
+def test_hooks_extra_bins_modules_memory_and_compressed_collector_in_one_capture(
         kernel: Kernel, hooks_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
     console_logs.append(tmp_path / "console.log")
     disk = make_disk(tmp_path / "target.img", 512, DISK_UUID, "KDUMP")
@@ -70,6 +71,9 @@ def test_hooks_extra_bins_and_compressed_collector_in_one_capture(
     assert "KDUMP-TEST: pre hook ran" in console
     assert "KDUMP-TEST: tac says last" in console
     assert "KDUMP-TEST: post hook status=0" in console
+    assert "KDUMP-TEST: extra module loop is loaded" in console
+    assert "COLLECT: memory (MiB): MemFree" in console  # debug_mem_level 2, at every state
+    assert "Shmem" in console
     assert console.index("pre hook ran") < console.index("makedumpfile -c -d 1") < console.index("post hook")
     dump = only_dump(disk, tmp_path)
     assert PANIC_MARK in dmesg_from_vmcore(dump / "vmcore", tmp_path / "dmesg.txt")

@@ -46,3 +46,9 @@ def test_threads_added_when_capture_kernel_has_several_cpus() -> None:
     assert argv.count("--num-threads=2") == 1 and "--num-threads=4" not in argv
     argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v", cpus=1)
     assert not any(a.startswith("--num-threads") for a in argv)
+
+
+def test_dump_level_list_is_passed_for_makedumpfile_to_fall_back_through() -> None:
+    # makedumpfile retries with the next level of "-d 11,31" when the disk is full.
+    argv, _ = collector_argv(("makedumpfile", "-c", "-d", "11,31"), "/proc/vmcore", "/t/v")
+    assert argv[:4] == ["makedumpfile", "-c", "-d", "11,31"]
