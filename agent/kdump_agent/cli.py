@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from . import config as kdump_config
 from . import log as agent_log
-from .capture import capture, last_resort
+from .capture import capture, handed_over, last_resort
 from .context import DEFAULT_CONFIG_PATH, Paths
 from .config import TargetKind
 from .host.mkinitrd import mkinitrd
@@ -27,6 +27,9 @@ from .machine import mermaid, table_rows
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_CONFIG = 2
+# `capture` mounted the root file system for mount_root_run_init: the initramfs hook lets
+# dracut's init switch to it instead of rebooting (dracut-module/55kdump-agent).
+EXIT_HANDED_OVER = 75
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -44,7 +47,9 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _capture(args: argparse.Namespace) -> int:
     agent_log.setup(to_kernel_log=os.path.exists("/dev/kmsg") and not args.no_kernel_log)
-    capture(Paths(config=args.config))
+    done = capture(Paths(config=args.config), from_rootfs=args.from_rootfs)
+    if handed_over(done):
+        return EXIT_HANDED_OVER
     if args.no_reboot_fallback:
         return EXIT_FAILURE
     last_resort()
@@ -113,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Run the capture state machine on /proc/vmcore.")
     capture.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
     capture.add_argument("--no-kernel-log", action="store_true", help="log to the console only")
+    capture.add_argument("--from-rootfs", action="store_true",
+                         help="run from the root file system after mount_root_run_init: save the "
+                              "dump to `path` there, then final_action")
     capture.add_argument("--no-reboot-fallback", action="store_true",
                          help="return instead of forcing a reboot if every action failed")
     capture.set_defaults(func=_capture)

@@ -393,8 +393,6 @@ _RETIRED: dict[str, str] = {
 }
 
 _NOT_ACTED = "'{name}' is parsed but not yet acted on by this version"
-_NOT_CARRIED = ("'{name} {value}' is not yet carried out by this version; "
-                "the machine will run final_action instead")
 _NO_TARGET = "{name} target not yet supported by this version"
 _IGNORED = "'{name}' is not supported by kdump-agent (it is ignored)"
 
@@ -410,9 +408,6 @@ NOTICES: dict[tuple[str, str | None], str] = {
     ("virtiofs", None): _NO_TARGET,
     ("net", None): "network ('net') target not yet supported by this version; note that RHEL 8 "
                    "and later reject 'net': write 'nfs' or 'ssh' there",
-    **{(name, action.value): _NOT_CARRIED
-       for name in ("default", "failure_action")
-       for action in (Action.SHELL, Action.MOUNT_ROOT_RUN_INIT, Action.DUMP_TO_ROOTFS)},
     ("sshkey", None): _NOT_ACTED,
     ("link_delay", None): _NOT_ACTED + "; RHEL deprecated it too (dracut's network module waits "
                                        "for the link itself)",

@@ -13,6 +13,8 @@ from .targets.raw import RawTarget
 
 DEFAULT_CONFIG_PATH = "/etc/kdump.conf"
 RECORDED_TARGET_PATH = "/etc/kdump-agent/target.json"
+RECORDED_ROOTFS_PATH = "/etc/kdump-agent/rootfs.json"
+NEWROOT = "/sysroot"  # where dracut's init looks for the root file system to switch to
 MOUNTPOINT = "/kdumproot"
 VMCORE_PATH = "/proc/vmcore"
 HOOK_ROOT = "/etc/kdump"  # pre.d, post.d, emergency.d
@@ -24,6 +26,8 @@ class Paths:
 
     config: str = DEFAULT_CONFIG_PATH
     recorded_target: str = RECORDED_TARGET_PATH
+    recorded_rootfs: str = RECORDED_ROOTFS_PATH
+    newroot: str = NEWROOT
     mountpoint: str = MOUNTPOINT
     vmcore: str = VMCORE_PATH
     hooks: str = HOOK_ROOT
@@ -45,13 +49,16 @@ class Capture:
     paths: Paths
     journal: Journal
     started_wall: float = field(default_factory=time.time)
+    from_rootfs: bool = False  # running in the root file system (mount_root_run_init)
     config: Config | None = None
     target: FilesystemTarget | RawTarget | None = None
-    mounted: list[str] = field(default_factory=list)
+    target_root: str | None = None  # where the target file system is reachable
+    mounted: list[str] = field(default_factory=list)  # what we mounted and must unmount
     dump_dir: Path | None = None
     collector_argv: list[str] = field(default_factory=list)
     collector_returncode: int | None = None
     collector_peak_kib: int | None = None  # peak RSS of the largest command run so far
+    vmcore_saved: bool = False  # a complete vmcore got its final name (FINALIZE)
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     action_taken: str = ""

@@ -15,6 +15,10 @@ KMSG_PATH = "/dev/kmsg"
 DEVKMSG_SYSCTL = "/proc/sys/kernel/printk_devkmsg"
 
 
+# The kernel refuses a /dev/kmsg write longer than about 1 KiB; longer lines go in pieces.
+KMSG_LINE_BYTES = 900
+
+
 class KmsgHandler(logging.Handler):
     """Writes records to /dev/kmsg as `<7>kdump-agent: message` (one write per line)."""
 
@@ -25,7 +29,10 @@ class KmsgHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             for line in self.format(record).splitlines():
-                self._kmsg.write(f"<7>{LOGGER_NAME}: {line}\n")
+                encoded = line.encode(errors="replace")
+                for start in range(0, max(len(encoded), 1), KMSG_LINE_BYTES):
+                    piece = encoded[start:start + KMSG_LINE_BYTES].decode(errors="replace")
+                    self._kmsg.write(f"<7>{LOGGER_NAME}: {piece}\n")
         except OSError:
             self.handleError(record)
 

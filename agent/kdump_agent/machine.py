@@ -28,7 +28,8 @@ class State(enum.Enum):
     FINALIZE = "FINALIZE"  # sync, rename vmcore-incomplete -> vmcore
     RUN_POST = "RUN_POST"  # kdump_post hooks
     FINAL_ACTION = "FINAL_ACTION"  # 6 -> 14: final_action (reboot by default)
-    FAILURE_ACTION = "FAILURE_ACTION"  # 6 -> 7..16: the configured default/failure_action
+    FAILURE_ACTION = "FAILURE_ACTION"  # 6 -> 7..10: the configured default/failure_action
+    ROOT_INIT = "ROOT_INIT"  # 11: hand over to the root file system's /sbin/init (12-14 there)
 
 
 class Outcome(enum.Enum):
@@ -37,6 +38,7 @@ class Outcome(enum.Enum):
     DONE = "done"  # the work succeeded, or there was nothing to do
     FAILED = "failed"  # the work raised an error
     TIMED_OUT = "timed_out"  # the work overran the state's deadline
+    HANDED_OVER = "handed_over"  # mount_root_run_init: the root's init carries on from here
 
 
 SUCCESS_PATH: tuple[State, ...] = (
@@ -53,7 +55,9 @@ SUCCESS_PATH: tuple[State, ...] = (
     State.FINAL_ACTION,
 )
 
-TERMINAL: frozenset[State] = frozenset({State.FINAL_ACTION})
+# The agent's work ends in these: final_action ends the capture kernel (reboot(2)), and
+# ROOT_INIT leaves it to dracut's init to switch to the root file system.
+TERMINAL: frozenset[State] = frozenset({State.FINAL_ACTION, State.ROOT_INIT})
 
 
 def _build_table() -> dict[tuple[State, Outcome], State]:
@@ -64,8 +68,10 @@ def _build_table() -> dict[tuple[State, Outcome], State]:
         table[(here, Outcome.TIMED_OUT)] = State.FAILURE_ACTION
     # A failure action that hands back control (shell exits, dump_to_rootfs ends, or the
     # action itself fails) ends in final_action: the machine never stays stuck.
-    for outcome in Outcome:
+    for outcome in (Outcome.DONE, Outcome.FAILED, Outcome.TIMED_OUT):
         table[(State.FAILURE_ACTION, outcome)] = State.FINAL_ACTION
+    # mount_root_run_init mounted the root and found its init: the seed's step 11.
+    table[(State.FAILURE_ACTION, Outcome.HANDED_OVER)] = State.ROOT_INIT
     return table
 
 
@@ -111,6 +117,6 @@ def mermaid() -> str:
         edges.setdefault((here, after), []).append(outcome.value)
     lines = ["flowchart TD"]
     for (here, after), outcomes in edges.items():
-        label = "any" if len(outcomes) == len(Outcome) else ", ".join(outcomes)
+        label = ", ".join(outcomes)
         lines.append(f"    {here.value} -->|{label}| {after.value}")
     return "\n".join(lines)

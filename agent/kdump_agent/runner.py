@@ -15,12 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from . import system
-from .machine import Machine, Outcome, State
+from .machine import TERMINAL, Machine, Outcome, State
 
 log = logging.getLogger("kdump-agent")
 
+@dataclass(frozen=True)
+class HandOver:
+    """What a step returns when the flow goes on outside the agent (the root's init)."""
+
+    note: str
+
+
 # A step does its state's work; it may return a short note for the journal.
-Step = Callable[[], "str | None"]
+Step = Callable[[], "str | HandOver | None"]
 
 
 @dataclass(frozen=True)
@@ -64,15 +71,16 @@ class Runner:
     on_enter: Callable[[State], None] = lambda state: None  # e.g. the memory report
 
     def run(self) -> Journal:
-        """Run every state to the end. Returns when the final action returned (it normally
-        does not: reboot(2) ends the process), so the caller's last resort can act."""
+        """Run every state to a terminal one. Returns after ROOT_INIT (the caller lets the
+        root's init take over) or when the final action returned (it normally does not:
+        reboot(2) ends the process), so the caller's last resort can act."""
         machine = Machine()
         while True:
             state = machine.state
             self.on_enter(state)
             outcome, detail, seconds = self._execute(state)
             self.journal.record(JournalEntry(state, outcome, seconds, detail))
-            if state is State.FINAL_ACTION:
+            if state in TERMINAL:
                 return self.journal
             machine.advance(outcome)
 
@@ -102,4 +110,6 @@ class Runner:
             log.error("%s failed: %s", state.value, error)
             return Outcome.FAILED, str(error) or type(error).__name__, seconds
         note = result.get("note")
+        if isinstance(note, HandOver):
+            return Outcome.HANDED_OVER, note.note, seconds
         return Outcome.DONE, note if isinstance(note, str) else "", seconds

@@ -12,6 +12,7 @@ import enum
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ _PROGRESS = re.compile(r"\[\s*[\d.]+ ?%\]")
 PUMP_DRAIN_SECONDS = 5.0
 
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SHELLS = ("/bin/bash", "/bin/sh")
+SHELL_PROMPT = "kdump-shell# "
 
 
 def run(
@@ -48,11 +51,12 @@ def run(
     stdout: int | None = subprocess.PIPE,
     check: bool = True,
     extra_env: Mapping[str, str] | None = None,
+    echo: bool = True,
     log_stdout: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell) with a timeout and a clean environment.
 
-    Logs `+ argv` first, then each line the program writes to standard error as it comes
+    Logs `+ argv` first (unless echo is false: polls), then each line the program writes to standard error as it comes
     (a collector's progress is shown on the console only, so it does not flood the kernel
     log). On failure the last error line becomes the error's detail: that line is usually
     what the admin needs ("No space left on device").
@@ -62,7 +66,8 @@ def run(
     The result's stdout is then the lines logged.
     """
     argv = list(argv)
-    log.info("+ %s", " ".join(argv))
+    if echo:
+        log.info("+ %s", " ".join(argv))
     env = {"PATH": CLEAN_PATH, "LANG": "C", "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
            **(extra_env or {})}
     try:
@@ -134,6 +139,49 @@ def console_only(text: str) -> None:
     """Progress for the admin watching the console; not worth a line in the kernel log."""
     sys.stderr.write(f"kdump-agent: {text}\n")
     sys.stderr.flush()
+
+
+def consoles(proc_consoles: str = "/proc/consoles") -> list[str]:
+    """Every console the kernel writes to (/dev/ttyS0, /dev/tty0...), for the shell's banner."""
+    try:
+        with open(proc_consoles, encoding="utf-8") as listing:
+            return [f"/dev/{line.split()[0]}" for line in listing if line.strip()]
+    except OSError:
+        return []
+
+
+def interactive_shell(banner: str, timeout: float, console: str = "/dev/console") -> int:
+    """An interactive shell on the console, under a deadline; returns its exit status.
+
+    The banner goes to every console, so whichever one the admin watches says why they
+    are in a shell. The shell gets the console as its controlling terminal (setsid -c), so
+    Ctrl-C reaches what it runs rather than the agent.
+    """
+    for path in dict.fromkeys([console, *consoles()]):
+        try:
+            with open(path, "w", encoding="utf-8") as out:
+                out.write(banner)
+        except OSError:
+            pass
+    shell = next((s for s in SHELLS if os.access(s, os.X_OK)), None)
+    if shell is None:
+        raise CommandFailed(["sh"], 127, f"no shell in this initramfs (looked for {', '.join(SHELLS)})")
+    argv = ["setsid", "-c", shell, "-i"] if shutil.which("setsid", path=CLEAN_PATH) else [shell, "-i"]
+    env = {"PATH": CLEAN_PATH, "TERM": "linux", "HOME": "/", "PS1": SHELL_PROMPT}
+    log.info("+ %s", " ".join(argv))
+    with open(console, "r+b", buffering=0) as tty:
+        process = subprocess.Popen(argv, stdin=tty, stdout=tty, stderr=tty, env=env)
+        with _children_lock:
+            _children.add(process)  # type: ignore[arg-type]
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise CommandFailed(argv, None, f"the shell was left open for {timeout:g} s") from None
+        finally:
+            with _children_lock:
+                _children.discard(process)  # type: ignore[arg-type]
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

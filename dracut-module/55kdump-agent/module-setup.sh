@@ -5,7 +5,8 @@
 # environment: KDUMP_AGENT_BINARY (the frozen agent), KDUMP_AGENT_CONF (the validated
 # kdump.conf), KDUMP_AGENT_INSTALL (extra_bins and hook programs, one path a line, installed
 # at the same path with what they need) and, when kdump.conf names no target,
-# KDUMP_AGENT_TARGET (the file system that holds `path` on this machine, recorded as JSON).
+# KDUMP_AGENT_TARGET (the file system that holds `path` on this machine, recorded as JSON);
+# for the failure actions that need it, KDUMP_AGENT_ROOTFS (the root file system).
 
 # Only when asked for: this module turns an initramfs into a capture initramfs.
 check() {
@@ -33,6 +34,9 @@ install() {
     inst_simple "$KDUMP_AGENT_CONF" /etc/kdump.conf
     if [[ -n $KDUMP_AGENT_TARGET ]]; then
         inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json
+    fi
+    if [[ -n $KDUMP_AGENT_ROOTFS ]]; then
+        inst_simple "$KDUMP_AGENT_ROOTFS" /etc/kdump-agent/rootfs.json
     fi
     local _file
     while IFS= read -r _file; do

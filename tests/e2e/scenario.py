@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from guest import BootResult, FileInfo, Kernel, boot, build_panic_initrd, extract, read_tree
+from guest import (BootResult, Console, FileInfo, Kernel, boot, boot_interactive, build_panic_initrd,
+                   extract, read_tree)
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / "dist" / "kdump-agent"
 CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
 FIRST_KERNEL_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
 LEAN_DRACUT_ARGS = 'dracut_args --no-hostonly --drivers "virtio_blk virtio_pci"'
+PANIC_MARK = "sysrq: Trigger a crash"  # what the crashed kernel logged, read back from a dump
+STANDARD_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"
 DUMP_DIR = re.compile(r"^(?P<path>.*/)?127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
 
 
@@ -64,23 +68,30 @@ def newc_entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
 
 
 def with_config_overlay(initrd: Path, config_text: str, out: Path,
-                        recorded_target: str | None = None) -> Path:
-    """The same initramfs with another /etc/kdump.conf (and target record) laid over it.
+                        records: Mapping[str, str] | None = None) -> Path:
+    """The same initramfs with another /etc/kdump.conf (and mkinitrd's records, by name:
+    "target.json", "rootfs.json") laid over it.
 
     The kernel unpacks concatenated cpio archives in order and later files win, so a
     second archive replaces the packed config without another dracut run. Used for cases
-    whose config is deliberately broken (mkinitrd refuses those) or differs only in values
-    the agent reads at capture time.
+    whose config is deliberately broken (mkinitrd refuses those), differs only in values
+    the agent reads at capture time, or needs records of the guest's disks rather than
+    of the host mkinitrd ran on.
     """
     entries = [newc_entry("etc", b"", 0o040755, 1),
-               newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2)]
-    if recorded_target is not None:
-        entries += [newc_entry("etc/kdump-agent", b"", 0o040755, 3),
-                    newc_entry("etc/kdump-agent/target.json", recorded_target.encode(), 0o100644, 4)]
+               newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2),
+               newc_entry("etc/kdump-agent", b"", 0o040755, 3)]
+    for number, (name, text) in enumerate(sorted((records or {}).items()), start=4):
+        entries.append(newc_entry(f"etc/kdump-agent/{name}", text.encode(), 0o100644, number))
     archive = b"".join([*entries, newc_entry("TRAILER!!!", b"", 0, 0)])
     archive += b"\0" * (-len(archive) % 512)
     out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
     return out
+
+
+def filesystem_record(uuid: str, fstype: str = "ext4", directory: str = "/") -> str:
+    """A record as mkinitrd writes it (targets.local.FilesystemTarget.as_json)."""
+    return json.dumps({"spec": f"UUID={uuid}", "fstype": fstype, "directory": directory})
 
 
 @dataclass
@@ -90,6 +101,32 @@ class Dump:
     directory: str  # path inside the target file system
     files: dict[str, FileInfo]  # name -> info, for the files in the dump directory
     local_copy: Path  # where the directory was extracted on the host
+
+
+def standard_initrd(kernel: Kernel, workdir: Path) -> Path:
+    """The one mkinitrd build most cases share: ext4 target by UUID, default actions.
+    Cases that differ only in what the agent reads at capture time lay their config over it."""
+    return build_capture_initrd(kernel, standard_config(), workdir)
+
+
+def standard_config(target: str = f"UUID={STANDARD_UUID}", *extra: str) -> str:
+    return "\n".join([f"ext4 {target}", "path /var/crash", LEAN_DRACUT_ARGS, *extra, ""])
+
+
+def panic_interactive(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
+                      timeout_s: int = 420) -> Console:
+    """As panic_and_capture, with a console the test can type into (the kdump shell)."""
+    panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
+                                      cache_dir() / f"panic-for-{capture_initrd.name}")
+    return boot_interactive(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
+                            timeout_s=timeout_s, log_path=workdir / "console.log")
+
+
+def replay_journal(image: Path) -> None:
+    """Replay the ext4 journal of a disk the guest left without unmounting (reboot(2) after
+    sync): debugfs reads the disk as it is and would miss what sits in the journal."""
+    subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(image)], capture_output=True,
+                   timeout=120, check=False)
 
 
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,

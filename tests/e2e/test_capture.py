@@ -16,27 +16,25 @@ from pathlib import Path
 import pytest
 
 from guest import Kernel, make_disk, read_tree
-from scenario import (LEAN_DRACUT_ARGS, build_capture_initrd, dmesg_from_vmcore, find_dumps,
-                      panic_and_capture, with_config_overlay)
+from scenario import (STANDARD_UUID, build_capture_initrd, dmesg_from_vmcore, filesystem_record, find_dumps,
+                      panic_and_capture, standard_config, standard_initrd, with_config_overlay)
 
 pytestmark = pytest.mark.qemu
 
-DISK_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"
+DISK_UUID = STANDARD_UUID
 DISK_LABEL = "KDUMP"
 PANIC_MARK = "sysrq: Trigger a crash"
 DUMP_FILES = {"vmcore", "vmcore-dmesg.txt", "kexec-dmesg.log", "kdump-agent.json"}
 
 
-def config(target: str, *extra: str) -> str:
-    return "\n".join([f"ext4 {target}", "path /var/crash", LEAN_DRACUT_ARGS, *extra, ""])
+config = standard_config
 
 
 @pytest.fixture(scope="module")
 def uuid_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real mkinitrd build (target by UUID, final_action reboot), shared by the cases
-    that differ only in what the agent reads at capture time."""
-    return build_capture_initrd(kernel, config(f"UUID={DISK_UUID}", "final_action reboot"),
-                                tmp_path_factory.mktemp("uuid-initrd"))
+    """One real mkinitrd build (target by UUID), shared by the cases that differ only in
+    what the agent reads at capture time."""
+    return standard_initrd(kernel, tmp_path_factory.mktemp("uuid-initrd"))
 
 
 def target_disk(workdir: Path, size_mib: int = 256) -> Path:
@@ -104,9 +102,8 @@ def test_no_target_line_dumps_where_mkinitrd_recorded(
     # RHEL's rule: no target line means the file system holding `path` where mkinitrd ran.
     # mkinitrd records it in the image; here the record names the guest's disk.
     console_logs.append(tmp_path / "console.log")
-    record = json.dumps({"spec": f"UUID={DISK_UUID}", "fstype": "ext4", "directory": "/var/crash"})
     initrd = with_config_overlay(uuid_initrd, "path /var/crash\n", tmp_path / "capture.img",
-                                 recorded_target=record)
+                                 {"target.json": filesystem_record(DISK_UUID, directory="/var/crash")})
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
     assert f"target UUID={DISK_UUID} is /dev/vda" in result.console

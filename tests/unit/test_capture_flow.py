@@ -73,7 +73,8 @@ def paths(tmp_path: Path, config_text: str) -> Paths:
     vmcore = tmp_path / "vmcore-source"
     vmcore.write_bytes(b"\0" * 4096)
     return Paths(config=str(config), recorded_target=str(tmp_path / "target.json"),
-                 mountpoint=str(tmp_path / "kdumproot"), vmcore=str(vmcore))
+                 recorded_rootfs=str(tmp_path / "rootfs.json"), newroot=str(tmp_path / "sysroot"),
+                 mountpoint=str(tmp_path / "kdumproot"), vmcore=str(vmcore), hooks=str(tmp_path / "hooks"))
 
 
 def test_successful_capture_saves_every_file_and_runs_final_action(
@@ -125,15 +126,87 @@ def test_config_error_in_capture_kernel_reboots_by_default(
     assert f"{config_paths.config}:2: 'default' must be one of" in caplog.text
 
 
-def test_unsupported_failure_action_falls_through_to_final_action(
-        tmp_path: Path, machine: FakeMachine) -> None:
+def test_shell_failure_action_opens_a_shell_then_runs_final_action(
+        tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
+    shell = mocker.patch.object(system, "interactive_shell", return_value=0)
     machine.collector_rc = 1
     done = capture(paths(tmp_path, "ext4 /dev/null\nfailure_action shell\nfinal_action poweroff\n"))
+    banner = shell.call_args.args[0]
+    assert "the dump failed: COLLECT failed: makedumpfile exited 1" in banner
+    assert "final_action poweroff runs" in banner
     assert machine.powered == [system.Power.POWEROFF]
     assert [e.state for e in done.journal.entries][-2:] == [State.FAILURE_ACTION, State.FINAL_ACTION]
     manifest = json.loads((done.dump_dir / "kdump-agent.json").read_text())  # type: ignore[operator]
     assert manifest["result"] == "failure"
-    assert any("shell not carried out" in note for note in manifest["notes"])
+
+
+def test_a_shell_that_cannot_start_still_ends_in_final_action(
+        tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
+    mocker.patch.object(system, "interactive_shell", side_effect=CommandFailed(["sh"], 127, "no shell"))
+    machine.collector_rc = 1
+    done = capture(paths(tmp_path, "ext4 /dev/null\nfailure_action shell\n"))
+    assert machine.powered == [system.Power.REBOOT]
+    assert done.journal.entries[-2].outcome is Outcome.FAILED
+
+
+def rootfs_record(config_paths: Paths) -> None:
+    Path(config_paths.recorded_rootfs).write_text('{"spec": "/dev/zero", "fstype": "ext4", "directory": "/"}')
+
+
+def test_dump_to_rootfs_saves_the_dump_on_the_root_file_system_after_the_target_failed(
+        tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
+    config_paths = paths(tmp_path, "ext4 UUID=nowhere\ndisk_timeout 0\nfailure_action dump_to_rootfs\n")
+    rootfs_record(config_paths)
+    done = capture(config_paths)
+    assert machine.mounted == [("/dev/zero", str(tmp_path / "kdumproot"), "ext4")]
+    assert done.dump_dir is not None and done.dump_dir.parent == tmp_path / "kdumproot" / "var" / "crash"
+    assert (done.dump_dir / "vmcore").exists()
+    assert machine.powered == [system.Power.REBOOT]
+    manifest = json.loads((done.dump_dir / "kdump-agent.json").read_text())
+    assert manifest["result"] == "success"
+    assert manifest["failure"]["state"] == "MOUNT_TARGET"
+    assert any(note.startswith("dump_to_rootfs:") for note in manifest["notes"])
+
+
+def test_dump_to_rootfs_without_a_recorded_root_falls_through_to_final_action(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    done = capture(paths(tmp_path, "ext4 UUID=nowhere\ndisk_timeout 0\nfailure_action dump_to_rootfs\n"))
+    assert machine.powered == [system.Power.REBOOT]
+    assert "no root file system recorded" in done.journal.entries[-2].detail
+
+
+def test_mount_root_run_init_mounts_the_root_and_hands_over(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    config_paths = paths(tmp_path, "ext4 UUID=nowhere\ndisk_timeout 0\ndefault mount_root_run_init\n")
+    rootfs_record(config_paths)
+    (Path(config_paths.newroot) / "sbin").mkdir(parents=True)
+    (Path(config_paths.newroot) / "sbin" / "init").touch()
+    done = capture(config_paths)
+    assert machine.mounted == [("/dev/zero", config_paths.newroot, "ext4")]
+    assert machine.powered == []
+    assert done.journal.entries[-1].state is State.ROOT_INIT
+    assert done.journal.entries[-2].outcome is Outcome.HANDED_OVER
+
+
+def test_mount_root_run_init_without_init_falls_through_to_final_action(
+        tmp_path: Path, machine: FakeMachine) -> None:
+    config_paths = paths(tmp_path, "ext4 UUID=nowhere\ndisk_timeout 0\ndefault mount_root_run_init\n")
+    rootfs_record(config_paths)
+    done = capture(config_paths)
+    assert machine.powered == [system.Power.REBOOT]
+    assert "has no /sbin/init" in done.journal.entries[-2].detail
+
+
+def test_from_rootfs_saves_to_path_on_the_running_root(
+        tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
+    config_paths = paths(tmp_path, "ext4 UUID=elsewhere\npath /var/crash\n")
+    root = tmp_path / "root"
+    mocker.patch("kdump_agent.steps.mount.ROOT", str(root))
+    done = capture(config_paths, from_rootfs=True)
+    assert machine.mounted == []
+    assert done.dump_dir is not None and done.dump_dir.parent == root / "var" / "crash"
+    assert (done.dump_dir / "vmcore").exists()
+    assert machine.powered == [system.Power.REBOOT]
 
 
 def test_no_target_line_uses_the_target_recorded_by_mkinitrd(

@@ -336,10 +336,9 @@ def test_notices_mention_rhel_equivalents() -> None:
 
 
 @pytest.mark.parametrize("action", ["shell", "mount_root_run_init", "dump_to_rootfs"])
-def test_notice_for_failure_action_not_yet_carried_out(action: str) -> None:
-    (notice,) = parse(f"failure_action {action}", "k").notices
-    assert notice == Notice(1, f"'failure_action {action}' is not yet carried out by this version; "
-                               "the machine will run final_action instead")
+@pytest.mark.parametrize("directive", ["failure_action", "default"])
+def test_no_notice_for_the_failure_actions_that_are_carried_out(directive: str, action: str) -> None:
+    assert parse(f"{directive} {action}", "k").notices == ()
 
 
 @pytest.mark.parametrize("line", ["nfs a:/b", "nfs4 a:/b", "ssh u@h", "virtiofs tag"])
@@ -395,8 +394,6 @@ path /var/crash     # the default value: shown once, in its fixed place
         "dracut_args: --add-drivers 'virtio_blk virtio_pci'",
         "disk_timeout: 30",
         "force_rebuild: yes",
-        ("note: /etc/kdump.conf:2: 'failure_action shell' is not yet carried out by this version; "
-         "the machine will run final_action instead"),
         "note: /etc/kdump.conf:5: " + NOTICES[("disk_timeout", None)],
     ]
 
@@ -527,7 +524,7 @@ def test_admin_edit_seed_spelling() -> None:
     assert config.core_collector == ("makedumpfile", "-c", "--message-level", "1", "-d", "31")
     assert config.failure_action is Action.SHELL
     assert config.extra_modules == ("gfs2", "dm_mod")
-    assert [notice.line for notice in config.notices] == [5, 7]
+    assert [notice.line for notice in config.notices] == [7]
 
 
 def test_admin_edit_dracut_args_with_quotes() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdump_agent.machine import (SUCCESS_PATH, TRANSITIONS, IllegalTransition, Machine, Outcome,
+from kdump_agent.machine import (SUCCESS_PATH, TERMINAL, TRANSITIONS, IllegalTransition, Machine, Outcome,
                                  State, mermaid, table_rows)
 
 
@@ -38,12 +38,21 @@ def test_dump_state_never_follows_a_failure() -> None:
     assert State.COLLECT not in path
 
 
-def test_every_state_but_the_terminal_one_has_a_way_out_on_every_outcome() -> None:
+def test_every_state_but_the_terminal_ones_has_a_way_out_on_every_outcome() -> None:
     for state in State:
-        if state is State.FINAL_ACTION:
+        if state in TERMINAL:
             continue
-        for outcome in Outcome:
+        for outcome in (Outcome.DONE, Outcome.FAILED, Outcome.TIMED_OUT):
             assert (state, outcome) in TRANSITIONS
+
+
+def test_only_the_failure_action_can_hand_over_to_the_root_init() -> None:
+    # Seed steps 10-11: mount_root_run_init mounts the root and runs its /sbin/init.
+    handing_over = [state for (state, outcome) in TRANSITIONS if outcome is Outcome.HANDED_OVER]
+    assert handing_over == [State.FAILURE_ACTION]
+    machine = Machine(State.FAILURE_ACTION)
+    assert machine.advance(Outcome.HANDED_OVER) is State.ROOT_INIT
+    assert State.ROOT_INIT in TERMINAL
 
 
 def test_illegal_transition_raises_and_leaves_state_unchanged() -> None:
@@ -59,7 +68,8 @@ def test_table_rows_and_mermaid_are_drawn_from_the_table() -> None:
     graph = mermaid()
     assert "COLLECT -->|done| FINALIZE" in graph
     assert "COLLECT -->|failed, timed_out| FAILURE_ACTION" in graph
-    assert "FAILURE_ACTION -->|any| FINAL_ACTION" in graph
+    assert "FAILURE_ACTION -->|done, failed, timed_out| FINAL_ACTION" in graph
+    assert "FAILURE_ACTION -->|handed_over| ROOT_INIT" in graph
 
 
 def test_readme_diagram_is_the_one_drawn_from_the_table() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import system
-from ..config import Config, TargetKind
+from ..config import Action, Config, TargetKind
 from ..errors import KdumpError
 from ..targets.local import FilesystemTarget
 from ..steps.hooks import HOOK_KINDS, HOOK_ROOT, hook_programs
@@ -31,6 +31,7 @@ MODULE_DIR_NAME = "55kdump-agent"
 SYSTEM_DRACUT_DIR = Path("/usr/lib/dracut")
 DRACUT_TIMEOUT = 900.0
 NO_HOSTONLY_FLAGS = frozenset({"--no-hostonly", "-N"})
+ROOTFS_ACTIONS = frozenset({Action.DUMP_TO_ROOTFS, Action.MOUNT_ROOT_RUN_INIT})
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class BuildPlan:
     argv: list[str]
     env: dict[str, str]
     recorded_target: FilesystemTarget | None
+    recorded_rootfs: FilesystemTarget | None = None
 
 
 def bundled_module_dir() -> Path:
@@ -92,25 +94,24 @@ def refuse_raw_with_filesystem(config: Config, device: str) -> None:
                          "dump would destroy it. Point `raw` at an empty partition.")
 
 
-def record_default_target(config: Config) -> FilesystemTarget:
-    """RHEL's rule for a config without a target: the file system that holds `path`.
+def record_filesystem(path: str, source: str) -> FilesystemTarget:
+    """The file system that holds path on this machine, as the capture kernel finds it.
 
     It is recorded by UUID, which survives device renames in the capture kernel; a file
     system without one is recorded by its device path.
     """
-    held_by = filesystem_holding(config.path)
+    held_by = filesystem_holding(path)
     if held_by.uuid:
         spec = f"UUID={held_by.uuid}"
     elif held_by.device.startswith("/dev/"):
         spec = held_by.device
         log.warning("%s has no file system UUID: recording it as %s", held_by.device, spec)
     else:
-        raise KdumpError(f"{config.path} is on {held_by.device} ({held_by.fstype}), which the "
-                         f"capture kernel cannot mount: name a target in {config.source}")
-    relative = os.path.relpath(config.path, held_by.mountpoint)
+        raise KdumpError(f"{path} is on {held_by.device} ({held_by.fstype}), which the "
+                         f"capture kernel cannot mount: name a target in {source}")
+    relative = os.path.relpath(path, held_by.mountpoint)
     directory = "/" if relative == "." else "/" + relative
-    log.info("no target in %s: dumping to %s (%s, %s) at %s", config.source, held_by.device,
-             held_by.fstype, spec, directory)
+    log.info("%s is on %s (%s, %s) at %s", path, held_by.device, held_by.fstype, spec, directory)
     return FilesystemTarget(spec=spec, fstype=held_by.fstype, directory=directory)
 
 
@@ -134,7 +135,10 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     if target is not None and target.kind not in (TargetKind.FILESYSTEM, TargetKind.RAW):
         raise KdumpError(f"{config.source}:{target.line}: {target.kind.value} targets are not "
                          "supported by this version")
-    recorded = record_default_target(config) if target is None else None
+    # RHEL's rule for a config without a target: the file system that holds `path`.
+    recorded = record_filesystem(config.path, config.source) if target is None else None
+    # The failure actions that need the root file system find it by this record.
+    rootfs = record_filesystem("/", config.source) if config.failure_action in ROOTFS_ACTIONS else None
     fstype = recorded.fstype if recorded else target.fstype if target else None
     hostonly = not NO_HOSTONLY_FLAGS.intersection(config.dracut_args)
     if hostonly and target is not None and target.kind is TargetKind.RAW:
@@ -144,12 +148,15 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     argv += ["--hostonly"] if hostonly else []
     if kmoddir:
         argv += ["--kmoddir", kmoddir]
-    if fstype:
-        argv += ["--filesystems", fstype]
+    filesystems = [f for f in dict.fromkeys([fstype, rootfs.fstype if rootfs else None]) if f]
+    if filesystems:
+        argv += ["--filesystems", " ".join(filesystems)]
     drivers = list(config.extra_modules)
     if hostonly:
         spec = recorded.spec if recorded else target.spec if target else ""
-        drivers += [d for d in drivers_for(resolve_spec(spec)) if d not in drivers]
+        for needed in [spec, rootfs.spec if rootfs else ""]:
+            if needed:
+                drivers += [d for d in drivers_for(resolve_spec(needed)) if d not in drivers]
     if drivers:
         argv += ["--add-drivers", " ".join(drivers)]
     argv += [*config.dracut_args, str(output)]
@@ -160,11 +167,13 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         "KDUMP_AGENT_CONF": str(config_file),
         "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config)),
     }
-    if recorded:
-        target_file = staging / "target.json"
-        target_file.write_text(recorded.as_json() + "\n", encoding="utf-8")
-        env["KDUMP_AGENT_TARGET"] = str(target_file)
-    return BuildPlan(argv=argv, env=env, recorded_target=recorded)
+    for record, name, variable in ((recorded, "target.json", "KDUMP_AGENT_TARGET"),
+                                   (rootfs, "rootfs.json", "KDUMP_AGENT_ROOTFS")):
+        if record:
+            record_file = staging / name
+            record_file.write_text(record.as_json() + "\n", encoding="utf-8")
+            env[variable] = str(record_file)
+    return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs)
 
 
 def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,

@@ -43,8 +43,8 @@ def make_dump_dir(parent: Path, name: str) -> Path:
 def prepare(capture: Capture) -> str:
     if isinstance(capture.target, RawTarget):
         return "nothing to prepare on a raw device"
-    assert capture.target is not None and capture.mounted, "MOUNT_TARGET ran"
-    parent = Path(capture.mounted[-1]) / capture.target.directory.lstrip("/")
+    assert capture.target is not None and capture.target_root, "MOUNT_TARGET ran"
+    parent = Path(capture.target_root) / capture.target.directory.lstrip("/")
     name = dump_dir_name(LOCAL_HOST_ADDRESS, time.localtime(capture.started_wall))
     capture.dump_dir = make_dump_dir(parent, name)
     reserve(capture.dump_dir)

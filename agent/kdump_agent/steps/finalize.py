@@ -40,6 +40,7 @@ def describe(path: Path) -> FileRecord:
 def finalize(capture: Capture) -> str:
     if isinstance(capture.target, RawTarget):
         fsync_device(capture.target.device)
+        capture.vmcore_saved = True
         return f"{capture.target.device} synced; `kdump-agent restore-raw` rebuilds the vmcore"
     assert capture.dump_dir is not None, "PREPARE_DIR ran"
     partial = capture.dump_dir / VMCORE_PARTIAL
@@ -48,6 +49,7 @@ def finalize(capture: Capture) -> str:
     os.sync()
     os.rename(partial, capture.dump_dir / VMCORE_NAME)
     fsync_path(capture.dump_dir)
+    capture.vmcore_saved = True
     for name in (DMESG_NAME, VMCORE_NAME):
         if (capture.dump_dir / name).exists():
             capture.files.append(describe(capture.dump_dir / name))

@@ -34,8 +34,6 @@ from ..errors import CommandFailed, KdumpError
 log = logging.getLogger("kdump-agent")
 
 HOOK_KINDS: tuple[str, ...] = ("pre", "post", "emergency")
-# The time all hooks of one kind (kdump_pre and pre.d, ...) get together in the capture.
-HOOKS_SECONDS = 300.0
 
 
 def hook_programs(kind: str, config: Config, hook_root: str) -> list[str]:

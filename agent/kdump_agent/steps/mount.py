@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from ..context import Capture
-from ..targets.local import DEFAULT_DISK_TIMEOUT, mount_target, wait_for_device
+from ..deadlines import disk_timeout
+from ..targets.local import mount_target, wait_for_device
 from ..targets.raw import RawTarget
 
-
-def disk_timeout(capture: Capture) -> float:
-    """disk_timeout from kdump.conf, or the default wait for the target device."""
-    configured = capture.config.disk_timeout if capture.config else None
-    return float(configured) if configured is not None else DEFAULT_DISK_TIMEOUT
+ROOT = "/"  # the running root file system, for `capture --from-rootfs`
 
 
 def mount(capture: Capture) -> str:
@@ -18,6 +15,10 @@ def mount(capture: Capture) -> str:
     if isinstance(capture.target, RawTarget):
         device = wait_for_device(capture.target.device, disk_timeout(capture))
         return f"raw device {device} is there"
+    if capture.from_rootfs:
+        capture.target_root = ROOT
+        return "the running root file system: nothing to mount"
     mountpoint = mount_target(capture.target, capture.paths.mountpoint, disk_timeout(capture))
     capture.mounted.append(mountpoint)
+    capture.target_root = mountpoint
     return f"{capture.target.spec} on {mountpoint}"

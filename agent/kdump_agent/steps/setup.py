@@ -34,6 +34,10 @@ def load_config(capture: Capture) -> str:
     capture.config = loaded
     for notice in loaded.notices:
         log.warning("%s:%d: %s", loaded.source, notice.line, notice.message)
+    if capture.from_rootfs:
+        # The seed's steps 12-13: the root's kdump service saves the dump to `path` here.
+        capture.target = FilesystemTarget(spec="/", fstype="rootfs", directory=loaded.path)
+        return f"running from the root file system: saving to {loaded.path}"
     capture.target = resolve_target(loaded, capture.paths.recorded_target)
     load_extra_modules(loaded.extra_modules)
     if isinstance(capture.target, RawTarget):

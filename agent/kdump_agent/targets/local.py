@@ -60,7 +60,7 @@ def find_device(spec: str) -> str | None:
         return os.path.realpath(link)
     try:
         found = system.run(["blkid", "-c", "/dev/null", "-l", "-o", "device", "-t", spec],
-                           timeout=10, check=False)
+                           timeout=10, check=False, echo=False)
     except CommandFailed:
         return None
     device = found.stdout.decode(errors="replace").strip()
@@ -71,6 +71,7 @@ def wait_for_device(spec: str, timeout: float, clock: Callable[[], float] = time
                     sleep: Callable[[float], None] = time.sleep) -> str:
     """Poll for the device until it appears or timeout seconds pass, then fail clearly."""
     give_up = clock() + timeout
+    log.info("waiting up to %g s for %s", timeout, spec)
     while True:
         device = find_device(spec)
         if device:

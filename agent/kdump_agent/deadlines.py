@@ -1,0 +1,75 @@
+"""How long each state of the capture may take. Every wait in the capture path is bounded
+by these: a state that overruns is a failure, never a hang."""
+
+from __future__ import annotations
+
+import os
+
+from .config import Action
+from .context import Capture
+from .machine import State
+from .targets.local import DEFAULT_DISK_TIMEOUT
+
+# The admin's hooks of one kind (kdump_pre and pre.d, ...) get this much in all.
+HOOKS_SECONDS = 300.0
+# A kdump shell left open this long is closed and final_action runs: a forgotten shell
+# must not keep a production machine down for good.
+SHELL_SECONDS = 4 * 3600.0
+# ~17 MiB/s: far below any disk a dump is written to, so only a stuck collector hits it.
+COLLECT_SECONDS_PER_GIB = 60.0
+
+BASE_DEADLINES: dict[State, float] = {
+    State.START: 10,
+    State.LOAD_CONFIG: 30,
+    State.RUN_PRE: HOOKS_SECONDS,
+    State.NETWORK_UP: 60,
+    State.MOUNT_TARGET: 60,  # plus disk_timeout
+    State.PREPARE_DIR: 60,
+    State.SAVE_DMESG: 120,
+    State.COLLECT: 600,  # plus COLLECT_SECONDS_PER_GIB per GiB of /proc/vmcore
+    State.FINALIZE: 600,  # syncs and re-reads the vmcore for its sha256
+    State.RUN_POST: HOOKS_SECONDS,
+    State.FINAL_ACTION: 120,
+    State.FAILURE_ACTION: 120 + 2 * HOOKS_SECONDS,  # kdump_post and kdump_emergency first
+    State.ROOT_INIT: 10,
+}
+
+
+def disk_timeout(capture: Capture) -> float:
+    """disk_timeout from kdump.conf, or the default wait for the target device."""
+    configured = capture.config.disk_timeout if capture.config else None
+    return float(configured) if configured is not None else DEFAULT_DISK_TIMEOUT
+
+
+def collect_seconds(vmcore: str) -> float:
+    """The collector's deadline: it grows with the memory it has to read."""
+    try:
+        gib = os.stat(vmcore).st_size / (1 << 30)
+    except OSError:
+        gib = 0.0
+    return BASE_DEADLINES[State.COLLECT] + COLLECT_SECONDS_PER_GIB * gib
+
+
+def deadline_for(capture: Capture, state: State) -> float:
+    """The deadline of a state, asked as the state is entered (some depend on the config)."""
+    base = BASE_DEADLINES[state]
+    if state is State.MOUNT_TARGET:
+        return base + disk_timeout(capture)
+    if state is State.COLLECT:
+        return collect_seconds(capture.paths.vmcore)
+    if state is State.FAILURE_ACTION:
+        return base + _failure_action_work(capture)
+    return base
+
+
+def _failure_action_work(capture: Capture) -> float:
+    """The extra time the configured failure action needs beyond recording and hooks."""
+    action = capture.failure_action
+    if action is Action.SHELL:
+        return SHELL_SECONDS
+    if action is Action.DUMP_TO_ROOTFS:
+        return (deadline_for(capture, State.MOUNT_TARGET) + BASE_DEADLINES[State.SAVE_DMESG]
+                + collect_seconds(capture.paths.vmcore) + BASE_DEADLINES[State.FINALIZE])
+    if action is Action.MOUNT_ROOT_RUN_INIT:
+        return deadline_for(capture, State.MOUNT_TARGET)
+    return 0.0
