@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BINARY := dist/kdump-agent
 SOURCES := $(shell find agent/kdump_agent dracut-module build -type f -not -path '*/__pycache__/*' -not -path 'build/work/*')
 
-.PHONY: all deps venv binary test test-unit test-e2e demo clean
+.PHONY: all deps venv binary test test-unit test-e2e demo bench clean
 
 all: binary
 
@@ -37,6 +37,13 @@ test-e2e: deps venv binary
 
 demo: deps venv binary
 	$(PY) tests/e2e/demo.py
+
+bench: deps venv binary $(VENV)/.stamp-bench
+	$(PY) bench/run.py
+
+$(VENV)/.stamp-bench: requirements-bench.txt | venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
 
 clean:
 	rm -rf dist build/work .pytest_cache

@@ -22,7 +22,7 @@ from .config import TargetKind
 from .host.mkinitrd import mkinitrd
 from .host.restore_raw import Outcome as RestoreOutcome
 from .host.restore_raw import restore_raw
-from .machine import mermaid, table_rows
+from .machine import dot, mermaid, table_rows
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -97,6 +97,9 @@ def _states(args: argparse.Namespace) -> int:
     if args.mermaid:
         print(mermaid())
         return EXIT_OK
+    if args.dot:
+        print(dot())
+        return EXIT_OK
     for here, outcome, after in table_rows():
         print(f"{here.value:<15} {outcome.value:<10} -> {after.value}")
     return EXIT_OK
@@ -147,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(func=_restore_raw)
 
     states = commands.add_parser("states", help="print the capture state machine's transitions")
-    states.add_argument("--mermaid", action="store_true", help="as a mermaid flowchart")
+    graph = states.add_mutually_exclusive_group()
+    graph.add_argument("--mermaid", action="store_true", help="as a mermaid flowchart")
+    graph.add_argument("--dot", action="store_true", help="as a Graphviz digraph")
     states.set_defaults(func=_states)
     return parser
 

@@ -58,6 +58,7 @@ class Capture:
     collector_argv: list[str] = field(default_factory=list)
     collector_returncode: int | None = None
     collector_peak_kib: int | None = None  # peak RSS of the largest command run so far
+    memfree_at_collect_kib: int | None = None  # what the collector had to work with
     vmcore_saved: bool = False  # a complete vmcore got its final name (FINALIZE)
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)

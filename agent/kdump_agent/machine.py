@@ -107,16 +107,29 @@ def table_rows() -> Iterator[tuple[State, Outcome, State]]:
         yield here, outcome, after
 
 
+def _edges() -> dict[tuple[State, State], list[str]]:
+    """Transitions grouped by (from, to): outcomes that lead to the same place share one edge."""
+    edges: dict[tuple[State, State], list[str]] = {}
+    for here, outcome, after in table_rows():
+        edges.setdefault((here, after), []).append(outcome.value)
+    return edges
+
+
+def dot() -> str:
+    """The table as a Graphviz digraph (`kdump-agent states --dot | dot -Tsvg`)."""
+    lines = ["digraph kdump_agent {", "    rankdir=TB;"]
+    for (here, after), outcomes in _edges().items():
+        lines.append(f'    {here.value} -> {after.value} [label="{", ".join(outcomes)}"];')
+    return "\n".join([*lines, "}"])
+
+
 def mermaid() -> str:
     """The table as a mermaid flowchart, so pictures of the flow are drawn from the data.
 
     Outcomes that lead to the same place share one edge ("failed, timed_out").
     """
-    edges: dict[tuple[State, State], list[str]] = {}
-    for here, outcome, after in table_rows():
-        edges.setdefault((here, after), []).append(outcome.value)
     lines = ["flowchart TD"]
-    for (here, after), outcomes in edges.items():
+    for (here, after), outcomes in _edges().items():
         label = ", ".join(outcomes)
         lines.append(f"    {here.value} -->|{label}| {after.value}")
     return "\n".join(lines)

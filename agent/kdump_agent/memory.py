@@ -81,6 +81,17 @@ def snapshot(level: int, proc: str = "/proc", collector_pid: int | None = None) 
     return report(level, meminfo, self_status, processes, collector)
 
 
+def reading(path: str, field: str) -> int | None:
+    """One `Field: N kB` value of a /proc file, in KiB, or None when it cannot be read.
+
+    For the manifest's footprint: what the collector had free, what the agent peaked at.
+    """
+    try:
+        return parse_meminfo(_read(path)).get(field)
+    except OSError:
+        return None
+
+
 def _mib(kib: int) -> str:
     return f"{kib / 1024:.1f}"
 

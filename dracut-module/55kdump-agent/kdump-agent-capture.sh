@@ -5,6 +5,8 @@
 # where kdump-agent's root service saves the dump. Any other return means every action
 # failed: never stay in the initramfs.
 if [ -e /proc/vmcore ]; then
+    # A timestamped line in the kernel log: the agent's start-up is measured from here.
+    echo "<6>kdump-agent: initramfs hook starts the agent" > /dev/kmsg
     /usr/sbin/kdump-agent capture
     kdump_agent_status=$?
     if [ "$kdump_agent_status" -ne 75 ]; then

@@ -131,15 +131,17 @@ def replay_journal(image: Path) -> None:
 
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
                       timeout_s: int = 420, progress: Callable[[str], None] | None = None,
-                      ) -> BootResult:
+                      until: Callable[[str], bool] | None = None) -> BootResult:
     """Boot the first kernel, load the capture kernel, panic it, let the capture run.
 
-    The serial console is kept in workdir/console.log.
+    The serial console is kept in workdir/console.log. `until` ends the boot at a console
+    line (a halted machine never exits QEMU by itself).
     """
     panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
                                       cache_dir() / f"panic-for-{capture_initrd.name}")
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
-                timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress)
+                timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
+                until=until)
 
 
 def find_dumps(disk: Path, dest: Path) -> list[Dump]:

@@ -18,7 +18,7 @@ import pytest
 
 from guest import Kernel, make_disk
 from rootfs import build_root_fs, working_copy
-from scenario import (BINARY, PANIC_MARK, cache_dir, dmesg_from_vmcore, filesystem_record,
+from scenario import (BINARY, PANIC_MARK, STANDARD_UUID, cache_dir, dmesg_from_vmcore, filesystem_record,
                       find_dumps, panic_and_capture, panic_interactive, replay_journal,
                       standard_config, standard_initrd, with_config_overlay)
 
@@ -118,6 +118,24 @@ def test_mount_root_run_init_lets_the_root_init_save_the_dump_then_reboot(
     assert dump.directory.startswith("/var/crash/127.0.0.1-")
     assert {"vmcore", "vmcore-dmesg.txt", "kdump-agent.json", "kexec-dmesg.log"} <= set(dump.files)
     assert PANIC_MARK in dmesg_from_vmcore(dump.local_copy / "vmcore", tmp_path / "dmesg.txt")
+
+
+@pytest.mark.parametrize("directive", ["default", "final_action"])
+def test_halt_leaves_the_machine_halted(kernel: Kernel, base_initrd: Path, tmp_path: Path,
+                                        console_logs: list[Path], directive: str) -> None:
+    # As the failure action, the dump fails; as final_action, it succeeds first.
+    console_logs.append(tmp_path / "console.log")
+    text = failing("default halt") if directive == "default" else standard_config(
+        f"UUID={STANDARD_UUID}", "final_action halt")
+    initrd = with_config_overlay(base_initrd, text, tmp_path / "capture.img")
+    disk = make_disk(tmp_path / "target.img", 256, STANDARD_UUID, "KDUMP")
+    result = panic_and_capture(kernel, initrd, [disk], tmp_path,
+                               until=lambda line: "reboot: System halted" in line)
+    kind = "failure action" if directive == "default" else "final action"
+    assert f"{kind}: halt" in result.console
+    assert "reboot: System halted" in result.console
+    assert "reboot: Restarting" not in result.console and "Power down" not in result.console
+    assert len(find_dumps(disk, tmp_path / "out")) == (1 if directive == "final_action" else 0)
 
 
 def test_mount_root_run_init_without_a_root_falls_through_to_final_action(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kdump_agent.machine import (SUCCESS_PATH, TERMINAL, TRANSITIONS, IllegalTransition, Machine, Outcome,
+from kdump_agent.machine import (SUCCESS_PATH, TERMINAL, TRANSITIONS, IllegalTransition, Machine, Outcome, dot,
                                  State, mermaid, table_rows)
 
 
@@ -76,3 +76,10 @@ def test_readme_diagram_is_the_one_drawn_from_the_table() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("<!-- states:begin -->\n```mermaid\n")[1].split("\n```\n<!-- states:end -->")[0]
     assert block == mermaid(), "README is stale: paste `kdump-agent states --mermaid`"
+
+
+def test_dot_graph_has_one_edge_per_destination() -> None:
+    graph = dot()
+    assert graph.startswith("digraph kdump_agent {")
+    assert 'COLLECT -> FAILURE_ACTION [label="failed, timed_out"];' in graph
+    assert 'FAILURE_ACTION -> ROOT_INIT [label="handed_over"];' in graph

@@ -6,7 +6,7 @@ import os
 import resource
 from collections.abc import Sequence
 
-from .. import system
+from .. import memory, system
 from ..context import Capture
 from ..errors import CommandFailed
 from ..targets.raw import RawTarget
@@ -62,6 +62,7 @@ def _collect_to_device(capture: Capture, device: str, timeout: float) -> str:
 
 def _run_collector(capture: Capture, argv: list[str], timeout: float, stdout: int | None) -> str:
     capture.collector_argv = argv
+    capture.memfree_at_collect_kib = memory.reading("/proc/meminfo", "MemFree")
     result = system.run(argv, timeout=timeout, stdout=stdout, check=False)
     capture.collector_returncode = result.returncode
     capture.collector_peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

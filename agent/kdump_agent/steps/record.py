@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import __version__, system
+from .. import __version__, memory, system
 from ..context import Capture
 from ..targets.raw import RawTarget
 
@@ -48,13 +48,30 @@ def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
         },
         "target": _target(capture),
         "dump_dir": str(capture.dump_dir) if capture.dump_dir else None,
-        "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode,
-                      "peak_rss_kib": capture.collector_peak_kib},
+        "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode},
+        "footprint": footprint(capture),
         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in capture.files],
         "states": [entry.as_dict() for entry in capture.journal.entries],
         "notes": capture.notes,
         "argv": sys.argv,
     }
+
+
+def footprint(capture: Capture) -> dict[str, int | None]:
+    """What this capture cost in memory: the figures crashkernel= is sized by."""
+    unpacked = getattr(sys, "_MEIPASS", None)  # the one-file binary's unpack directory
+    return {
+        "agent_peak_rss_kib": memory.reading("/proc/self/status", "VmHWM"),
+        "agent_unpacked_bytes": _tree_bytes(unpacked) if unpacked else None,
+        "memfree_at_collect_kib": capture.memfree_at_collect_kib,
+        "collector_peak_rss_kib": capture.collector_peak_kib,
+    }
+
+
+def _tree_bytes(top: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(top) for name in names
+               if not os.path.islink(os.path.join(root, name)))
 
 
 def _target(capture: Capture) -> dict[str, str] | None:
