@@ -74,9 +74,9 @@ def overlay_dracut_dir(into: Path, module: Path, system_dir: Path = SYSTEM_DRACU
     modules = into / "modules.d"
     modules.mkdir()
     for entry in (system_dir / "modules.d").iterdir():
-        if entry.name != MODULE_DIR_NAME:
+        if entry.name != module.name:
             (modules / entry.name).symlink_to(entry)
-    (modules / MODULE_DIR_NAME).symlink_to(module)
+    (modules / module.name).symlink_to(module)
     return into
 
 

@@ -1,0 +1,229 @@
+"""bring_up and record_host_route against real kernel networking, inside network namespaces.
+
+Each test gets two namespaces joined by a veth pair: `kdump-srv-<pid>` holds the "server"
+(192.168.177.1/24, and dnsmasq for the DHCP cases) and `kdump-cli-<pid>` the capture
+kernel's NIC. The agent's code runs in the client namespace as a child process
+(`ip netns exec`), since a namespace belongs to a process; nothing outside the two
+namespaces is touched or contacted. Both are deleted, and dnsmasq stopped by its pid,
+whatever the test's outcome. Needs root, iproute2 and (for DHCP) dnsmasq.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdump_agent.network import NetworkPlan
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                                reason="needs root and iproute2 for network namespaces")
+
+AGENT = Path(__file__).resolve().parents[2] / "agent"
+SERVER = "192.168.177.1"
+SERVER_DNS = "192.168.177.53"
+DHCP_RANGE = ("192.168.177.50", "192.168.177.60")
+UNREACHABLE = "10.99.0.1"  # no route to it anywhere in the namespaces
+# The child gets the bring-up deadline plus this before it is killed: a hang fails the test.
+CHILD_GRACE_SECONDS = 60
+DNSMASQ_READY_SECONDS = 20
+
+# Runs in the client namespace: one call into kdump_agent, the outcome as JSON on stdout.
+IN_NAMESPACE = """
+import json, sys, time
+from kdump_agent import network
+from kdump_agent.errors import KdumpError
+
+request = json.loads(sys.argv[1])
+start = time.monotonic()
+try:
+    if request["call"] == "bring_up":
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in request["plan"].items()}
+        result = network.bring_up(network.NetworkPlan(**fields), request["target"],
+                                  link_delay=request["link_delay"], deadline=request["deadline"],
+                                  resolv_conf=request["resolv_conf"])
+    else:
+        result = network.record_host_route(request["target"], resolv_conf=request["resolv_conf"])
+    outcome = {"result": result}
+except KdumpError as error:
+    outcome = {"error": str(error)}
+outcome["seconds"] = time.monotonic() - start
+print(json.dumps(outcome))
+"""
+
+
+def ip(*args: str) -> str:
+    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
+
+
+@dataclass
+class Namespaces:
+    server: str
+    client: str
+    client_link: str
+    client_mac: str
+    work: Path
+
+    def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run IN_NAMESPACE in the client namespace; its JSON outcome."""
+        argv = ["ip", "netns", "exec", self.client, sys.executable, "-c", IN_NAMESPACE, json.dumps(request)]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(AGENT)}
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, timeout=timeout)
+        assert done.returncode == 0, done.stderr
+        outcome: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return outcome
+
+    def bring_up(self, plan: NetworkPlan, target: str, *, deadline: float, link_delay: float = 0) -> dict[str, Any]:
+        request = {"call": "bring_up", "plan": asdict(plan), "target": target, "deadline": deadline,
+                   "link_delay": link_delay, "resolv_conf": str(self.work / "resolv.conf")}
+        return self.run(request, deadline + link_delay + CHILD_GRACE_SECONDS)
+
+    def client_addresses(self) -> list[str]:
+        links = json.loads(ip("-n", self.client, "-j", "-4", "addr", "show"))
+        return [f"{a['local']}/{a['prefixlen']}" for link in links for a in link["addr_info"]]
+
+    def client_route(self, target: str) -> dict[str, Any]:
+        route: dict[str, Any] = json.loads(ip("-n", self.client, "-j", "route", "get", target))[0]
+        return route
+
+
+@pytest.fixture
+def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
+    """Server and client namespaces joined by veth srv0 <-> cli0; deleted afterwards."""
+    server, client = f"kdump-srv-{os.getpid()}", f"kdump-cli-{os.getpid()}"
+    created: list[str] = []
+    try:
+        for name in (server, client):
+            ip("netns", "add", name)
+            created.append(name)
+        ip("-n", server, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", client)
+        ip("-n", server, "addr", "add", f"{SERVER}/24", "dev", "srv0")
+        ip("-n", server, "link", "set", "srv0", "up")
+        mac = json.loads(ip("-n", client, "-j", "link", "show", "cli0"))[0]["address"]
+        yield Namespaces(server=server, client=client, client_link="cli0", client_mac=mac, work=tmp_path)
+    finally:
+        for name in reversed(created):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def dnsmasq(namespaces: Namespaces) -> Iterator[Path]:
+    """dnsmasq serving DHCP on srv0 (DNS off); its lease file. Stopped by its pid."""
+    if not shutil.which("dnsmasq"):
+        pytest.skip("dnsmasq is not installed (Debian: dnsmasq-base)")
+    work = namespaces.work
+    leases = work / "dnsmasq.leases"
+    log_path = work / "dnsmasq.log"
+    argv = ["ip", "netns", "exec", namespaces.server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+            "--interface=srv0", "--bind-interfaces", f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},1h",
+            "--port=0", f"--pid-file={work / 'dnsmasq.pid'}", f"--dhcp-leasefile={leases}",
+            f"--dhcp-option=option:dns-server,{SERVER_DNS}"]
+    with open(log_path, "wb") as log:
+        # `ip netns exec` execs dnsmasq: this pid is dnsmasq's own.
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        ready_by = time.monotonic() + DNSMASQ_READY_SECONDS
+        while b"DHCP, sockets bound" not in log_path.read_bytes():
+            assert process.poll() is None, f"dnsmasq exited: {log_path.read_text()}"
+            assert time.monotonic() < ready_by, f"dnsmasq not ready: {log_path.read_text()}"
+            time.sleep(0.05)
+        yield leases
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_static_plan_gets_its_address_and_a_route_to_the_server(namespaces: Namespaces) -> None:
+    plan = NetworkPlan(interface="cli0", mac=None, dhcp=False, addresses=("192.168.177.10/24",),
+                       gateway=None, dns=(SERVER_DNS,), hostname=None)
+    outcome = namespaces.bring_up(plan, SERVER, deadline=20)
+    assert outcome.get("result") == (f"cli0 ({namespaces.client_mac}) 192.168.177.10/24 static, "
+                                      f"route to {SERVER} dev cli0"), outcome
+    assert namespaces.client_addresses() == ["192.168.177.10/24"]
+    assert namespaces.client_route(SERVER)["dev"] == "cli0"
+    assert (namespaces.work / "resolv.conf").read_text().splitlines()[1:] == [f"nameserver {SERVER_DNS}"]
+
+
+def test_static_plan_routes_a_remote_target_through_the_gateway(namespaces: Namespaces) -> None:
+    plan = NetworkPlan(interface=None, mac=namespaces.client_mac, dhcp=False,
+                       addresses=("192.168.177.10/24",), gateway=SERVER, dns=(), hostname=None)
+    outcome = namespaces.bring_up(plan, UNREACHABLE, deadline=20)
+    assert outcome.get("result", "").endswith(f"route to {UNREACHABLE} via {SERVER} dev cli0"), outcome
+    route = namespaces.client_route(UNREACHABLE)
+    assert (route["dev"], route["gateway"]) == ("cli0", SERVER)
+
+
+def test_dhcp_plan_finds_the_renamed_nic_by_mac_and_gets_a_lease(
+        namespaces: Namespaces, dnsmasq: Path, record_property: Any) -> None:
+    ip("-n", namespaces.client, "link", "set", "cli0", "name", "capture0")
+    plan = NetworkPlan(interface="eth7", mac=namespaces.client_mac.upper(), dhcp=True, addresses=(),
+                       gateway=None, dns=(), hostname="crashed")
+    outcome = namespaces.bring_up(plan, SERVER, deadline=30)
+    record_property("dhcp_bring_up_seconds", round(outcome["seconds"], 2))
+    print(f"DHCP bring-up took {outcome['seconds']:.2f} s")
+    note = outcome.get("result", "")
+    assert note.startswith(f"capture0 ({namespaces.client_mac}) 192.168.177."), outcome
+    assert note.endswith(f"/24 via DHCP, route to {SERVER} dev capture0")
+    (address,) = namespaces.client_addresses()
+    assert DHCP_RANGE[0] <= address.split("/")[0] <= DHCP_RANGE[1]
+    assert namespaces.client_route(UNREACHABLE)["gateway"] == SERVER  # the lease's router
+    assert (namespaces.work / "resolv.conf").read_text().splitlines()[1:] == [f"nameserver {SERVER_DNS}"]
+    assert namespaces.client_mac in dnsmasq.read_text()
+
+
+def test_dhcp_without_a_server_fails_at_the_deadline(namespaces: Namespaces) -> None:
+    plan = NetworkPlan(interface="cli0", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
+                       hostname=None)
+    outcome = namespaces.bring_up(plan, SERVER, deadline=4)
+    assert outcome.get("error") == ("DHCP on cli0: not done within the 4 s network deadline "
+                                    "(no lease; client state SELECTING)"), outcome
+    assert namespaces.client_addresses() == []
+
+
+def test_route_wait_fails_clearly_when_the_target_is_unreachable(namespaces: Namespaces) -> None:
+    plan = NetworkPlan(interface="cli0", mac=None, dhcp=False, addresses=("192.168.177.10/24",),
+                       gateway=None, dns=(), hostname=None)
+    outcome = namespaces.bring_up(plan, UNREACHABLE, deadline=3)
+    assert outcome.get("error") == (f"a route to {UNREACHABLE}: not done within the 3 s network deadline "
+                                    "(Network is unreachable)"), outcome
+
+
+def test_link_without_carrier_fails_at_the_deadline(namespaces: Namespaces) -> None:
+    ip("-n", namespaces.server, "link", "set", "srv0", "down")
+    plan = NetworkPlan(interface="cli0", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
+                       hostname=None)
+    outcome = namespaces.bring_up(plan, SERVER, deadline=3)
+    error = outcome.get("error", "")
+    assert error.startswith("carrier on cli0: not done within the 3 s network deadline (operstate "), outcome
+    assert error.endswith(", no carrier)")  # DOWN or LOWERLAYERDOWN, as the kernel sees it
+
+
+def test_record_host_route_describes_the_nic_that_reaches_the_target(namespaces: Namespaces) -> None:
+    client = namespaces.client
+    ip("-n", client, "link", "set", "cli0", "up")
+    ip("-n", client, "addr", "add", "192.168.177.20/24", "dev", "cli0", "valid_lft", "600",
+       "preferred_lft", "600")  # a lifetime, as DHCP clients add leases
+    resolv_conf = namespaces.work / "host-resolv.conf"
+    resolv_conf.write_text(f"nameserver 127.0.0.53\nnameserver {SERVER_DNS}\n")
+    outcome = namespaces.run({"call": "record", "target": SERVER, "resolv_conf": str(resolv_conf)},
+                             CHILD_GRACE_SECONDS)
+    record = json.loads(outcome["result"])
+    assert {k: v for k, v in record.items() if k != "hostname"} == {
+        "target": SERVER, "interface": "cli0", "mac": namespaces.client_mac, "mtu": 1500,
+        "addresses": ["192.168.177.20/24"], "gateway": None, "dns": [SERVER_DNS], "dhcp": True,
+    }
