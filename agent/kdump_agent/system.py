@@ -172,7 +172,7 @@ def interactive_shell(banner: str, timeout: float, console: str = "/dev/console"
     with open(console, "r+b", buffering=0) as tty:
         process = subprocess.Popen(argv, stdin=tty, stdout=tty, stderr=tty, env=env)
         with _children_lock:
-            _children.add(process)  # type: ignore[arg-type]
+            _children.add(process)
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -181,7 +181,7 @@ def interactive_shell(banner: str, timeout: float, console: str = "/dev/console"
             raise CommandFailed(argv, None, f"the shell was left open for {timeout:g} s") from None
         finally:
             with _children_lock:
-                _children.discard(process)  # type: ignore[arg-type]
+                _children.discard(process)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,193 @@
+"""A real OpenSSH server on 127.0.0.1 for the SSH target's tests.
+
+`Sshd` runs `/usr/sbin/sshd -D -e -f <its own sshd_config>` on a free loopback port with a
+throw-away host key, an authorized_keys file in its directory and its log in `sshd.log`
+there. Whatever the dump directory is on the "server", it is a local path the test can
+inspect. A test module takes the fixtures by name (`sshd = servers.sshd` after
+`import sshd as servers`): pytest finds fixtures among a module's attributes.
+
+Stopping is by pid only: the listener and the per-connection processes it forked (found
+through /proc), never by name, since other jobs may run their own sshd meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+PRIVSEP_DIR = "/run/sshd"  # sshd refuses to start without its privilege separation directory
+START_TIMEOUT = 30.0  # an upper bound for the banner to appear, not an expected time
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    path: Path
+    public_line: str  # "ssh-ed25519 AAAA... comment"
+
+
+def keygen(path: Path, kind: str = "ed25519") -> ClientKey:
+    """A key pair without passphrase, made by ssh-keygen (RSA as RHEL's default kdump_id_rsa)."""
+    argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"kdump-agent-test-{kind}", "-f", str(path)]
+    if kind == "rsa":
+        argv[4:4] = ["-b", "2048"]
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
+    return ClientKey(path, Path(f"{path}.pub").read_text().strip())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Sshd:
+    """One sshd; start() waits for its banner, kill() ends it and its sessions at once."""
+
+    def __init__(self, directory: Path, *, sftp: bool = True, host_key_types: tuple[str, ...] = ("ed25519",),
+                 authorized: tuple[ClientKey, ...] = ()) -> None:
+        self.directory = directory
+        self.sftp = sftp
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        self.host_keys = [directory / f"ssh_host_{kind}_key" for kind in host_key_types]
+        for path, kind in zip(self.host_keys, host_key_types, strict=True):
+            if not path.exists():
+                keygen(path, kind)
+        self.authorized_keys = directory / "authorized_keys"
+        self.authorized_keys.write_text("".join(f"{key.public_line}\n" for key in authorized))
+        self.log = directory / "sshd.log"
+        self.pid_file = directory / "sshd.pid"
+
+    def host_key_line(self, kind: str) -> str:
+        """`<type> <base64>` of one of the server's host keys."""
+        return " ".join((self.directory / f"ssh_host_{kind}_key.pub").read_text().split()[:2])
+
+    def known_hosts(self, path: Path, *kinds: str, name: str | None = None) -> Path:
+        """Write a known_hosts pinning the given host key types for this server."""
+        name = name or f"[127.0.0.1]:{self.port}"
+        path.write_text("".join(f"{name} {self.host_key_line(kind)}\n" for kind in kinds))
+        return path
+
+    def config_text(self) -> str:
+        lines = [
+            f"Port {self.port}",
+            "ListenAddress 127.0.0.1",
+            *(f"HostKey {path}" for path in self.host_keys),
+            f"PidFile {self.pid_file}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",
+            "UsePAM no",
+            "LogLevel VERBOSE",
+            "MaxStartups 100",
+        ]
+        if self.sftp:
+            lines.append("Subsystem sftp internal-sftp")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> Sshd:
+        if not os.access(SSHD, os.X_OK):
+            pytest.skip(f"{SSHD} missing: apt-get install --no-install-recommends openssh-server")
+        os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        for _ in range(5):  # another job may take the free port between probe and bind
+            self.port = free_port()
+            config = self.directory / "sshd_config"
+            config.write_text(self.config_text())
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            if self._wait_for_banner():
+                return self
+            self.kill()
+        raise RuntimeError(f"sshd did not start; its log:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def _wait_for_banner(self) -> bool:
+        assert self.process is not None
+        give_up = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < give_up:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as probe:
+                    if probe.recv(64).startswith(b"SSH-2.0-"):
+                        return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def pids(self) -> list[int]:
+        """The listener and every process below it (the sessions and their sftp/cat)."""
+        if self.process is None:
+            return []
+        parents: dict[int, int] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found = [self.process.pid]
+        for pid in found:
+            found.extend(child for child, parent in parents.items() if parent == pid)
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL the listener and its sessions: a server that dies mid-transfer."""
+        if self.process is None:
+            return
+        for pid in reversed(self.pids()):
+            with contextlib.suppress(ProcessLookupError):  # it ended by itself meanwhile
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.kill()
+
+
+@pytest.fixture(scope="module")
+def client_key(tmp_path_factory: pytest.TempPathFactory) -> ClientKey:
+    """The agent's key (RSA, like RHEL's /root/.ssh/kdump_id_rsa)."""
+    return keygen(tmp_path_factory.mktemp("client") / "kdump_id_rsa", "rsa")
+
+
+def _server(tmp_path_factory: pytest.TempPathFactory, client_key: ClientKey, *, sftp: bool,
+            host_key_types: tuple[str, ...] = ("ed25519",)) -> Iterator[Sshd]:
+    server = Sshd(tmp_path_factory.mktemp("sshd"), sftp=sftp, host_key_types=host_key_types,
+                  authorized=(client_key,)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory, client_key: ClientKey) -> Iterator[Sshd]:
+    """sshd with internal-sftp and an ed25519 and an RSA host key, for the whole module."""
+    yield from _server(tmp_path_factory, client_key, sftp=True, host_key_types=("ed25519", "rsa"))
+
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp(tmp_path_factory: pytest.TempPathFactory, client_key: ClientKey) -> Iterator[Sshd]:
+    """sshd without a Subsystem line: only exec channels."""
+    yield from _server(tmp_path_factory, client_key, sftp=False)
+
+
+@pytest.fixture
+def sshd_to_kill(tmp_path_factory: pytest.TempPathFactory, client_key: ClientKey) -> Iterator[Sshd]:
+    """A server of the test's own, which it may kill."""
+    yield from _server(tmp_path_factory, client_key, sftp=True)
