@@ -32,12 +32,19 @@ EXIT_BAD_CONFIG = 2
 EXIT_HANDED_OVER = 75
 
 
-def _check_config(args: argparse.Namespace) -> int:
+def _load_or_report(path: str) -> kdump_config.Config | None:
+    """The config, or None after printing each of its errors as FILE:LINE: message."""
     try:
-        loaded = kdump_config.load(args.config)
+        return kdump_config.load(path)
     except kdump_config.ConfigErrors as errors:
         for error in errors.errors:
             print(error, file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
         return EXIT_BAD_CONFIG
     print(f"{loaded.source}: valid")
     for line in loaded.summary():
@@ -57,11 +64,8 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _mkinitrd(args: argparse.Namespace) -> int:
-    try:
-        loaded = kdump_config.load(args.config)
-    except kdump_config.ConfigErrors as errors:
-        for error in errors.errors:
-            print(error, file=sys.stderr)
+    loaded = _load_or_report(args.config)
+    if loaded is None:
         print(f"{args.config}: not building an initramfs from a config with errors", file=sys.stderr)
         return EXIT_BAD_CONFIG
     built = mkinitrd(loaded, output=Path(args.output), binary=args.binary, kver=args.kver,
@@ -76,11 +80,8 @@ def _mkinitrd(args: argparse.Namespace) -> int:
 def _restore_raw(args: argparse.Namespace) -> int:
     device, path = args.device, args.path
     if device is None or path is None:
-        try:
-            loaded = kdump_config.load(args.config)
-        except kdump_config.ConfigErrors as errors:
-            for error in errors.errors:
-                print(error, file=sys.stderr)
+        loaded = _load_or_report(args.config)
+        if loaded is None:
             return EXIT_BAD_CONFIG
         if device is None:
             if loaded.target is None or loaded.target.kind is not TargetKind.RAW:

@@ -225,6 +225,15 @@ def umount(target: str) -> None:
     _check(_libc.umount2(target.encode(), 0), "umount", target)
 
 
+def fsync(path: str | os.PathLike[str]) -> None:
+    """fsync a file, a directory or a block device by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync() -> None:
     """Flush every file system: nothing counts as saved before this returns."""
     os.sync()

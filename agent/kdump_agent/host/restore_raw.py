@@ -25,7 +25,7 @@ from ..errors import CommandFailed, KdumpError
 from ..steps.collect import VMCORE_PARTIAL
 from ..steps.dmesg import DMESG_NAME, DMESG_PARTIAL
 from ..steps.dumpdir import LOCAL_HOST_ADDRESS, dump_dir_name, make_dump_dir
-from ..steps.finalize import VMCORE_NAME, describe, fsync_path
+from ..steps.finalize import VMCORE_NAME, describe
 from ..steps.record import MANIFEST_FORMAT, MANIFEST_NAME
 
 log = logging.getLogger("kdump-agent")
@@ -122,7 +122,7 @@ def _keep_partial(device: str, dump_dir: Path, error: flat.FlatFormatError) -> R
 def _finish(device: str, dump_dir: Path, summary: flat.FlatSummary) -> RestoreResult:
     """Name the complete dump, save its log and record, then clear the device."""
     os.rename(dump_dir / VMCORE_PARTIAL, dump_dir / VMCORE_NAME)
-    fsync_path(dump_dir)
+    system.fsync(dump_dir)
     notes = _save_dmesg(dump_dir)
     _write_manifest(dump_dir, device, summary, [DMESG_NAME, VMCORE_NAME], notes=notes)
     _clear(device, summary)
@@ -167,7 +167,7 @@ def _write_manifest(dump_dir: Path, device: str, summary: flat.FlatSummary, name
         out.write(json.dumps(document, indent=2) + "\n")
         out.flush()
         os.fsync(out.fileno())
-    fsync_path(dump_dir)
+    system.fsync(dump_dir)
 
 
 def _clear(device: str, summary: flat.FlatSummary) -> None:

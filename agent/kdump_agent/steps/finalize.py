@@ -11,21 +11,13 @@ import os
 from pathlib import Path
 
 from ..context import Capture, FileRecord
-from ..targets.raw import RawTarget, fsync_device
+from .. import system
+from ..targets.raw import RawTarget
 from .collect import VMCORE_PARTIAL
 from .dmesg import DMESG_NAME
 
 VMCORE_NAME = "vmcore"
 _CHUNK = 1 << 20
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def describe(path: Path) -> FileRecord:
@@ -39,16 +31,16 @@ def describe(path: Path) -> FileRecord:
 
 def finalize(capture: Capture) -> str:
     if isinstance(capture.target, RawTarget):
-        fsync_device(capture.target.device)
+        system.fsync(capture.target.device)
         capture.vmcore_saved = True
         return f"{capture.target.device} synced; `kdump-agent restore-raw` rebuilds the vmcore"
     assert capture.dump_dir is not None, "PREPARE_DIR ran"
     partial = capture.dump_dir / VMCORE_PARTIAL
     os.chmod(partial, 0o600)
-    fsync_path(partial)
+    system.fsync(partial)
     os.sync()
     os.rename(partial, capture.dump_dir / VMCORE_NAME)
-    fsync_path(capture.dump_dir)
+    system.fsync(capture.dump_dir)
     capture.vmcore_saved = True
     for name in (DMESG_NAME, VMCORE_NAME):
         if (capture.dump_dir / name).exists():

@@ -7,7 +7,6 @@ next normal boot `kdump-agent restore-raw` rebuilds the vmcore from the device.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -17,11 +16,3 @@ class RawTarget:
 
     device: str
 
-
-def fsync_device(device: str) -> None:
-    """Flush what the collector wrote: a raw device has no file system to sync for us."""
-    fd = os.open(device, os.O_WRONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
