@@ -11,11 +11,11 @@ import os
 from functools import partial
 
 from . import memory, system
-from .deadlines import HOOKS_SECONDS, deadline_for
+from .config import Config
 from .context import Capture, Paths
+from .deadlines import HOOKS_SECONDS, deadline_for
 from .machine import State
 from .runner import Journal, Runner, Step
-from .config import Config
 from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, setup
 
 log = logging.getLogger("kdump-agent")

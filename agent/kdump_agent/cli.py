@@ -17,8 +17,8 @@ from . import __version__
 from . import config as kdump_config
 from . import log as agent_log
 from .capture import capture, handed_over, last_resort
-from .context import DEFAULT_CONFIG_PATH, Paths
 from .config import TargetKind
+from .context import DEFAULT_CONFIG_PATH, Paths
 from .host.mkinitrd import mkinitrd
 from .host.restore_raw import Outcome as RestoreOutcome
 from .host.restore_raw import restore_raw

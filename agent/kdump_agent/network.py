@@ -470,7 +470,8 @@ def bring_up(
     with _iproute() as ipr:
         link = _find_link(ipr, plan, budget)
         if plan.mtu is not None:
-            _netlink(f"setting MTU {plan.mtu} on {link.name}", ipr.link, "set", index=link.index, mtu=plan.mtu)
+            _netlink(f"setting MTU {plan.mtu} on {link.name}", ipr.link, "set", index=link.index,
+                     mtu=plan.mtu)
         _netlink(f"setting {link.name} up", ipr.link, "set", index=link.index, state="up")
         _wait_for(budget, f"carrier on {link.name}", lambda: _link_ready(ipr, link.index))
         _link_delay(link_delay, budget)

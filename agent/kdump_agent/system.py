@@ -56,10 +56,10 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell) with a timeout and a clean environment.
 
-    Logs `+ argv` first (unless echo is false: polls), then each line the program writes to standard error as it comes
-    (a collector's progress is shown on the console only, so it does not flood the kernel
-    log). On failure the last error line becomes the error's detail: that line is usually
-    what the admin needs ("No space left on device").
+    Logs `+ argv` first (unless echo is false: polls), then each line the program writes
+    to standard error as it comes (a collector's progress is shown on the console only,
+    so it does not flood the kernel log). On failure the last error line becomes the
+    error's detail: that line is usually what the admin needs ("No space left on device").
 
     With `log_stdout` a piped standard output is logged line by line too, instead of being
     kept whole: for the admin's own programs (hooks), whose output is meant to be read.

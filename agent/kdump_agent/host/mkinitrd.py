@@ -18,9 +18,10 @@ from pathlib import Path
 
 from .. import system
 from ..config import Action, Config, TargetKind
+from ..context import HOOK_ROOT
 from ..errors import KdumpError
+from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..targets.local import FilesystemTarget
-from ..steps.hooks import HOOK_KINDS, HOOK_ROOT, hook_programs
 from .blockdev import drivers_for, filesystem_holding, resolve_spec
 from .restore_raw import has_filesystem
 

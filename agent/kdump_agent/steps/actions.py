@@ -42,8 +42,10 @@ def run_failure_hooks(capture: Capture, failed_in: State | None) -> None:
         return
     if failed_in in DUMP_STATES:
         status = capture.collector_returncode or 1
-        capture.notes.append(f"post hooks: {hooks.run_post(config, status, HOOKS_SECONDS, capture.paths.hooks)}")
-    capture.notes.append(f"emergency hooks: {hooks.run_emergency(config, HOOKS_SECONDS, capture.paths.hooks)}")
+        post = hooks.run_post(config, status, HOOKS_SECONDS, capture.paths.hooks)
+        capture.notes.append(f"post hooks: {post}")
+    emergency = hooks.run_emergency(config, HOOKS_SECONDS, capture.paths.hooks)
+    capture.notes.append(f"emergency hooks: {emergency}")
 
 
 def record_and_release(capture: Capture, result: str) -> None:

@@ -10,8 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..context import Capture, FileRecord
 from .. import system
+from ..context import Capture, FileRecord
 from ..targets.raw import RawTarget
 from .collect import VMCORE_PARTIAL
 from .dmesg import DMESG_NAME

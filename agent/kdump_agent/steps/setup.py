@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from .. import config as kdump_config
+from .. import system
 from ..config import TargetKind
 from ..context import Capture
-from .. import system
 from ..errors import CommandFailed, ConfigError, KdumpError
 from ..targets.local import FilesystemTarget
 from ..targets.raw import RawTarget
