@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BINARY := dist/kdump-agent
 SOURCES := $(shell find agent/kdump_agent dracut-module build -type f -not -path '*/__pycache__/*' -not -path 'build/work/*')
 
-.PHONY: all deps venv binary test test-unit test-e2e demo bench clean
+.PHONY: all deps venv binary lint test test-unit test-e2e demo bench clean
 
 all: binary
 
@@ -26,7 +26,11 @@ $(BINARY): $(SOURCES) | deps venv
 		--workpath build/work build/kdump-agent.spec
 	@ls -l $(BINARY)
 
-test: deps venv binary
+lint: venv
+	$(VENV)/bin/ruff check agent --select F,E,W,I
+	$(VENV)/bin/mypy --strict agent/kdump_agent
+
+test: deps venv binary lint
 	$(PY) -m pytest tests
 
 test-unit: venv
