@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from guest import Kernel, make_disk
-from scenario import (BINARY, LEAN_DRACUT_ARGS, build_capture_initrd, cache_dir,
+from scenario import (BINARY, build_capture_initrd, cache_dir, standard_config,
                       dmesg_from_vmcore, find_dumps, panic_and_capture, with_config_overlay)
 
 pytestmark = pytest.mark.qemu
@@ -44,7 +44,7 @@ def hook_dir() -> Path:
 
 
 def config(*lines: str) -> str:
-    return "\n".join([f"ext4 UUID={DISK_UUID}", "path /var/crash", LEAN_DRACUT_ARGS, *lines, ""])
+    return standard_config(f"UUID={DISK_UUID}", *lines)
 
 
 @pytest.fixture(scope="module")

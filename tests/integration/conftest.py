@@ -9,9 +9,8 @@ import pytest
 
 import guest
 from baseline import build_shell_capture_initrd
+from scenario import CAPTURE_CMDLINE, FIRST_KERNEL_CMDLINE
 
-FIRST_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
-CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +30,7 @@ def elf_vmcore(kernel: guest.Kernel, cache_dir: Path, tmp_path_factory: pytest.T
     panic = guest.build_panic_initrd(kernel, capture, CAPTURE_CMDLINE,
                                      images / f"elf-panic-{kernel.kver}.img")
     disk = guest.make_disk(work / "target.img", 512, str(uuid.uuid4()), "elfcore")
-    result = guest.boot(kernel, panic, append=FIRST_CMDLINE, disks=[disk], timeout_s=300,
+    result = guest.boot(kernel, panic, append=FIRST_KERNEL_CMDLINE, disks=[disk], timeout_s=300,
                         log_path=work / "console.log")
     assert "BASELINE: done rc=0" in result.console, result.tail()
     partial = cached.with_suffix(".part")
