@@ -16,7 +16,7 @@ from .context import Capture, Paths
 from .deadlines import HOOKS_SECONDS, deadline_for
 from .machine import State
 from .runner import Journal, Runner, Step
-from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, setup
+from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, network_up, setup
 
 log = logging.getLogger("kdump-agent")
 
@@ -35,6 +35,7 @@ def steps_for(capture: Capture) -> dict[State, Step]:
     return {
         State.LOAD_CONFIG: partial(setup.load_config, capture),
         State.RUN_PRE: lambda: hooks.run_pre(loaded(capture), HOOKS_SECONDS, capture.paths.hooks),
+        State.NETWORK_UP: lambda: network_up.network_up(capture, timeout(State.NETWORK_UP)),
         State.MOUNT_TARGET: partial(mount.mount, capture),
         State.PREPARE_DIR: partial(dumpdir.prepare, capture),
         State.SAVE_DMESG: lambda: dmesg.save_dmesg(capture, timeout(State.SAVE_DMESG)),

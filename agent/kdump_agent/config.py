@@ -392,25 +392,19 @@ _RETIRED: dict[str, str] = {
     "override_resettable": "remove the line",
 }
 
-_NOT_ACTED = "'{name}' is parsed but not yet acted on by this version"
 _NO_TARGET = "{name} target not yet supported by this version"
 _IGNORED = "'{name}' is not supported by kdump-agent (it is ignored)"
 
 # The one place that decides what the admin is told about settings this version does not
 # carry out, or carries out differently from RHEL. Key: (directive, value), or (directive,
-# None) for any value; the exact value wins. Directives absent here (path, the file-system
-# and raw targets, core_collector, the actions, dracut_args, extra_modules, extra_bins, the
-# hooks, force_rebuild, force_no_rebuild) are acted on and need no notice.
+# None) for any value; the exact value wins. Directives absent here (path, the file-system,
+# raw, nfs, nfs4 and ssh targets, core_collector, the actions, dracut_args, extra_modules,
+# extra_bins, the hooks, sshkey, link_delay, force_rebuild, force_no_rebuild) are acted on
+# and need no notice.
 NOTICES: dict[tuple[str, str | None], str] = {
-    ("nfs", None): _NO_TARGET,
-    ("nfs4", None): _NO_TARGET,
-    ("ssh", None): _NO_TARGET,
     ("virtiofs", None): _NO_TARGET,
-    ("net", None): "network ('net') target not yet supported by this version; note that RHEL 8 "
-                   "and later reject 'net': write 'nfs' or 'ssh' there",
-    ("sshkey", None): _NOT_ACTED,
-    ("link_delay", None): _NOT_ACTED + "; RHEL deprecated it too (dracut's network module waits "
-                                       "for the link itself)",
+    ("net", None): "'net' is the seed's spelling of the nfs and ssh targets and works here; RHEL 8 "
+                   "and later reject it: write 'nfs' or 'ssh' there",
     # The mount step does wait disk_timeout seconds for the target device (targets/local.py).
     ("disk_timeout", None): "'disk_timeout' is used as the wait for the target device; RHEL "
                             "deprecated it (its equivalent there is dracut's rd.timeout)",

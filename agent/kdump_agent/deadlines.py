@@ -22,7 +22,7 @@ BASE_DEADLINES: dict[State, float] = {
     State.START: 10,
     State.LOAD_CONFIG: 30,
     State.RUN_PRE: HOOKS_SECONDS,
-    State.NETWORK_UP: 60,
+    State.NETWORK_UP: 60,  # plus link_delay
     State.MOUNT_TARGET: 60,  # plus disk_timeout
     State.PREPARE_DIR: 60,
     State.SAVE_DMESG: 120,
@@ -53,6 +53,8 @@ def collect_seconds(vmcore: str) -> float:
 def deadline_for(capture: Capture, state: State) -> float:
     """The deadline of a state, asked as the state is entered (some depend on the config)."""
     base = BASE_DEADLINES[state]
+    if state is State.NETWORK_UP:
+        return base + float(capture.config.link_delay or 0 if capture.config else 0)
     if state is State.MOUNT_TARGET:
         return base + disk_timeout(capture)
     if state is State.COLLECT:

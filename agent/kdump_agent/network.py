@@ -453,7 +453,7 @@ class _Budget:
 
 def bring_up(
     plan: NetworkPlan,
-    target_address: str,
+    target_address: str | None,
     *,
     link_delay: float,
     deadline: float,
@@ -463,9 +463,11 @@ def bring_up(
 
     `deadline` is the seconds the whole bring-up may take; any step that would run past it
     raises KdumpError naming the step. /etc/resolv.conf (or whatever `resolv_conf` names) is
-    written only when that path is given.
+    written only when that path is given. Without a target address (a host name not yet
+    resolved) the route is not waited for here: the caller resolves the name through the
+    servers just written, then calls wait_for_route.
     """
-    target = _ipv4(target_address, "target address")
+    target = _ipv4(target_address, "target address") if target_address else None
     budget = _Budget(deadline)
     with _iproute() as ipr:
         link = _find_link(ipr, plan, budget)
@@ -481,14 +483,49 @@ def bring_up(
         else:
             addressing = _Addressing(plan.addresses, plan.gateway, plan.dns)
         _configure(ipr, link, addressing)
-        oif, gateway = _wait_for(budget, f"a route to {target}", lambda: _route_to(ipr, target))
-        route_name = _link_name(ipr, oif)
+        route = _route_note(ipr, target, budget) if target else ""
     if resolv_conf is not None and addressing.dns:
         write_resolv_conf(resolv_conf, addressing.dns)
     how = "via DHCP" if plan.dhcp else "static"
+    return f"{link.name} ({link.mac}) {', '.join(addressing.addresses)} {how}{route}"
+
+
+def wait_for_route(target_address: str, deadline: float) -> str:
+    """Wait until the kernel routes to target_address; `, route to ...` for the journal."""
+    target = _ipv4(target_address, "target address")
+    with _iproute() as ipr:
+        return _route_note(ipr, target, _Budget(deadline))
+
+
+def _route_note(ipr: Any, target: str, budget: _Budget) -> str:
+    oif, gateway = _wait_for(budget, f"a route to {target}", lambda: _route_to(ipr, target))
     via = f" via {gateway}" if gateway else ""
-    return (f"{link.name} ({link.mac}) {', '.join(addressing.addresses)} {how}, "
-            f"route to {target}{via} dev {route_name}")
+    return f", route to {target}{via} dev {_link_name(ipr, oif)}"
+
+
+def source_address(target_address: str) -> str:
+    """The address this machine sends from to reach target_address (no packet is sent):
+    the `<host-ip>` in the dump directory's name, and NFSv4's clientaddr."""
+    family = socket.AF_INET6 if ":" in target_address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((target_address, 9))
+        return str(probe.getsockname()[0])
+
+
+def resolve(host: str) -> str:
+    """An IPv4 address for host: itself if it is one, else the resolver's first answer.
+
+    The name goes to getaddrinfo() as ASCII bytes: the frozen binary has no idna codec.
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        answers = socket.getaddrinfo(host.encode("ascii"), None, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise KdumpError(f"cannot resolve {host}: {error}") from None
+    return str(answers[0][4][0])
 
 
 @contextmanager

@@ -17,12 +17,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import IO
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TypeVar
 
 from .errors import CommandFailed, MountError
 
 log = logging.getLogger("kdump-agent")
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -65,47 +67,93 @@ def run(
     kept whole: for the admin's own programs (hooks), whose output is meant to be read.
     The result's stdout is then the lines logged.
     """
-    argv = list(argv)
-    if echo:
-        log.info("+ %s", " ".join(argv))
-    env = {"PATH": CLEAN_PATH, "LANG": "C", "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
-           **(extra_env or {})}
-    try:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env,
-            start_new_session=True,
-        )
-    except OSError as error:
-        raise CommandFailed(argv, 127, error.strerror or str(error)) from error
-    with _children_lock:
-        _children.add(process)
-    errors: list[str] = []
+    child = _Child(argv, stdout=stdout, extra_env=extra_env, echo=echo)
     output = bytearray()
     shown: list[str] = []  # standard output lines already logged (log_stdout)
-    assert process.stderr is not None
-    pumps = [threading.Thread(target=_pump_stderr, args=(process.stderr, errors), daemon=True)]
-    if process.stdout is not None and log_stdout:
-        pumps.append(threading.Thread(target=_pump_stderr, args=(process.stdout, shown), daemon=True))
-    elif process.stdout is not None:
-        pumps.append(threading.Thread(target=_pump_stdout, args=(process.stdout, output), daemon=True))
-    for pump in pumps:
-        pump.start()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(process)
-        process.wait()
-        raise CommandFailed(argv, None, f"no result after {timeout:g} s") from None
-    finally:
-        with _children_lock:
-            _children.discard(process)
-        for pump in pumps:
-            pump.join(PUMP_DRAIN_SECONDS)
+    if child.process.stdout is not None and log_stdout:
+        child.pump(_pump_stderr, child.process.stdout, shown)
+    elif child.process.stdout is not None:
+        child.pump(_pump_stdout, child.process.stdout, output)
+    returncode = child.wait(timeout)
     kept = "\n".join(shown).encode() if log_stdout else bytes(output)
-    result = subprocess.CompletedProcess(argv, process.returncode, kept, "\n".join(errors).encode())
-    if check and process.returncode != 0:
-        raise CommandFailed(argv, process.returncode, errors[-1] if errors else "")
+    result = subprocess.CompletedProcess(child.argv, returncode, kept, "\n".join(child.errors).encode())
+    if check and returncode != 0:
+        raise CommandFailed(child.argv, returncode, child.errors[-1] if child.errors else "")
     return result
+
+
+def run_streaming(argv: Sequence[str], consume: Callable[[IO[bytes]], T], *,
+                  timeout: float) -> tuple[T, subprocess.CompletedProcess[bytes]]:
+    """Run argv with its standard output read by consume() in this thread as it is written.
+
+    For a collector whose output goes over the network: nothing of the stream is held
+    here beyond what consume() holds. If consume() raises, the program is killed and the
+    error goes on, unless the program had failed by itself first: then its failure is the
+    error (a cut-off stream is the symptom, its last error line the cause). If consume()
+    returns, the program gets what is left of `timeout` to exit; the caller checks the
+    exit status (the result's returncode).
+    """
+    started = time.monotonic()
+    child = _Child(argv, stdout=subprocess.PIPE, extra_env=None, echo=True)
+    assert child.process.stdout is not None
+    try:
+        value = consume(child.process.stdout)
+    except Exception as error:
+        exited = child.process.poll()  # by itself, before we kill it: its reason comes first
+        _kill(child.process)
+        child.wait(PUMP_DRAIN_SECONDS)
+        if exited:
+            detail = child.errors[-1] if child.errors else str(error)
+            raise CommandFailed(child.argv, exited, detail) from error
+        raise
+    finally:
+        child.process.stdout.close()
+    returncode = child.wait(max(0.0, timeout - (time.monotonic() - started)))
+    return value, subprocess.CompletedProcess(child.argv, returncode, b"", "\n".join(child.errors).encode())
+
+
+class _Child:
+    """A started command: its standard error logged line by line, registered for kill_children."""
+
+    def __init__(self, argv: Sequence[str], *, stdout: int | None, extra_env: Mapping[str, str] | None,
+                 echo: bool) -> None:
+        self.argv = list(argv)
+        if echo:
+            log.info("+ %s", " ".join(self.argv))
+        env = {"PATH": CLEAN_PATH, "LANG": "C", "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+               **(extra_env or {})}
+        try:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise CommandFailed(self.argv, 127, error.strerror or str(error)) from error
+        with _children_lock:
+            _children.add(self.process)
+        self.errors: list[str] = []
+        self.pumps: list[threading.Thread] = []
+        assert self.process.stderr is not None
+        self.pump(_pump_stderr, self.process.stderr, self.errors)
+
+    def pump(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self.pumps.append(thread)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; a program still running after timeout is killed and fails."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(self.process)
+            self.process.wait()
+            raise CommandFailed(self.argv, None, f"no result after {timeout:g} s") from None
+        finally:
+            with _children_lock:
+                _children.discard(self.process)
+            for pump in self.pumps:
+                pump.join(PUMP_DRAIN_SECONDS)
 
 
 def _pump_stderr(stream: IO[bytes], lines: list[str]) -> None:
@@ -220,9 +268,19 @@ def mount(source: str, target: str, fstype: str, options: str = "") -> None:
     log.info("mounted %s on %s (%s)", source, target, fstype)
 
 
-def umount(target: str) -> None:
-    """umount(2); a busy file system is left mounted (the caller has synced it)."""
-    _check(_libc.umount2(target.encode(), 0), "umount", target)
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+
+def umount(target: str, *, force: bool = False) -> None:
+    """umount(2); a busy file system is left mounted (the caller has synced it).
+
+    `force` is for network file systems: MNT_FORCE aborts requests to a server that went
+    away and MNT_DETACH lets go of the mount even if they do not end, so a dead NFS
+    server cannot hold up the action that follows.
+    """
+    flags = MNT_FORCE | MNT_DETACH if force else 0
+    _check(_libc.umount2(target.encode(), flags), "umount", target)
 
 
 def fsync(path: str | os.PathLike[str]) -> None:

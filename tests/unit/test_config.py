@@ -319,18 +319,9 @@ def test_no_notice_for_directives_this_version_acts_on(line: str) -> None:
     assert parse(line, "k").notices == ()
 
 
-@pytest.mark.parametrize("line", ["sshkey /k", "link_delay 10"])
-def test_notice_for_directive_parsed_but_not_acted_on(line: str) -> None:
-    directive = line.split()[0]
-    (notice,) = parse(f"# x\n{line}", "k").notices
-    assert notice.line == 2
-    assert notice.message.startswith(f"'{directive}' is parsed but not yet acted on by this version")
-
-
 def test_notices_mention_rhel_equivalents() -> None:
-    notices = parse("link_delay 10\ndisk_timeout 30\ndebug_mem_level 3", "k").notices
-    link_delay, disk_timeout, debug_mem_level = (notice.message for notice in notices)
-    assert "RHEL deprecated it" in link_delay
+    notices = parse("disk_timeout 30\ndebug_mem_level 3", "k").notices
+    disk_timeout, debug_mem_level = (notice.message for notice in notices)
     assert "rd.timeout" in disk_timeout and "wait for the target device" in disk_timeout
     assert "rd.memdebug" in debug_mem_level
 
@@ -341,15 +332,20 @@ def test_no_notice_for_the_failure_actions_that_are_carried_out(directive: str, 
     assert parse(f"{directive} {action}", "k").notices == ()
 
 
-@pytest.mark.parametrize("line", ["nfs a:/b", "nfs4 a:/b", "ssh u@h", "virtiofs tag"])
-def test_notice_for_target_not_yet_supported(line: str) -> None:
+def test_notice_for_target_not_yet_supported() -> None:
+    (notice,) = parse("virtiofs tag", "k").notices
+    assert notice == Notice(1, "virtiofs target not yet supported by this version")
+
+
+@pytest.mark.parametrize("line", ["nfs a:/b", "nfs4 a:/b", "ssh u@h", "sshkey /k", "link_delay 10"])
+def test_no_notice_for_network_targets_and_their_settings(line: str) -> None:
+    assert parse(line, "k").notices == ()
+
+
+@pytest.mark.parametrize("line", ["net u@h", "net server:/export"])
+def test_notice_for_net_suggests_the_current_spelling(line: str) -> None:
     (notice,) = parse(line, "k").notices
-    assert notice == Notice(1, f"{line.split()[0]} target not yet supported by this version")
-
-
-def test_notice_for_net_suggests_the_current_spelling() -> None:
-    (notice,) = parse("net u@h", "k").notices
-    assert "not yet supported by this version" in notice.message and "write 'nfs' or 'ssh'" in notice.message
+    assert "RHEL 8 and later reject it" in notice.message and "write 'nfs' or 'ssh'" in notice.message
 
 
 @pytest.mark.parametrize("line", ["fence_kdump_args -p 7410", "fence_kdump_nodes n1 n2",
@@ -524,7 +520,8 @@ def test_admin_edit_seed_spelling() -> None:
     assert config.core_collector == ("makedumpfile", "-c", "--message-level", "1", "-d", "31")
     assert config.failure_action is Action.SHELL
     assert config.extra_modules == ("gfs2", "dm_mod")
-    assert [notice.line for notice in config.notices] == [7]
+    assert config.link_delay == 60  # line 7: acted on for network targets, no notice
+    assert config.notices == ()
 
 
 def test_admin_edit_dracut_args_with_quotes() -> None:

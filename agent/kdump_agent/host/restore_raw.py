@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import __version__, flat, system
+from ..context import FileRecord
 from ..errors import CommandFailed, KdumpError
 from ..steps.collect import VMCORE_PARTIAL
 from ..steps.dmesg import DMESG_NAME, DMESG_PARTIAL
 from ..steps.dumpdir import LOCAL_HOST_ADDRESS, dump_dir_name, make_dump_dir
-from ..steps.finalize import VMCORE_NAME, describe
+from ..steps.finalize import VMCORE_NAME
 from ..steps.record import MANIFEST_FORMAT, MANIFEST_NAME
 
 log = logging.getLogger("kdump-agent")
@@ -159,7 +160,7 @@ def _write_manifest(dump_dir: Path, device: str, summary: flat.FlatSummary, name
         "records": summary.records,
         "size": summary.end,
         "files": [{"name": record.name, "size": record.size, "sha256": record.sha256}
-                  for record in (describe(dump_dir / name) for name in names
+                  for record in (FileRecord.of(dump_dir / name) for name in names
                                  if (dump_dir / name).exists())],
         "notes": notes or [],
     }

@@ -21,6 +21,7 @@ from ..errors import KdumpError
 from ..machine import State
 from ..runner import HandOver
 from ..targets.local import FilesystemTarget, wait_for_device
+from ..targets.nfs import NfsTarget
 from . import collect, dmesg, dumpdir, finalize, hooks, mount
 from .record import write_record
 
@@ -59,12 +60,18 @@ def record_and_release(capture: Capture, result: str) -> None:
 
 
 def release_target(capture: Capture) -> None:
-    """Sync and unmount what we mounted; a busy mount is left as it is (it is synced)."""
-    system.sync()
+    """Close the SSH connection, sync and unmount what we mounted; a busy mount is left as
+    it is (it is synced). An NFS mount is let go of by force: its server may be dead."""
+    if capture.remote is not None:
+        capture.remote.close()
+        capture.remote = None
+    network = isinstance(capture.target, NfsTarget)
+    if not network:
+        system.sync()  # on a dead NFS server a sync would wait for good
     while capture.mounted:
         mountpoint = capture.mounted.pop()
         try:
-            system.umount(mountpoint)
+            system.umount(mountpoint, force=network)
         except OSError as error:
             log.warning("%s", error)
 
@@ -73,7 +80,7 @@ def final_action(capture: Capture) -> str:
     action = capture.final_action
     result = "success" if capture.vmcore_saved else "failure"
     if capture.vmcore_saved:
-        log.info("dump saved in %s", capture.dump_dir or capture.target)
+        log.info("dump saved in %s", capture.where_saved or capture.target)
     capture.action_taken = f"final_action {action.value}"
     record_and_release(capture, result)
     log.info("final action: %s", action.value)
@@ -86,8 +93,8 @@ def failure_action(capture: Capture) -> str | HandOver:
     failure = capture.journal.first_failure()
     reason = f"{failure.state.value} {failure.outcome.value}: {failure.detail}" if failure else "unknown"
     log.error("dump failed (%s)", reason)
-    if capture.dump_dir is not None:
-        log.error("what was saved is in %s", capture.dump_dir)
+    if capture.where_saved is not None:
+        log.error("what was saved is in %s", capture.where_saved)
     run_failure_hooks(capture, failure.state if failure else None)
     capture.action_taken = f"failure_action {action.value}"
     # The record of this attempt first: a shell may never be left, and the root's init
@@ -103,7 +110,7 @@ def failure_action(capture: Capture) -> str | HandOver:
 def shell(capture: Capture, reason: str) -> str:
     """The seed's step 15: a shell on the console; final_action when it exits."""
     log.info("failure action: shell")
-    where = f"What was saved is in {capture.dump_dir} (unmounted now).\n" if capture.dump_dir else ""
+    where = f"What was saved is in {capture.where_saved} (released now).\n" if capture.where_saved else ""
     banner = (f"\n*** kdump-agent: the dump failed: {reason}\n{where}"
               f"*** This is the kdump shell. /proc/vmcore is the crashed kernel's memory.\n"
               f"*** Type 'exit' to leave; then final_action {capture.final_action.value} runs.\n\n")
@@ -118,6 +125,8 @@ def dump_to_rootfs(capture: Capture, reason: str) -> str:
     log.info("failure action: dump_to_rootfs (%s, %s)", root.spec, config.path)
     capture.target = FilesystemTarget(spec=root.spec, fstype=root.fstype, directory=config.path)
     capture.dump_dir, capture.files, capture.target_root = None, [], None
+    capture.remote_dir, capture.transfer = None, {}
+    capture.target_address = capture.local_address = None
     notes = [mount.mount(capture), dumpdir.prepare(capture),
              dmesg.save_dmesg(capture, BASE_DEADLINES[State.SAVE_DMESG]),
              collect.collect(capture, collect_seconds(capture.paths.vmcore)),

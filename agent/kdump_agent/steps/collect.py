@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 from .. import memory, system
 from ..context import Capture
 from ..errors import CommandFailed
 from ..targets.raw import RawTarget
+
+if TYPE_CHECKING:
+    from ..targets.ssh import SshTarget, TransferSummary
 
 VMCORE_PARTIAL = "vmcore-incomplete"
 
@@ -41,6 +46,8 @@ def collect(capture: Capture, timeout: float) -> str:
     assert capture.config is not None and capture.target is not None, "earlier states ran"
     if isinstance(capture.target, RawTarget):
         return _collect_to_device(capture, capture.target.device, timeout)
+    if capture.remote is not None:
+        return _collect_to_remote(capture, capture.remote, timeout)
     assert capture.dump_dir is not None, "PREPARE_DIR ran"
     dest = capture.dump_dir / VMCORE_PARTIAL
     argv, to_stdout = collector_argv(capture.config.core_collector, capture.paths.vmcore,
@@ -60,13 +67,42 @@ def _collect_to_device(capture: Capture, device: str, timeout: float) -> str:
         return _run_collector(capture, argv, timeout, out.fileno())
 
 
+def _collect_to_remote(capture: Capture, remote: SshTarget, timeout: float) -> str:
+    """The flattened stream read as it comes and sent to the SSH server, where it becomes
+    the vmcore (targets/ssh.py): no copy of the dump is held in the capture kernel."""
+    assert capture.config is not None
+    argv, _ = collector_argv(capture.config.core_collector, capture.paths.vmcore, None)
+    _before_collector(capture, argv)
+
+    def send(out: IO[bytes]) -> TransferSummary:
+        return remote.receive_flattened(cast(BinaryIO, out))
+
+    try:
+        summary, result = system.run_streaming(argv, send, timeout=timeout)
+    except CommandFailed as error:
+        capture.collector_returncode = error.returncode
+        raise
+    capture.transfer = {"path": summary.path, "size": summary.size, "records": summary.records,
+                        "stream_bytes": summary.stream_bytes, "seconds": round(summary.seconds, 3),
+                        "flattened": summary.flattened, "sha256": summary.sha256}
+    _after_collector(capture, argv, result)
+    return f"{remote.destination}:{summary.path}: {summary.size} bytes in {summary.seconds:.1f} s"
+
+
 def _run_collector(capture: Capture, argv: list[str], timeout: float, stdout: int | None) -> str:
+    _before_collector(capture, argv)
+    _after_collector(capture, argv, system.run(argv, timeout=timeout, stdout=stdout, check=False))
+    return f"{argv[0]} exited 0"
+
+
+def _before_collector(capture: Capture, argv: list[str]) -> None:
     capture.collector_argv = argv
     capture.memfree_at_collect_kib = memory.reading("/proc/meminfo", "MemFree")
-    result = system.run(argv, timeout=timeout, stdout=stdout, check=False)
+
+
+def _after_collector(capture: Capture, argv: list[str], result: subprocess.CompletedProcess[bytes]) -> None:
     capture.collector_returncode = result.returncode
     capture.collector_peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if result.returncode != 0:
         last = (result.stderr or b"").decode(errors="replace").strip().splitlines()
         raise CommandFailed(argv, result.returncode, last[-1] if last else "")
-    return f"{argv[0]} exited 0"

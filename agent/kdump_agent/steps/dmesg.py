@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .. import system
-from ..context import Capture
+from ..context import Capture, FileRecord
 from ..errors import CommandFailed
 
 log = logging.getLogger("kdump-agent")
@@ -20,10 +21,17 @@ DMESG_PARTIAL = "vmcore-dmesg-incomplete.txt"
 
 
 def save_dmesg(capture: Capture, timeout: float) -> str:
-    """Extract the log with makedumpfile --dump-dmesg; a failure here does not stop the dump."""
-    if capture.dump_dir is None:
+    """Extract the log with makedumpfile --dump-dmesg; a failure here does not stop the dump.
+
+    For an SSH target it is made in RAM first (a few hundred KiB) and then sent.
+    """
+    if capture.remote is not None:
+        directory = Path(capture.paths.scratch)
+    elif capture.dump_dir is not None:
+        directory = capture.dump_dir
+    else:
         return "no dump directory on this target (the log is inside the vmcore)"
-    partial = capture.dump_dir / DMESG_PARTIAL
+    partial = directory / DMESG_PARTIAL
     try:
         system.run(["makedumpfile", "--dump-dmesg", capture.paths.vmcore, str(partial)],
                    timeout=timeout, stdout=None)
@@ -32,5 +40,13 @@ def save_dmesg(capture: Capture, timeout: float) -> str:
         capture.notes.append(f"vmcore-dmesg.txt not saved: {error}")
         return f"not saved: {error}"
     os.chmod(partial, 0o600)
-    os.rename(partial, capture.dump_dir / DMESG_NAME)
+    if capture.remote is not None:
+        try:
+            size = capture.remote.put_file(partial, DMESG_NAME)
+            capture.files.append(FileRecord.of(partial, DMESG_NAME))
+        finally:
+            partial.unlink()
+        return f"{DMESG_NAME} sent ({size} bytes)"
+    os.rename(partial, directory / DMESG_NAME)
     return DMESG_NAME
+

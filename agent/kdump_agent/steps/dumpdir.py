@@ -1,6 +1,7 @@
 """PREPARE_DIR: make `<path>/<host-ip>-<YYYY-MM-DD-HH:MM:SS>/`, mode 0700.
 
-The name is the one RHEL's tools and admins' scripts expect; local targets use 127.0.0.1.
+The name is the one RHEL's tools and admins' scripts expect: network targets use our
+address towards the server, local targets 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -43,9 +44,13 @@ def make_dump_dir(parent: Path, name: str) -> Path:
 def prepare(capture: Capture) -> str:
     if isinstance(capture.target, RawTarget):
         return "nothing to prepare on a raw device"
+    when = time.localtime(capture.started_wall)
+    if capture.remote is not None:  # SSH: the directory is made on the server
+        capture.remote_dir = capture.remote.make_dump_dir(dump_dir_name(capture.remote.local_address, when))
+        return f"{capture.target}:{capture.remote_dir}"
     assert capture.target is not None and capture.target_root, "MOUNT_TARGET ran"
     parent = Path(capture.target_root) / capture.target.directory.lstrip("/")
-    name = dump_dir_name(LOCAL_HOST_ADDRESS, time.localtime(capture.started_wall))
+    name = dump_dir_name(capture.local_address or LOCAL_HOST_ADDRESS, when)
     capture.dump_dir = make_dump_dir(parent, name)
     reserve(capture.dump_dir)
     return str(capture.dump_dir)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .. import __version__, memory, system
 from ..context import Capture
+from ..errors import KdumpError
 from ..targets.raw import RawTarget
+from ..targets.sshdest import SshDestination
 
 log = logging.getLogger("kdump-agent")
 
@@ -47,8 +49,9 @@ def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
             "failure_action": config.failure_action.value, "final_action": config.final_action.value,
         },
         "target": _target(capture),
-        "dump_dir": str(capture.dump_dir) if capture.dump_dir else None,
+        "dump_dir": capture.where_saved,
         "collector": {"argv": capture.collector_argv, "exit_code": capture.collector_returncode},
+        "transfer": capture.transfer or None,
         "footprint": footprint(capture),
         "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in capture.files],
         "states": [entry.as_dict() for entry in capture.journal.entries],
@@ -74,13 +77,19 @@ def _tree_bytes(top: str) -> int:
                if not os.path.islink(os.path.join(root, name)))
 
 
-def _target(capture: Capture) -> dict[str, str] | None:
+def _target(capture: Capture) -> dict[str, str | None] | None:
     target = capture.target
     if isinstance(target, RawTarget):
         return {"raw": target.device}
     if target is None:
         return None
-    return {"spec": target.spec, "fstype": target.fstype, "path": target.directory}
+    if isinstance(target, SshDestination):
+        described: dict[str, str | None] = {"ssh": str(target), "path": target.directory}
+    else:
+        described = {"spec": target.spec, "fstype": target.fstype, "path": target.directory}
+    if capture.target_address:
+        described |= {"server_address": capture.target_address, "local_address": capture.local_address}
+    return described
 
 
 def reserve(dump_dir: Path) -> None:
@@ -118,6 +127,9 @@ def write_record(capture: Capture, result: str, action: str) -> None:
     Failing to write them (a dead disk) is logged, never fatal: the action must still run.
     """
     record = manifest(capture, result, action)
+    if capture.remote is not None and capture.remote_dir is not None:
+        _send_record(capture, record)
+        return
     if capture.dump_dir is None or not capture.dump_dir.is_dir():
         # Nowhere to write it (a raw device, or no target reached): the kernel log keeps it.
         log.info("manifest %s", json.dumps(record, separators=(",", ":")))
@@ -130,3 +142,17 @@ def write_record(capture: Capture, result: str, action: str) -> None:
         except OSError as error:
             log.error("could not write %s: %s", name, error)
     system.sync()
+
+
+def _send_record(capture: Capture, record: dict[str, object]) -> None:
+    """Both files to the SSH server's dump directory; the kernel log keeps the manifest too,
+    since a connection that failed the dump may fail this as well."""
+    assert capture.remote is not None
+    log.info("manifest %s", json.dumps(record, separators=(",", ":")))
+    document = json.dumps(record, indent=2) + "\n"
+    for name, data in ((MANIFEST_NAME, document.encode()),
+                       (KEXEC_DMESG_NAME, system.read_kernel_log().encode())):
+        try:
+            capture.remote.put_file(data, name)
+        except KdumpError as error:
+            log.error("could not send %s: %s", name, error)

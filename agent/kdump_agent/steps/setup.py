@@ -9,10 +9,12 @@ from pathlib import Path
 from .. import config as kdump_config
 from .. import system
 from ..config import TargetKind
-from ..context import Capture
+from ..context import Capture, Paths
 from ..errors import CommandFailed, ConfigError, KdumpError
 from ..targets.local import FilesystemTarget
+from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget
+from ..targets.sshdest import SshDestination, parse_spec
 
 log = logging.getLogger("kdump-agent")
 
@@ -38,11 +40,17 @@ def load_config(capture: Capture) -> str:
         # The seed's steps 12-13: the root's kdump service saves the dump to `path` here.
         capture.target = FilesystemTarget(spec="/", fstype="rootfs", directory=loaded.path)
         return f"running from the root file system: saving to {loaded.path}"
-    capture.target = resolve_target(loaded, capture.paths.recorded_target)
+    capture.target = resolve_target(loaded, capture.paths)
     load_extra_modules(loaded.extra_modules)
-    if isinstance(capture.target, RawTarget):
-        return f"target raw {capture.target.device}"
-    return f"target {capture.target.fstype} {capture.target.spec}, path {capture.target.directory}"
+    return f"target {describe_target(capture.target)}"
+
+
+def describe_target(target: FilesystemTarget | RawTarget | NfsTarget | SshDestination) -> str:
+    if isinstance(target, RawTarget):
+        return f"raw {target.device}"
+    if isinstance(target, SshDestination):
+        return f"ssh {target}, path {target.directory}, key {target.key_path}"
+    return f"{target.fstype} {target.spec}, path {target.directory}"
 
 
 def load_extra_modules(modules: tuple[str, ...]) -> None:
@@ -55,24 +63,40 @@ def load_extra_modules(modules: tuple[str, ...]) -> None:
             log.warning("extra_modules: %s", error)
 
 
-def resolve_target(loaded: kdump_config.Config, recorded_path: str) -> FilesystemTarget | RawTarget:
-    """The configured file-system target, or (no target line) the one mkinitrd recorded."""
+def resolve_target(loaded: kdump_config.Config,
+                   paths: Paths) -> FilesystemTarget | RawTarget | NfsTarget | SshDestination:
+    """The configured target, or (no target line) the file system mkinitrd recorded."""
     target = loaded.target
     if target is None:
         try:
-            return FilesystemTarget.from_json(Path(recorded_path).read_text(encoding="utf-8"))
+            return FilesystemTarget.from_json(Path(paths.recorded_target).read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError) as error:
             raise KdumpError(
                 f"{loaded.source}: no dump target configured and none recorded by mkinitrd "
-                f"({recorded_path}: {error})"
+                f"({paths.recorded_target}: {error})"
             ) from error
     if target.kind is TargetKind.RAW:
-        if os.path.basename(loaded.core_collector[0]) != "makedumpfile":
-            raise ConfigError(loaded.source, target.line,
-                              "a raw target needs makedumpfile as core_collector: restore-raw "
-                              "reads its flattened (-F) output back")
+        require_makedumpfile(loaded, target, "a raw target needs makedumpfile as core_collector: "
+                                             "restore-raw reads its flattened (-F) output back")
         return RawTarget(device=target.spec)
+    if target.kind is TargetKind.NFS:
+        return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=loaded.path)
+    if target.kind is TargetKind.SSH:
+        require_makedumpfile(loaded, target, "an ssh target needs makedumpfile as core_collector: "
+                                             "its flattened (-F) stream is rebuilt into a vmcore "
+                                             "on the server")
+        try:
+            return parse_spec(target.spec, directory=loaded.path, key_path=loaded.sshkey,
+                              known_hosts_path=paths.known_hosts)
+        except ValueError as error:
+            raise ConfigError(loaded.source, target.line, str(error)) from None
     if target.kind is not TargetKind.FILESYSTEM or target.fstype is None:
         raise ConfigError(loaded.source, target.line,
                           f"{target.kind.value} targets are not supported by this version")
     return FilesystemTarget(spec=target.spec, fstype=target.fstype, directory=loaded.path)
+
+
+def require_makedumpfile(loaded: kdump_config.Config, target: kdump_config.Target, why: str) -> None:
+    """Targets that take the collector's output as a stream of flattened records."""
+    if os.path.basename(loaded.core_collector[0]) != "makedumpfile":
+        raise ConfigError(loaded.source, target.line, why)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import posixpath
 import re
@@ -73,18 +72,21 @@ from paramiko.sftp_attr import SFTPAttributes
 
 from .. import flat, system
 from ..errors import KdumpError, TransferError
+from .sshdest import (  # noqa: F401 - the destination's names, used from here too
+    DEFAULT_DIRECTORY,
+    DEFAULT_KEY_PATH,
+    DEFAULT_KNOWN_HOSTS_PATH,
+    DEFAULT_TIMEOUT,
+    SSH_PORT,
+    SshDestination,
+    parse_spec,
+)
 
 log = logging.getLogger("kdump-agent")
 _CONNECTION_ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
 # paramiko logs its tracebacks at ERROR; the TransferError we raise says it in one line. Without
 # a handler of its own, Python's last-resort handler would print them on the console.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-SSH_PORT = 22
-DEFAULT_KEY_PATH = "/root/.ssh/kdump_id_rsa"  # RHEL's default `sshkey`
-DEFAULT_KNOWN_HOSTS_PATH = "/etc/kdump-agent/known_hosts"  # the pin, packed by mkinitrd
-DEFAULT_DIRECTORY = "/var/crash"
-DEFAULT_TIMEOUT = 60.0
 
 VMCORE_NAME = "vmcore"
 FLAT_SUFFIX = ".flat"  # what a server without SFTP keeps: vmcore.flat
@@ -101,70 +103,6 @@ WRITE_SIZE = 32 * 1024
 PIPELINE_DEPTH = 64
 STREAM_BUFFER = 256 * 1024  # exec fallback: bytes gathered before one channel write
 PROGRESS_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class SshDestination:
-    """Where the dump goes: `ssh user@host[:port]`, `path` and `sshkey` of kdump.conf."""
-
-    user: str
-    host: str  # a name, an IPv4 or a bare IPv6 address (no brackets)
-    directory: str = DEFAULT_DIRECTORY
-    port: int = SSH_PORT
-    key_path: str = DEFAULT_KEY_PATH
-    known_hosts_path: str = DEFAULT_KNOWN_HOSTS_PATH
-
-    @property
-    def known_hosts_name(self) -> str:
-        """The name OpenSSH files this server's keys under: `host`, or `[host]:port`."""
-        return self.host if self.port == SSH_PORT else f"[{self.host}]:{self.port}"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}" + ("" if self.port == SSH_PORT else f":{self.port}")
-
-
-def parse_spec(spec: str, *, directory: str = DEFAULT_DIRECTORY, key_path: str = DEFAULT_KEY_PATH,
-               known_hosts_path: str = DEFAULT_KNOWN_HOSTS_PATH) -> SshDestination:
-    """`user@host`, `user@host:port`, `user@[v6addr]`, `user@[v6addr]:port` or `user@v6addr`.
-
-    Raises ValueError naming the spec; config.py can turn it into its ConfigError.
-    """
-    user, at, rest = spec.partition("@")
-    if not at or not user or not rest or "@" in rest or any(c.isspace() for c in spec):
-        raise ValueError(f"SSH target {spec!r} must look like user@host or user@host:port")
-    port_text = ""
-    if rest.startswith("["):
-        host, bracket, after = rest[1:].partition("]")
-        if not bracket or not host or (after and not after.startswith(":")):
-            raise ValueError(f"SSH target {spec!r}: an IPv6 address goes in brackets: user@[2001:db8::1]:22")
-        port_text = after[1:] if after else ""
-        if after and not port_text:
-            raise ValueError(f"SSH target {spec!r}: no port after ':'")
-        _check_ipv6(spec, host)
-    elif rest.count(":") > 1:  # a bare IPv6 address: no room for a port
-        host = rest
-        _check_ipv6(spec, host)
-    else:
-        host, colon, port_text = rest.partition(":")
-        if colon and not port_text:
-            raise ValueError(f"SSH target {spec!r}: no port after ':'")
-        if not host:
-            raise ValueError(f"SSH target {spec!r} names no host")
-    port = SSH_PORT
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"SSH target {spec!r}: port {port_text!r} is not a number from 1 to 65535")
-        port = int(port_text)
-    return SshDestination(user=user, host=host, port=port, directory=directory, key_path=key_path,
-                          known_hosts_path=known_hosts_path)
-
-
-def _check_ipv6(spec: str, host: str) -> None:
-    try:
-        ipaddress.IPv6Address(host.split("%", 1)[0])  # fe80::1%eth0: the zone is the kernel's
-    except ValueError:
-        raise ValueError(f"SSH target {spec!r}: {host!r} is not an IPv6 address") from None
 
 
 @dataclass(frozen=True)
@@ -353,17 +291,20 @@ class SshTarget:
         self._remote: _Remote = self._open_remote()
 
     @classmethod
-    def connect(cls, destination: SshDestination, timeout: float = DEFAULT_TIMEOUT) -> SshTarget:
+    def connect(cls, destination: SshDestination, timeout: float = DEFAULT_TIMEOUT, *,
+                address: str | None = None) -> SshTarget:
         """Connect, check the host key against the pin, log in with the key file.
 
         The host key is checked right after the key exchange, before authentication: a
         server we do not trust never sees our key's signature, let alone the dump.
+        `address` is the server's address when the caller resolved its name already; the
+        pin is still looked up by the name kdump.conf gives.
         """
         key = load_client_key(destination.key_path)
         pinned = pinned_host_keys(destination.known_hosts_path, destination)
         log.info("connecting to %s (%d pinned host key%s)", destination, len(pinned),
                  "" if len(pinned) == 1 else "s")
-        sock = open_socket(destination.host, destination.port, timeout)
+        sock = open_socket(address or destination.host, destination.port, timeout)
         transport = paramiko.Transport(sock)
         try:
             with _transfer_errors(destination, "SSH handshake", timeout):
