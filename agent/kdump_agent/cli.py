@@ -20,6 +20,7 @@ from .capture import capture, handed_over, last_resort
 from .config import TargetKind
 from .context import DEFAULT_CONFIG_PATH, Paths
 from .host.mkinitrd import mkinitrd
+from .host.netpack import DEFAULT_KNOWN_HOSTS
 from .host.restore_raw import Outcome as RestoreOutcome
 from .host.restore_raw import restore_raw
 from .machine import dot, mermaid, table_rows
@@ -69,7 +70,8 @@ def _mkinitrd(args: argparse.Namespace) -> int:
         print(f"{args.config}: not building an initramfs from a config with errors", file=sys.stderr)
         return EXIT_BAD_CONFIG
     built = mkinitrd(loaded, output=Path(args.output), binary=args.binary, kver=args.kver,
-                     kmoddir=args.kmoddir, dry_run=args.dry_run)
+                     kmoddir=args.kmoddir, dry_run=args.dry_run,
+                     known_hosts_files=args.known_hosts or DEFAULT_KNOWN_HOSTS)
     if args.dry_run:
         if built.recorded_target:
             print(f"recorded target: {built.recorded_target.as_json()}")
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--kmoddir", help="kernel modules directory (default: /lib/modules/KVER)")
     build.add_argument("--binary", type=Path,
                        help="agent binary to pack (default: this program, when frozen)")
+    build.add_argument("--known-hosts", action="append", metavar="FILE",
+                       help="known_hosts file to pin an ssh target's host key from (repeatable; "
+                            f"default: {', '.join(DEFAULT_KNOWN_HOSTS)})")
     build.add_argument("--dry-run", action="store_true", help="print the dracut command only")
     build.set_defaults(func=_mkinitrd)
 

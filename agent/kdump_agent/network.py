@@ -35,7 +35,9 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -531,10 +533,37 @@ def resolve(host: str) -> str:
 @contextmanager
 def _iproute() -> Iterator[Any]:
     """An rtnetlink socket (pyroute2's IPRoute), closed on the way out."""
+    _stand_in_for_ssl()
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         yield ipr
+
+
+def _stand_in_for_ssl() -> None:
+    """Let pyroute2 import in a binary built without OpenSSL.
+
+    pyroute2 0.9.7 imports ssl at module level (rtnl/probe_msg.py) for a TLS probe we never
+    send; OpenSSL would add megabytes to the binary and its one-file unpack, both paid from
+    the crash kernel's reservation (paramiko needs none of it). asyncio is imported first,
+    while `import ssl` still fails, so it takes its no-SSL path; then a placeholder whose
+    every attribute raises ImportError answers pyroute2's import.
+    """
+    if "ssl" in sys.modules:
+        return
+    try:
+        import ssl  # noqa: F401 - a full Python (tests, the host) has it
+        return
+    except ImportError:
+        pass
+    import asyncio  # noqa: F401 - before the placeholder, see above
+
+    def missing(name: str) -> object:
+        raise ImportError(f"ssl.{name}: this kdump-agent binary is built without OpenSSL")
+
+    placeholder = types.ModuleType("ssl", "kdump-agent is built without OpenSSL")
+    placeholder.__getattr__ = missing  # type: ignore[method-assign]
+    sys.modules["ssl"] = placeholder
 
 
 def _netlink(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

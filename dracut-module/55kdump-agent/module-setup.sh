@@ -6,7 +6,10 @@
 # kdump.conf), KDUMP_AGENT_INSTALL (extra_bins and hook programs, one path a line, installed
 # at the same path with what they need) and, when kdump.conf names no target,
 # KDUMP_AGENT_TARGET (the file system that holds `path` on this machine, recorded as JSON);
-# for the failure actions that need it, KDUMP_AGENT_ROOTFS (the root file system).
+# for the failure actions that need it, KDUMP_AGENT_ROOTFS (the root file system). For
+# network targets: KDUMP_AGENT_NETWORK (how this host reaches the server, JSON),
+# KDUMP_AGENT_KNOWN_HOSTS (the SSH server's pinned host keys) and KDUMP_AGENT_SSHKEY (the
+# key file, packed at the same path, 0600).
 
 # Only when asked for: this module turns an initramfs into a capture initramfs.
 check() {
@@ -37,6 +40,16 @@ install() {
     fi
     if [[ -n $KDUMP_AGENT_ROOTFS ]]; then
         inst_simple "$KDUMP_AGENT_ROOTFS" /etc/kdump-agent/rootfs.json
+    fi
+    if [[ -n $KDUMP_AGENT_NETWORK ]]; then
+        inst_simple "$KDUMP_AGENT_NETWORK" /etc/kdump-agent/network.json
+    fi
+    if [[ -n $KDUMP_AGENT_KNOWN_HOSTS ]]; then
+        inst_simple "$KDUMP_AGENT_KNOWN_HOSTS" /etc/kdump-agent/known_hosts
+    fi
+    if [[ -n $KDUMP_AGENT_SSHKEY ]]; then
+        inst_simple "$KDUMP_AGENT_SSHKEY" "$KDUMP_AGENT_SSHKEY"
+        chmod 0600 "${initdir}${KDUMP_AGENT_SSHKEY}"
     fi
     local _file
     while IFS= read -r _file; do

@@ -24,6 +24,10 @@ FIRST_KERNEL_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
 LEAN_DRACUT_ARGS = 'dracut_args --no-hostonly --drivers "virtio_blk virtio_pci"'
 PANIC_MARK = "sysrq: Trigger a crash"  # what the crashed kernel logged, read back from a dump
 STANDARD_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"
+# The guest's NIC on QEMU's user-mode network; the tests talk to nothing but 10.0.2.2.
+USER_NETWORK = ("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
+GUEST_ADDRESS = "10.0.2.15"  # what QEMU's DHCP server hands out
+HOST_FROM_GUEST = "10.0.2.2"  # QEMU's gateway: connections to it reach 127.0.0.1 here
 DUMP_DIR = re.compile(r"^(?P<path>.*/)?127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
 
 
@@ -34,13 +38,15 @@ def cache_dir() -> Path:
 
 
 def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
-                         packed: Sequence[Path] = ()) -> Path:
+                         packed: Sequence[Path] = (), mkinitrd_args: Sequence[str] = ()) -> Path:
     """`kdump-agent mkinitrd` as an admin runs it; cached by binary (which carries the
-    dracut module), config, kernel and the files the config packs (hooks, extra_bins)."""
+    dracut module), config, kernel, extra arguments and the files the config packs (hooks,
+    extra_bins, the SSH key and known_hosts)."""
     key = hashlib.sha256()
     key.update(BINARY.read_bytes())
     key.update(config_text.encode())
     key.update(kernel.kver.encode())
+    key.update("\0".join(mkinitrd_args).encode())
     for path in packed:
         key.update(path.read_bytes())
     output = cache_dir() / f"capture-{key.hexdigest()[:16]}.img"
@@ -51,7 +57,7 @@ def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
     partial = output.with_suffix(".part")
     subprocess.run(
         [str(BINARY), "mkinitrd", "--config", str(config), "--kver", kernel.kver,
-         "--kmoddir", str(kernel.kmoddir), "-o", str(partial)],
+         "--kmoddir", str(kernel.kmoddir), "-o", str(partial), *mkinitrd_args],
         check=True, timeout=900,
     )
     partial.rename(output)
@@ -131,17 +137,21 @@ def replay_journal(image: Path) -> None:
 
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
                       timeout_s: int = 420, progress: Callable[[str], None] | None = None,
-                      until: Callable[[str], bool] | None = None) -> BootResult:
+                      until: Callable[[str], bool] | None = None,
+                      capture_cmdline: str = CAPTURE_CMDLINE, network: bool = False) -> BootResult:
     """Boot the first kernel, load the capture kernel, panic it, let the capture run.
 
     The serial console is kept in workdir/console.log. `until` ends the boot at a console
-    line (a halted machine never exits QEMU by itself).
+    line (a halted machine never exits QEMU by itself). With `network` the guest has a
+    virtio NIC on QEMU's user-mode network: 10.0.2.2 is this host's loopback, DHCP hands
+    out 10.0.2.15.
     """
-    panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
-                                      cache_dir() / f"panic-for-{capture_initrd.name}")
+    key = hashlib.sha256(capture_cmdline.encode()).hexdigest()[:8]
+    panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline,
+                                      cache_dir() / f"panic-{key}-for-{capture_initrd.name}")
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                 timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
-                until=until)
+                until=until, extra_args=USER_NETWORK if network else ())
 
 
 def find_dumps(disk: Path, dest: Path) -> list[Dump]:

@@ -68,13 +68,20 @@ def resolve_spec(spec: str) -> str:
 
 
 def drivers_for(device: str, sysfs: Path = Path("/sys")) -> list[str]:
-    """Kernel modules of every device on the path from the bus to this block device.
-
-    Walks /sys/class/block/<dev> up through its parents; each `driver/module` link names a
-    module (built-in drivers have none and need nothing in the initramfs).
-    """
+    """Kernel modules of every device on the path from the bus to this block device."""
     name = os.path.basename(os.path.realpath(device))
-    node = (sysfs / "class" / "block" / name).resolve()
+    return drivers_above(sysfs / "class" / "block" / name, sysfs)
+
+
+def nic_drivers(interface: str, sysfs: Path = Path("/sys")) -> list[str]:
+    """Kernel modules of a network interface and the bus it hangs on (virtio_net, virtio_pci)."""
+    return drivers_above(sysfs / "class" / "net" / interface, sysfs)
+
+
+def drivers_above(device_node: Path, sysfs: Path) -> list[str]:
+    """Walks a /sys/class entry up through its parents; each `driver/module` link names a
+    module (built-in drivers have none and need nothing in the initramfs)."""
+    node = device_node.resolve()
     modules: list[str] = []
     while node != node.parent and str(node).startswith(str(sysfs.resolve())):
         module_link = node / "driver" / "module"

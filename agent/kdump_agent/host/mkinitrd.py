@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from ..config import Action, Config, TargetKind
 from ..context import HOOK_ROOT
 from ..errors import KdumpError
 from ..steps.hooks import HOOK_KINDS, hook_programs
+from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
 from ..targets.local import FilesystemTarget
 from .blockdev import drivers_for, filesystem_holding, resolve_spec
+from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
 from .restore_raw import has_filesystem
 
 log = logging.getLogger("kdump-agent")
@@ -33,6 +36,7 @@ SYSTEM_DRACUT_DIR = Path("/usr/lib/dracut")
 DRACUT_TIMEOUT = 900.0
 NO_HOSTONLY_FLAGS = frozenset({"--no-hostonly", "-N"})
 ROOTFS_ACTIONS = frozenset({Action.DUMP_TO_ROOTFS, Action.MOUNT_ROOT_RUN_INIT})
+LOCAL_KINDS = frozenset({TargetKind.FILESYSTEM, TargetKind.RAW})  # disks, whose drivers sysfs names
 
 
 @dataclass(frozen=True)
@@ -130,12 +134,12 @@ def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
 
 
 def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver: str,
-         kmoddir: str | None, staging: Path, dracut_dir: Path) -> BuildPlan:
+         kmoddir: str | None, staging: Path, dracut_dir: Path,
+         known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> BuildPlan:
     """Work out dracut's argv and environment for this config."""
     target = config.target
-    if target is not None and target.kind not in (TargetKind.FILESYSTEM, TargetKind.RAW):
-        raise KdumpError(f"{config.source}:{target.line}: {target.kind.value} targets are not "
-                         "supported by this version")
+    if target is not None and target.kind is TargetKind.SSH:
+        require_makedumpfile(config, target, SSH_NEEDS_MAKEDUMPFILE)
     # RHEL's rule for a config without a target: the file system that holds `path`.
     recorded = record_filesystem(config.path, config.source) if target is None else None
     # The failure actions that need the root file system find it by this record.
@@ -144,6 +148,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     hostonly = not NO_HOSTONLY_FLAGS.intersection(config.dracut_args)
     if hostonly and target is not None and target.kind is TargetKind.RAW:
         refuse_raw_with_filesystem(config, target.spec)
+    reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
 
     argv = ["dracut", "--force", "--kver", kver, "--modules", MODULE_NAME, "--no-early-microcode"]
     argv += ["--hostonly"] if hostonly else []
@@ -152,9 +157,9 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     filesystems = [f for f in dict.fromkeys([fstype, rootfs.fstype if rootfs else None]) if f]
     if filesystems:
         argv += ["--filesystems", " ".join(filesystems)]
-    drivers = list(config.extra_modules)
+    drivers = list(config.extra_modules) + [d for d in reach.drivers if d not in config.extra_modules]
     if hostonly:
-        spec = recorded.spec if recorded else target.spec if target else ""
+        spec = recorded.spec if recorded else target.spec if target and target.kind in LOCAL_KINDS else ""
         for needed in [spec, rootfs.spec if rootfs else ""]:
             if needed:
                 drivers += [d for d in drivers_for(resolve_spec(needed)) if d not in drivers]
@@ -167,6 +172,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         "KDUMP_AGENT_BINARY": str(binary),
         "KDUMP_AGENT_CONF": str(config_file),
         "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config)),
+        **write_pack(reach, staging),
     }
     for record, name, variable in ((recorded, "target.json", "KDUMP_AGENT_TARGET"),
                                    (rootfs, "rootfs.json", "KDUMP_AGENT_ROOTFS")):
@@ -178,7 +184,8 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
 
 
 def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,
-             kmoddir: str | None = None, dry_run: bool = False) -> BuildPlan:
+             kmoddir: str | None = None, dry_run: bool = False,
+             known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> BuildPlan:
     """Build the capture initramfs for a validated config; returns what was run."""
     if config.force_no_rebuild and output.exists() and not dry_run:
         log.info("force_no_rebuild is set in %s and %s exists: not rebuilding", config.source, output)
@@ -191,7 +198,7 @@ def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: 
         staging = Path(scratch)
         build_plan = plan(config, config_file=Path(config.source).resolve(), output=output,
                           binary=binary.resolve(), kver=kver, kmoddir=kmoddir, staging=staging,
-                          dracut_dir=staging / "dracut")
+                          dracut_dir=staging / "dracut", known_hosts_files=known_hosts_files)
         if dry_run:
             return build_plan
         overlay_dracut_dir(staging / "dracut", bundled_module_dir())

@@ -19,6 +19,8 @@ from ..targets.sshdest import SshDestination, parse_spec
 log = logging.getLogger("kdump-agent")
 
 MODPROBE_SECONDS = 30.0
+SSH_NEEDS_MAKEDUMPFILE = ("an ssh target needs makedumpfile as core_collector: its flattened (-F) "
+                          "stream is rebuilt into a vmcore on the server")
 
 
 def load_config(capture: Capture) -> str:
@@ -82,9 +84,7 @@ def resolve_target(loaded: kdump_config.Config,
     if target.kind is TargetKind.NFS:
         return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=loaded.path)
     if target.kind is TargetKind.SSH:
-        require_makedumpfile(loaded, target, "an ssh target needs makedumpfile as core_collector: "
-                                             "its flattened (-F) stream is rebuilt into a vmcore "
-                                             "on the server")
+        require_makedumpfile(loaded, target, SSH_NEEDS_MAKEDUMPFILE)
         try:
             return parse_spec(target.spec, directory=loaded.path, key_path=loaded.sshkey,
                               known_hosts_path=paths.known_hosts)

@@ -1,0 +1,137 @@
+"""What `mkinitrd` packs for an NFS or SSH target, worked out on the host.
+
+- The network record (network.json): how this host reaches the server now, for a capture
+  kernel whose command line has no `ip=` (network.record_host_route), plus the server's
+  name and the address it resolved to here, the fallback when DNS fails in the capture
+  kernel. Only in hostonly mode: a generic image is not for this machine.
+- The NIC's driver, and the NFS client modules for an NFS target.
+- For SSH: the key file `sshkey` names (checked to be a usable key without passphrase)
+  and the server's host key, pinned from this host's known_hosts files. A server whose key
+  is not known here is refused now, not in the capture kernel after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import network
+from ..config import Config, TargetKind
+from ..errors import KdumpError
+from ..targets.nfs import NfsTarget, split_spec
+from ..targets.sshdest import SshDestination, parse_spec
+from .blockdev import nic_drivers
+
+log = logging.getLogger("kdump-agent")
+
+NFS_MODULES = ("nfs", "nfsv3", "nfsv4")
+DEFAULT_KNOWN_HOSTS = (os.path.expanduser("~/.ssh/known_hosts"), "/etc/ssh/ssh_known_hosts")
+
+
+@dataclass
+class NetworkPack:
+    """Files and drivers for the initramfs; empty for targets that need no network."""
+
+    record: str | None = None  # network.json
+    drivers: list[str] = field(default_factory=list)
+    known_hosts: str | None = None  # the pinned host key lines
+    key_path: str | None = None  # sshkey, packed at the same path
+
+
+def server_of(config: Config) -> NfsTarget | SshDestination | None:
+    """The network target the config names, parsed; None for other targets."""
+    target = config.target
+    if target is None:
+        return None
+    if target.kind is TargetKind.NFS:
+        return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=config.path)
+    if target.kind is TargetKind.SSH:
+        try:
+            return parse_spec(target.spec, directory=config.path, key_path=config.sshkey)
+        except ValueError as error:
+            raise KdumpError(f"{config.source}:{target.line}: {error}") from None
+    return None
+
+
+def network_pack(config: Config, *, hostonly: bool,
+                 known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> NetworkPack:
+    """Everything the capture kernel needs to reach the config's server."""
+    server = server_of(config)
+    if server is None:
+        return NetworkPack()
+    assert config.target is not None
+    where = f"{config.source}:{config.target.line}"
+    pack = NetworkPack()
+    host = server.server if isinstance(server, NfsTarget) else server.host
+    if isinstance(server, NfsTarget):
+        pack.drivers += NFS_MODULES
+        if ":" in split_spec(server.spec)[0]:
+            raise KdumpError(f"{where}: IPv6 NFS servers are not supported by this version")
+    else:
+        pack.key_path, pack.known_hosts = _ssh_files(server, where, known_hosts_files)
+    if hostonly:
+        address = _resolve_here(host, where)
+        record = json.loads(network.record_host_route(address))
+        record["host"] = host
+        pack.record = json.dumps(record, indent=2) + "\n"
+        pack.drivers += [d for d in nic_drivers(record["interface"]) if d not in pack.drivers]
+        log.info("%s is %s, reached through %s (%s)", host, address, record["interface"],
+                 "DHCP" if record["dhcp"] else ", ".join(record["addresses"]))
+    elif not config.extra_modules:
+        log.warning("%s: a generic (--no-hostonly) image knows no NIC driver: name yours in "
+                    "extra_modules (virtio_net, e1000e, ...) unless it is built into the kernel", where)
+    return pack
+
+
+def _resolve_here(host: str, where: str) -> str:
+    try:
+        return network.resolve(host)
+    except KdumpError as error:
+        raise KdumpError(f"{where}: {error}") from None
+
+
+def _ssh_files(destination: SshDestination, where: str, known_hosts_files: Sequence[str]) -> tuple[str, str]:
+    """The key file (checked) and the pinned host keys as known_hosts lines."""
+    from ..targets.ssh import load_client_key, pinned_host_keys  # paramiko: SSH targets only
+
+    if not os.path.isfile(destination.key_path):
+        raise KdumpError(f"{where}: the SSH key {destination.key_path} (sshkey) does not exist: create it "
+                         f"with `ssh-keygen -t ed25519 -N '' -f {destination.key_path}` and install its "
+                         f".pub in {destination.user}'s authorized_keys on {destination.host}")
+    load_client_key(destination.key_path)
+    lines: list[str] = []
+    for path in known_hosts_files:
+        if not os.path.isfile(path):
+            continue
+        for key in pinned_host_keys(path, destination):
+            line = f"{destination.known_hosts_name} {key.get_name()} {key.get_base64()}"
+            if line not in lines:
+                lines.append(line)
+    if not lines:
+        port = "" if destination.port == 22 else f"-p {destination.port} "
+        raise KdumpError(
+            f"{where}: no host key for {destination.known_hosts_name} in {', '.join(known_hosts_files)}; "
+            f"the capture kernel trusts only a pinned key. Connect once with `ssh {port}-i "
+            f"{destination.key_path} {destination.user}@{destination.host}` and check the fingerprint, "
+            f"or add `ssh-keyscan {port}{destination.host}` output after checking it")
+    log.info("pinned %d host key%s of %s", len(lines), "" if len(lines) == 1 else "s",
+             destination.known_hosts_name)
+    return destination.key_path, "".join(f"{line}\n" for line in lines)
+
+
+def write_pack(pack: NetworkPack, staging: Path) -> dict[str, str]:
+    """Write the pack's files into staging; the environment our dracut module reads."""
+    env: dict[str, str] = {}
+    if pack.record is not None:
+        (staging / "network.json").write_text(pack.record, encoding="utf-8")
+        env["KDUMP_AGENT_NETWORK"] = str(staging / "network.json")
+    if pack.known_hosts is not None:
+        (staging / "known_hosts").write_text(pack.known_hosts, encoding="utf-8")
+        env["KDUMP_AGENT_KNOWN_HOSTS"] = str(staging / "known_hosts")
+    if pack.key_path is not None:
+        env["KDUMP_AGENT_SSHKEY"] = pack.key_path
+    return env
