@@ -418,6 +418,7 @@ LOG {{
             if self._rpcbind is None and not rpcbind_running():
                 self._rpcbind = _Rpcbind(self.rpcbind_log_path)
                 self._rpcbind.start()
+                self._record()
             for port in (NFS_PORT, MOUNTD_PORT):
                 if _port_taken(port):
                     raise NfsServerError(f"127.0.0.1:{port} is taken by another program")

@@ -92,7 +92,7 @@ def test_ssh_dump_leaves_a_ready_vmcore_on_the_server(
     initrd, dumps = ssh_initrd
     before = set(dump_dirs(dumps))
     result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=cmdline, network=True)
-    assert result.exited, result.tail()
+    assert not result.timed_out, result.tail()
     new = [d for d in dump_dirs(dumps) if d not in before]
     assert len(new) == 1, result.tail()
     manifest = check_ready_vmcore(new[0], tmp_path)
@@ -111,7 +111,7 @@ def test_ssh_server_refusing_runs_the_failure_action_without_a_hang(
     overlaid = with_config_overlay(initrd, config, tmp_path / "refusing.img")
     result = panic_and_capture(kernel, overlaid, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True,
                                timeout_s=300)
-    assert result.exited, result.tail()
+    assert not result.timed_out, result.tail()
     assert "MOUNT_TARGET failed" in result.console and "Connection refused" in result.console
     assert "failure action: poweroff" in result.console
     assert not dumps.exists()
@@ -128,7 +128,7 @@ def test_ssh_changed_host_key_is_refused_before_anything_is_sent(
     before = set(dump_dirs(dumps))
     log_before = server.log.stat().st_size
     result = panic_and_capture(kernel, overlaid, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True)
-    assert result.exited, result.tail()
+    assert not result.timed_out, result.tail()
     assert "MOUNT_TARGET failed" in result.console
     assert "HOST KEY MISMATCH" in result.console
     assert "failure action: poweroff" in result.console
@@ -169,7 +169,7 @@ def test_sshd_killed_mid_transfer_leaves_vmcore_incomplete_and_runs_the_failure_
         killer.join()
     finally:
         victim.stop()
-    assert result.exited, result.tail()
+    assert not result.timed_out, result.tail()
     (dump,) = dump_dirs(dumps)
     assert (dump / "vmcore-incomplete").stat().st_size > (4 << 20)
     assert not (dump / "vmcore").exists()
