@@ -336,9 +336,10 @@ class NfsServer:
     dies mid-dump (rpcbind stays, as on a real host). start() after kill() serves again.
     """
 
-    def __init__(self, directory: Path, export_name: str = "/export") -> None:
+    def __init__(self, directory: Path, export_name: str = "/export", protocols: tuple[int, ...] = (3, 4)) -> None:
         self.directory = directory
         self.export_name = export_name
+        self.protocols = protocols  # (3,): a server without NFSv4, for clients' fallback to v3
         self.export_path = directory / "export"
         self.config_path = directory / "ganesha.conf"
         self.log_path = directory / "ganesha.log"
@@ -365,7 +366,7 @@ NFS_CORE_PARAM {{
     Bind_addr = {LOOPBACK};
     NFS_Port = {NFS_PORT};
     MNT_Port = {MOUNTD_PORT};
-    Protocols = 3, 4;
+    Protocols = {", ".join(map(str, self.protocols))};
     # NFSv3 mounts the pseudo path too: one name, /export, for both versions.
     mount_path_pseudo = true;
     # No NLM (it needs rpc.statd) and no rquota (port 875): clients mount with nolock.
@@ -384,7 +385,7 @@ EXPORT {{
     Export_Id = 1;
     Path = "{self.export_path}";
     Pseudo = "{self.export_name}";
-    Protocols = 3, 4;
+    Protocols = {", ".join(map(str, self.protocols))};
     Transports = TCP, UDP;
     Access_Type = RW;
     Squash = No_Root_Squash;
@@ -443,10 +444,14 @@ LOG {{
         _record_pids(pids)
 
     def serving(self) -> bool:
-        """NULL answered by NFSv3, NFSv4 and MOUNT v3, and rpcbind maps NFS and MOUNT (TCP)."""
+        """NULL answered by each NFS version served (and MOUNT v3 with NFSv3), and rpcbind
+        maps NFS and MOUNT (TCP)."""
         try:
-            for program, version, port in ((NFS_PROGRAM, 3, NFS_PORT), (NFS_PROGRAM, 4, NFS_PORT),
-                                            (MOUNT_PROGRAM, 3, MOUNTD_PORT)):
+            if 4 in self.protocols:
+                rpc_call(NFS_PORT, NFS_PROGRAM, 4, 0)
+            if 3 not in self.protocols:
+                return True
+            for program, version, port in ((NFS_PROGRAM, 3, NFS_PORT), (MOUNT_PROGRAM, 3, MOUNTD_PORT)):
                 rpc_call(port, program, version, 0)
             return (pmap_getport(NFS_PROGRAM, 3) == NFS_PORT
                     and pmap_getport(MOUNT_PROGRAM, 3) == MOUNTD_PORT)

@@ -1,0 +1,97 @@
+"""NFS dumps from a real panic: the capture kernel brings its NIC up with DHCP, mounts a real
+NFS server (nfs-ganesha on this host's loopback, 10.0.2.2 to the guest) with the kernel's
+own client, and saves the dump there as on a local disk. NFSv4 for `nfs4`; for `nfs`, a
+server without v4 makes the agent fall back to v3. Then the fault: the server dies in the
+middle of the dump, and the soft mount turns that into a failure action, not a hang.
+
+All cases share one mkinitrd image; the `nfs4` case lays its config over it.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guest import Kernel
+from nfs_server import NfsServer
+from scenario import (CAPTURE_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS, PANIC_MARK,
+                      build_capture_initrd, dmesg_from_vmcore, panic_and_capture, with_config_overlay)
+
+pytestmark = pytest.mark.qemu
+
+DHCP_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
+DUMP_NAME = f"{GUEST_ADDRESS}-"
+
+
+def nfs_config(kind: str = "nfs") -> str:
+    return "\n".join([f"{kind} {HOST_FROM_GUEST}:/export", "path /var/crash", "extra_modules virtio_net",
+                      LEAN_DRACUT_ARGS, "failure_action poweroff", ""])
+
+
+@pytest.fixture(scope="module")
+def nfs_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_capture_initrd(kernel, nfs_config(), tmp_path_factory.mktemp("nfs-initrd"))
+
+
+def dump_dirs(server: NfsServer) -> list[Path]:
+    crash = server.export_path / "var" / "crash"
+    return sorted(p for p in crash.iterdir() if p.name.startswith(DUMP_NAME)) if crash.is_dir() else []
+
+
+@pytest.mark.parametrize(("kind", "protocols", "version"), [("nfs4", (3, 4), "NFSv4"), ("nfs", (3,), "NFSv3")],
+                         ids=["nfs4", "nfs-v3-fallback"])
+def test_nfs_dump_is_saved_on_the_server(kernel: Kernel, nfs_initrd: Path, kind: str,
+                                         protocols: tuple[int, ...], version: str, tmp_path: Path) -> None:
+    with NfsServer(tmp_path / "nfs", protocols=protocols) as server:
+        initrd = with_config_overlay(nfs_initrd, nfs_config(kind), tmp_path / "capture.img")
+        result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True)
+        (dump,) = dump_dirs(server)
+    assert not result.timed_out, result.tail()
+    assert f"({version}) on /kdumproot" in result.console
+    if kind == "nfs":
+        assert "NFSv4 mount of" in result.console  # tried first, refused by this server
+    names = sorted(p.name for p in dump.iterdir())
+    assert names == ["kdump-agent.json", "kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in dump.iterdir())
+    assert PANIC_MARK in dmesg_from_vmcore(dump / "vmcore", tmp_path / "dmesg.txt")
+    manifest = json.loads((dump / "kdump-agent.json").read_text())
+    assert manifest["result"] == "success"
+    assert manifest["target"]["local_address"] == GUEST_ADDRESS
+    assert manifest["target"]["fstype"] == kind
+    (vmcore,) = [f for f in manifest["files"] if f["name"] == "vmcore"]
+    assert vmcore["size"] == (dump / "vmcore").stat().st_size
+    assert "final action: reboot" in result.console
+
+
+def kill_when_the_vmcore_grows(server: NfsServer, stop: threading.Event) -> None:
+    while not stop.is_set():
+        for directory in dump_dirs(server):
+            partial = directory / "vmcore-incomplete"
+            if partial.exists() and partial.stat().st_size > (2 << 20):
+                server.kill()
+                return
+        time.sleep(0.02)
+
+
+def test_nfs_server_dying_mid_dump_ends_in_the_failure_action(kernel: Kernel, nfs_initrd: Path,
+                                                               tmp_path: Path) -> None:
+    with NfsServer(tmp_path / "nfs") as server:
+        stop = threading.Event()
+        killer = threading.Thread(target=kill_when_the_vmcore_grows, args=(server, stop), daemon=True)
+        killer.start()
+        result = panic_and_capture(kernel, nfs_initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE,
+                                   network=True, timeout_s=400)
+        stop.set()
+        killer.join()
+        (dump,) = dump_dirs(server)
+    assert not result.timed_out, result.tail()
+    assert (dump / "vmcore-incomplete").exists() and not (dump / "vmcore").exists()
+    assert "not responding" in result.console  # the kernel's soft-mount timeout
+    assert "failure action: poweroff" in result.console
+    assert "reboot: Power down" in result.console
