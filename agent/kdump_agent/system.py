@@ -40,6 +40,9 @@ _PROGRESS = re.compile(r"\[\s*[\d.]+ ?%\]")
 # After the program exits, how long its output pipes may take to drain (a grandchild may
 # still hold them open; we do not wait for it).
 PUMP_DRAIN_SECONDS = 5.0
+# How long a streaming program whose reader gave up may take to exit by itself (its own
+# error then explains the cut stream better than the reader's) before it is killed.
+EXIT_GRACE_SECONDS = 1.0
 
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SHELLS = ("/bin/bash", "/bin/sh")
@@ -99,7 +102,10 @@ def run_streaming(argv: Sequence[str], consume: Callable[[IO[bytes]], T], *,
     try:
         value = consume(child.process.stdout)
     except Exception as error:
-        exited = child.process.poll()  # by itself, before we kill it: its reason comes first
+        try:  # a program that failed by itself closes its output as it exits: let it finish
+            exited: int | None = child.process.wait(timeout=EXIT_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            exited = None
         _kill(child.process)
         child.wait(PUMP_DRAIN_SECONDS)
         if exited:

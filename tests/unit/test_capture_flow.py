@@ -218,3 +218,118 @@ def test_no_target_line_uses_the_target_recorded_by_mkinitrd(
     assert machine.mounted == [("/dev/null", str(tmp_path / "kdumproot"), "xfs")]
     assert done.dump_dir is not None and done.dump_dir.parent == tmp_path / "kdumproot" / "crash"
     assert machine.powered == [system.Power.REBOOT]
+
+
+# ---- network targets ---------------------------------------------------------------------
+
+class FakeRemote:
+    """Stands in for targets.ssh.SshTarget: keeps what would land on the server."""
+
+    local_address = "192.0.2.10"
+
+    def __init__(self, fail_transfer: bool = False) -> None:
+        from kdump_agent.targets.sshdest import SshDestination
+
+        self.destination = SshDestination("root", "192.0.2.9")
+        self.fail_transfer = fail_transfer
+        self.files: dict[str, bytes] = {}
+        self.closed = False
+
+    def make_dump_dir(self, name: str) -> str:
+        return f"/var/crash/{name}"
+
+    def put_file(self, source: Any, remote_name: str) -> int:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        self.files[remote_name] = data
+        return len(data)
+
+    def receive_flattened(self, stream: Any) -> Any:
+        from kdump_agent.errors import TransferError
+        from kdump_agent.targets.ssh import TransferSummary
+
+        data = stream.read()
+        if self.fail_transfer:
+            raise TransferError("root@192.0.2.9: writing vmcore-incomplete: the server closed the connection")
+        return TransferSummary(path="/var/crash/d/vmcore", size=len(data), records=1, stream_bytes=len(data),
+                               seconds=0.5, flattened=False, sha256=None)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def ssh_machine(machine: FakeMachine, mocker: Any) -> tuple[FakeMachine, list[FakeRemote]]:
+    from kdump_agent import network
+    from kdump_agent.targets.ssh import SshTarget
+
+    remotes: list[FakeRemote] = []
+
+    def connect(destination: Any, timeout: float, *, address: str | None = None) -> FakeRemote:
+        remotes.append(FakeRemote(fail_transfer=machine.collector_rc != 0))
+        return remotes[-1]
+
+    mocker.patch.object(SshTarget, "connect", side_effect=connect)
+    mocker.patch.object(network, "bring_up", return_value="eth0 10.0.2.15/24 via DHCP")
+    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
+
+    def streaming(argv: list[str], consume: Any, *, timeout: float) -> Any:
+        import io
+
+        class Result:
+            returncode = 0
+            stderr = b""
+        return consume(io.BytesIO(b"flattened stream")), Result()
+
+    mocker.patch.object(system, "run_streaming", side_effect=streaming)
+    return machine, remotes
+
+
+def network_paths(tmp_path: Path, config: str) -> Paths:
+    base = paths(tmp_path, config)
+    (tmp_path / "cmdline").write_text("ip=dhcp\n")
+    from dataclasses import replace
+    return replace(base, cmdline=str(tmp_path / "cmdline"), recorded_network=str(tmp_path / "none.json"),
+                   resolv_conf=str(tmp_path / "resolv.conf"), scratch=str(tmp_path))
+
+
+def test_ssh_capture_sends_dmesg_vmcore_and_record_then_final_action(
+        tmp_path: Path, ssh_machine: tuple[FakeMachine, list[FakeRemote]]) -> None:
+    machine, remotes = ssh_machine
+    done = capture(network_paths(tmp_path, "ssh root@192.0.2.9\n"))
+    (remote,) = remotes
+    assert machine.powered == [system.Power.REBOOT]
+    assert sorted(remote.files) == ["kdump-agent.json", "kexec-dmesg.log", "vmcore-dmesg.txt"]
+    manifest = json.loads(remote.files["kdump-agent.json"])
+    assert manifest["result"] == "success"
+    assert manifest["collector"]["argv"][-2:] == ["-F", str(tmp_path / "vmcore-source")]
+    assert manifest["dump_dir"].startswith("root@192.0.2.9:/var/crash/192.0.2.10-")
+    assert [f["name"] for f in manifest["files"]] == ["vmcore-dmesg.txt", "vmcore"]
+    assert remote.closed and done.vmcore_saved
+    assert not list(tmp_path.glob("vmcore-dmesg*.txt"))  # the RAM copy is gone once sent
+
+
+def test_ssh_transfer_failure_runs_the_failure_action_and_still_sends_the_record(
+        tmp_path: Path, ssh_machine: tuple[FakeMachine, list[FakeRemote]]) -> None:
+    machine, remotes = ssh_machine
+    machine.collector_rc = 1
+    capture(network_paths(tmp_path, "ssh root@192.0.2.9\nfailure_action halt\n"))
+    (remote,) = remotes
+    assert machine.powered[0] == system.Power.HALT
+    manifest = json.loads(remote.files["kdump-agent.json"])
+    assert manifest["result"] == "failure" and manifest["failure"]["state"] == "COLLECT"
+    assert "the server closed the connection" in manifest["failure"]["reason"]
+    assert remote.closed
+
+
+def test_nfs_capture_mounts_the_export_and_names_the_dump_by_our_address(
+        tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
+    from kdump_agent import network
+
+    mocker.patch.object(network, "bring_up", return_value="eth0 up")
+    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
+    done = capture(network_paths(tmp_path, "nfs 192.0.2.9:/export\npath /dumps\n"))
+    assert machine.mounted == [("192.0.2.9:/export", str(tmp_path / "kdumproot"), "nfs4")]
+    assert done.dump_dir is not None and done.dump_dir.name.startswith("192.0.2.10-")
+    assert done.dump_dir.parent == tmp_path / "kdumproot" / "dumps"
+    assert machine.powered == [system.Power.REBOOT] and done.vmcore_saved
+    system.umount.assert_called_with(str(tmp_path / "kdumproot"), force=True)  # type: ignore[attr-defined]

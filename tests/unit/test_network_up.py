@@ -1,0 +1,101 @@
+"""NETWORK_UP: which plan is used, which address the route is waited for, name resolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdump_agent import network
+from kdump_agent.config import parse
+from kdump_agent.context import Capture, Paths
+from kdump_agent.errors import KdumpError
+from kdump_agent.runner import Journal
+from kdump_agent.steps import network_up
+from kdump_agent.targets.local import FilesystemTarget
+from kdump_agent.targets.nfs import NfsTarget
+from kdump_agent.targets.sshdest import SshDestination
+
+RECORD = {"target": "192.0.2.9", "host": "filer.example", "interface": "ens3", "mac": "52:54:00:12:34:56",
+          "mtu": 1500, "addresses": ["192.0.2.10/24"], "gateway": "192.0.2.1", "dns": ["192.0.2.53"],
+          "dhcp": False, "hostname": "crashed"}
+
+
+def capture_for(tmp_path: Path, target: Any, cmdline: str = "console=ttyS0", record: dict[str, Any] | None = None,
+                config: str = "") -> Capture:
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    if record is not None:
+        (tmp_path / "network.json").write_text(json.dumps(record))
+    paths = Paths(recorded_network=str(tmp_path / "network.json"), cmdline=str(tmp_path / "cmdline"),
+                  resolv_conf=str(tmp_path / "resolv.conf"))
+    capture = Capture(paths=paths, journal=Journal(), config=parse(config, "k"))
+    capture.target = target
+    return capture
+
+
+@pytest.fixture
+def net(mocker: Any) -> Any:
+    mocker.patch.object(network, "bring_up", return_value="eth0 up")
+    mocker.patch.object(network, "wait_for_route", return_value=", route to it")
+    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
+    return network
+
+
+def test_local_targets_need_no_network(tmp_path: Path, net: Any) -> None:
+    capture = capture_for(tmp_path, FilesystemTarget("/dev/vdb", "ext4", "/"))
+    assert network_up.network_up(capture, 60) == "no network target"
+    net.bring_up.assert_not_called()
+
+
+def test_cmdline_plan_and_an_address_target(tmp_path: Path, net: Any) -> None:
+    capture = capture_for(tmp_path, SshDestination("root", "192.0.2.9"), cmdline="ip=dhcp",
+                          config="link_delay 5")
+    network_up.network_up(capture, 65)
+    plan, address = net.bring_up.call_args.args
+    assert plan.dhcp and address == "192.0.2.9"
+    assert net.bring_up.call_args.kwargs["link_delay"] == 5.0
+    assert (capture.target_address, capture.local_address) == ("192.0.2.9", "192.0.2.10")
+    net.wait_for_route.assert_not_called()
+
+
+def test_without_ip_or_record_dhcp_on_the_only_nic(tmp_path: Path, net: Any) -> None:
+    capture = capture_for(tmp_path, SshDestination("root", "192.0.2.9"))
+    network_up.network_up(capture, 60)
+    assert net.bring_up.call_args.args[0] == network_up.FALLBACK_PLAN
+
+
+def test_a_name_is_resolved_after_bring_up_and_its_route_waited_for(tmp_path: Path, net: Any,
+                                                                    mocker: Any) -> None:
+    mocker.patch.object(network, "resolve", return_value="198.51.100.7")
+    capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), record=RECORD)
+    note = network_up.network_up(capture, 60)
+    plan, route_probe = net.bring_up.call_args.args
+    assert plan.mac == "52:54:00:12:34:56" and route_probe == "192.0.2.9"  # the recorded address first
+    assert capture.target_address == "198.51.100.7"
+    assert net.wait_for_route.call_args.args[0] == "198.51.100.7"
+    assert "filer.example is 198.51.100.7" in note
+
+
+def test_dns_failing_falls_back_to_the_address_recorded_by_mkinitrd(tmp_path: Path, net: Any,
+                                                                   mocker: Any) -> None:
+    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), record=RECORD)
+    network_up.network_up(capture, 60)
+    assert capture.target_address == "192.0.2.9"
+
+
+def test_dns_failing_without_a_record_fails_the_state(tmp_path: Path, net: Any, mocker: Any) -> None:
+    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), cmdline="ip=dhcp")
+    with pytest.raises(KdumpError, match="cannot resolve filer.example"):
+        network_up.network_up(capture, 60)
+    assert net.bring_up.call_args.args[1] is None  # no address to wait for a route to yet
+
+
+def test_a_record_for_another_host_lends_no_address(tmp_path: Path, net: Any, mocker: Any) -> None:
+    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve other.example"))
+    capture = capture_for(tmp_path, NfsTarget("other.example:/export", "nfs", "/"), record=RECORD)
+    with pytest.raises(KdumpError):
+        network_up.network_up(capture, 60)
