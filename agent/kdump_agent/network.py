@@ -29,6 +29,7 @@ multiprocessing, unittest and sqlite3, which pyroute2 0.9.7 imports unconditiona
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import json
 import logging
@@ -533,37 +534,40 @@ def resolve(host: str) -> str:
 @contextmanager
 def _iproute() -> Iterator[Any]:
     """An rtnetlink socket (pyroute2's IPRoute), closed on the way out."""
-    _stand_in_for_ssl()
+    _stand_ins_for_unbundled()
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         yield ipr
 
 
-def _stand_in_for_ssl() -> None:
-    """Let pyroute2 import in a binary built without OpenSSL.
+def _stand_ins_for_unbundled() -> None:
+    """Let pyroute2 import in a binary built without OpenSSL and SQLite.
 
-    pyroute2 0.9.7 imports ssl at module level (rtnl/probe_msg.py) for a TLS probe we never
-    send; OpenSSL would add megabytes to the binary and its one-file unpack, both paid from
-    the crash kernel's reservation (paramiko needs none of it). asyncio is imported first,
-    while `import ssl` still fails, so it takes its no-SSL path; then a placeholder whose
-    every attribute raises ImportError answers pyroute2's import.
+    pyroute2 0.9.7 imports ssl (rtnl/probe_msg.py, for a TLS probe) and sqlite3 (ndb, its
+    database of the network state) at module level, and uses neither for the rtnetlink
+    socket and the DHCP client we use. OpenSSL and SQLite would add megabytes to the binary
+    and its one-file unpack, both paid from the crash kernel's reservation (paramiko's
+    cryptography carries its own OpenSSL). asyncio is imported first, while `import ssl`
+    still fails, so it takes its no-SSL path; then placeholders whose every attribute
+    raises ImportError answer pyroute2's imports.
     """
-    if "ssl" in sys.modules:
-        return
-    try:
-        import ssl  # noqa: F401 - a full Python (tests, the host) has it
-        return
-    except ImportError:
-        pass
-    import asyncio  # noqa: F401 - before the placeholder, see above
+    for name in ("ssl", "sqlite3"):
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)  # a full Python (tests, the host) has them
+            continue
+        except ImportError:
+            pass
+        import asyncio  # noqa: F401 - before the ssl placeholder, see above
 
-    def missing(name: str) -> object:
-        raise ImportError(f"ssl.{name}: this kdump-agent binary is built without OpenSSL")
+        def missing(attribute: str, module: str = name) -> object:
+            raise ImportError(f"{module}.{attribute}: this kdump-agent binary is built without it")
 
-    placeholder = types.ModuleType("ssl", "kdump-agent is built without OpenSSL")
-    placeholder.__getattr__ = missing  # type: ignore[method-assign]
-    sys.modules["ssl"] = placeholder
+        placeholder = types.ModuleType(name, f"kdump-agent is built without {name}")
+        placeholder.__getattr__ = missing  # type: ignore[method-assign]
+        sys.modules[name] = placeholder
 
 
 def _netlink(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

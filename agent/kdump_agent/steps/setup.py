@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .. import config as kdump_config
-from .. import system
+from .. import system, unpacked
 from ..config import TargetKind
 from ..context import Capture, Paths
 from ..errors import CommandFailed, ConfigError, KdumpError
@@ -43,6 +43,8 @@ def load_config(capture: Capture) -> str:
         capture.target = FilesystemTarget(spec="/", fstype="rootfs", directory=loaded.path)
         return f"running from the root file system: saving to {loaded.path}"
     capture.target = resolve_target(loaded, capture.paths)
+    if not isinstance(capture.target, SshDestination):
+        unpacked.release_ssh_libraries()
     load_extra_modules(loaded.extra_modules)
     return f"target {describe_target(capture.target)}"
 
