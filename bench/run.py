@@ -6,14 +6,22 @@ for the same kernel and guest. Every figure of ours is compared with the baselin
 in the same run, because this machine's timings drift from run to run.
 
 1. Memory floor: the smallest crashkernel= (16M steps, 1 GiB guest) at which a dump
-   completes, found by bisection, for the baseline and for kdump-agent (local ext4 target).
+   completes, found by bisection, for the baseline and for kdump-agent with a local ext4
+   target and with an SSH target (OpenSSH on this host's loopback, reached by the guest as
+   10.0.2.2 through QEMU's user-mode network; the dump counts once the server holds a
+   vmcore the crashed kernel's log reads back from).
 2. Time: panic -> dump saved -> reboot, median of several boots, ours vs the baseline; and
    the agent's own start-up (the initramfs hook's kernel-log line to the agent's first).
+   SSH vs local: the same total, and the COLLECT state alone, where the transfer happens.
 3. Footprint: binary size, initramfs compressed and unpacked, the agent's peak RSS and the
    size of its one-file unpack, MemFree when the collector starts.
+4. SSH throughput on loopback, no QEMU: one flattened stream (makedumpfile -F of the cached
+   real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
+   OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
 
 Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png.
 """
+
 
 from __future__ import annotations
 
@@ -24,21 +32,36 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "agent")]
+sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "tests" / "integration"), str(REPO / "agent")]
 
-from guest import Kernel, boot, build_panic_initrd, fetch_kernel, make_disk  # noqa: E402
-from scenario import (BINARY, CAPTURE_CMDLINE, LEAN_DRACUT_ARGS, PANIC_MARK,  # noqa: E402
-                      build_capture_initrd, cache_dir, dmesg_from_vmcore, find_dumps)
+from guest import Kernel, boot, build_panic_initrd, default_cache_dir, fetch_kernel, make_disk  # noqa: E402
+from scenario import (  # noqa: E402
+    BINARY,
+    CAPTURE_CMDLINE,
+    GUEST_ADDRESS,
+    HOST_FROM_GUEST,
+    LEAN_DRACUT_ARGS,
+    PANIC_MARK,
+    USER_NETWORK,
+    build_capture_initrd,
+    cache_dir,
+    dmesg_from_vmcore,
+    find_dumps,
+    replay_journal,
+)
+from sshd import ClientKey, Sshd, keygen  # noqa: E402
 
 from kdump_agent.host.mkinitrd import overlay_dracut_dir  # noqa: E402
 
@@ -47,19 +70,78 @@ BASELINE_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline"
 CRASHKERNEL_STEPS_MIB = list(range(64, 257, 16))
 TIME_AT_MIB = 256
 TIME_RUNS = int(os.environ.get("KDUMP_AGENT_BENCH_RUNS", "3"))
+THROUGHPUT_RUNS = 3
 BOOT_TIMEOUT_S = 300
 DISK_UUID = "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
-TARGETS = {"floor_local_mib": 144, "time_ratio": 1.05}
+TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10}
 OURS_CONFIG = f"ext4 UUID={DISK_UUID}\npath /var/crash\n{LEAN_DRACUT_ARGS}\n"
+SSH_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
+# The loopback sample: a flattened stream as the capture sends, uncompressed for size (108 MiB of
+# the cached vmcore; with the capture's -l -d 31 it is 39 MiB, and each send is then mostly the
+# session set-up, ~0.2 s of ~0.45 s).
+STREAM_COLLECTOR = ["makedumpfile", "-F", "-d", "0"]
+MIB = 1 << 20
+
+
+class Target(Protocol):
+    """Where a variant's dump goes and how the bench reads it back after one boot."""
+
+    network: bool  # the guest gets a virtio NIC on QEMU's user-mode network
+
+    def attach(self, workdir: Path) -> list[Path]:
+        """Before the boot: the disks to give the guest (and whatever to remember)."""
+        ...
+
+    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
+        """After the boot: the (host-side) dump directory this boot left, if any."""
+        ...
+
+
+class LocalDisk:
+    """A fresh ext4 disk (DISK_UUID) per boot; the dump directory is extracted from it."""
+
+    network = False
+
+    def attach(self, workdir: Path) -> list[Path]:
+        return [make_disk(workdir / "target.img", 256, DISK_UUID, "KDUMP")]
+
+    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
+        replay_journal(disks[0])
+        dumps = find_dumps(disks[0], workdir / "out")
+        return dumps[0].local_copy if dumps else None
+
+
+class SshServer:
+    """The host's sshd; the dump directory is the one a boot added under `dumps`."""
+
+    network = True
+
+    def __init__(self, dumps: Path) -> None:
+        self.dumps = dumps
+        self._before: set[Path] = set()
+
+    def _dirs(self) -> set[Path]:
+        return {p for p in self.dumps.iterdir() if p.name.startswith(f"{GUEST_ADDRESS}-")} \
+            if self.dumps.is_dir() else set()
+
+    def attach(self, workdir: Path) -> list[Path]:
+        self._before = self._dirs()
+        return []
+
+    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
+        new = sorted(self._dirs() - self._before)
+        return new[-1] if new else None
 
 
 @dataclass
 class Variant:
-    """One capture image under test and how to tell that its dump completed."""
+    """One capture image under test: its guest setup and how to tell that its dump completed."""
 
     name: str
     initrd: Path
-    succeeded: Callable[[str], bool]
+    succeeded: Callable[[str], bool]  # on the console
+    target: Target
+    capture_cmdline: str = CAPTURE_CMDLINE
 
 
 @dataclass
@@ -69,6 +151,8 @@ class Run:
     seconds_panic_to_end: float | None
     console: str
     dump_dir: Path | None
+    why: str = ""  # what went wrong, when not ok
+    manifest: dict[str, Any] = field(default_factory=dict)  # the agent's kdump-agent.json, if any
 
 
 def log(text: str) -> None:
@@ -94,32 +178,93 @@ def build_baseline(kernel: Kernel) -> Path:
     return output
 
 
+def ssh_config(server: Sshd, key: ClientKey, dumps: Path) -> str:
+    """As tests/e2e/test_network_ssh.py: the host's sshd as the guest sees it, key, pin, NIC driver."""
+    return "\n".join([f"ssh root@{HOST_FROM_GUEST}:{server.port}", f"sshkey {key.path}", f"path {dumps}",
+                      "extra_modules virtio_net", LEAN_DRACUT_ARGS, "failure_action poweroff", ""])
+
+
+def build_ssh_image(kernel: Kernel, server: Sshd, key: ClientKey, dumps: Path, workdir: Path) -> Path:
+    """mkinitrd's image for the server, with its host key pinned under the name the guest uses."""
+    known_hosts = server.known_hosts(workdir / "known_hosts", "ed25519",
+                                     name=f"[{HOST_FROM_GUEST}]:{server.port}")
+    return build_capture_initrd(kernel, ssh_config(server, key, dumps), workdir,
+                                packed=[key.path, known_hosts],
+                                mkinitrd_args=["--known-hosts", str(known_hosts)])
+
+
+FAILURE_SIGNS = [  # in the capture kernel's part of the console, most telling first
+    ("out of memory", re.compile(r"Out of memory|invoked oom-killer|oom-kill")),
+    ("kernel panic", re.compile(r"Kernel panic")),
+    ("initramfs unpack failed", re.compile(r"Initramfs unpacking failed")),
+    ("the agent's one-file unpack failed", re.compile(r"PYI-\d+:ERROR|Failed to extract")),
+    ("agent failed", re.compile(r"kdump-agent: .*(failed|status [1-9])|failure action")),
+    ("kexec load failed", re.compile(r"KDUMP-TEST: kexec load failed")),
+]
+
+
+def why_failed(console: str, timed_out: bool) -> str:
+    """The first telling line after the deliberate panic, as `kind: line`."""
+    start = console.find("KDUMP-TEST: panicking")
+    after = console[start:] if start >= 0 else console
+    after = after.split("Kernel panic - not syncing: sysrq triggered crash", 1)[-1]
+    for kind, pattern in FAILURE_SIGNS:
+        for line in after.splitlines():
+            if pattern.search(line):
+                text = re.sub(r"^\s*\[\s*\d+\.\d+\]\s*", "", line).strip()
+                return f"{kind}: {text[:140]}" + (" (then timed out)" if timed_out else "")
+    return "timed out" if timed_out else "no dump (nothing telling on the console)"
+
+
+def memfree_at_collect(manifest: dict[str, Any]) -> int | None:
+    value = (manifest.get("footprint") or {}).get("memfree_at_collect_kib")
+    return int(value) if value is not None else None
+
+
+def load_manifest(dump_dir: Path | None) -> dict[str, Any]:
+    path = dump_dir / "kdump-agent.json" if dump_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir: Path) -> Run:
     """One panic at one reservation size; the dump counts only if it reads back."""
     workdir.mkdir(parents=True, exist_ok=True)
-    panic = build_panic_initrd(kernel, variant.initrd, CAPTURE_CMDLINE,
-                               cache_dir() / f"bench-panic-{variant.name}.img")
-    disk = make_disk(workdir / "target.img", 256, DISK_UUID, "KDUMP")
+    key = hashlib.sha256(variant.capture_cmdline.encode()).hexdigest()[:8]
+    panic = build_panic_initrd(kernel, variant.initrd, variant.capture_cmdline,
+                               cache_dir() / f"bench-panic-{variant.name}-{key}.img")
+    disks = variant.target.attach(workdir)
     result = boot(kernel, panic, append=f"console=ttyS0 crashkernel={crashkernel_mib}M panic=1",
-                  disks=[disk], timeout_s=BOOT_TIMEOUT_S, log_path=workdir / "console.log")
+                  disks=disks, timeout_s=BOOT_TIMEOUT_S, log_path=workdir / "console.log",
+                  extra_args=USER_NETWORK if variant.target.network else ())
     panicked = result.at("KDUMP-TEST: panicking")
+    dump_dir = variant.target.fetch(workdir, disks)
     ok = (not result.timed_out) and variant.succeeded(result.console)
-    dump_dir = None
+    why = "" if ok else why_failed(result.console, result.timed_out)
     if ok:
-        subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(disk)], capture_output=True, check=False)
-        dumps = find_dumps(disk, workdir / "out")
-        ok = bool(dumps) and (dumps[0].local_copy / "vmcore").exists() and PANIC_MARK in dmesg_from_vmcore(
-            dumps[0].local_copy / "vmcore", workdir / "dmesg.txt")
-        dump_dir = dumps[0].local_copy if dumps else None
+        vmcore = dump_dir / "vmcore" if dump_dir else None
+        ok = vmcore is not None and vmcore.exists() and PANIC_MARK in dmesg_from_vmcore(
+            vmcore, workdir / "dmesg.txt")
+        why = "" if ok else f"the console says saved, but no vmcore with {PANIC_MARK!r} in {dump_dir}"
+    manifest = load_manifest(dump_dir)
     seconds = result.seconds - panicked if (ok and panicked is not None) else None
+    memfree = memfree_at_collect(manifest)
     log(f"{variant.name} at crashkernel={crashkernel_mib}M: {'dump ok' if ok else 'no dump'}"
-        + (f", panic to end {seconds:.1f} s" if seconds else ""))
-    return Run(crashkernel_mib, ok, seconds, result.console, dump_dir)
+        + (f", panic to end {seconds:.1f} s" if seconds else "")
+        + (f", MemFree at collect {memfree} kB" if memfree else "")
+        + (f" ({why}; {workdir / 'console.log'})" if why else ""))
+    return Run(crashkernel_mib, ok, seconds, result.console, dump_dir, why, manifest)
 
 
 def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int | None, list[Run]]:
     """Bisect CRASHKERNEL_STEPS_MIB for the smallest reservation that still dumps."""
-    runs = [capture_once(kernel, variant, CRASHKERNEL_STEPS_MIB[-1], workdir / f"floor-{CRASHKERNEL_STEPS_MIB[-1]}")]
+    top = CRASHKERNEL_STEPS_MIB[-1]
+    runs = [capture_once(kernel, variant, top, workdir / f"floor-{top}")]
     if not runs[0].ok:
         return None, runs
     low, high = -1, len(CRASHKERNEL_STEPS_MIB) - 1  # index `low` fails (or is below the list)
@@ -153,34 +298,155 @@ def agent_startup_seconds(dump_dir: Path) -> float | None:
     return round(first - hook, 3) if hook is not None and first is not None else None
 
 
+def state_seconds(manifest: dict[str, Any], state: str) -> float | None:
+    for entry in manifest.get("states") or []:
+        if entry.get("state") == state and entry.get("seconds") is not None:
+            return float(entry["seconds"])
+    return None
+
+
+def transfer_mib_s(manifest: dict[str, Any]) -> float | None:
+    """The stream's bytes over the transfer's seconds, as the agent measured them."""
+    transfer = manifest.get("transfer") or {}
+    if not transfer.get("seconds") or not transfer.get("stream_bytes"):
+        return None
+    return float(transfer["stream_bytes"]) / MIB / float(transfer["seconds"])
+
+
 def unpacked_bytes(image: Path) -> int:
     return len(gzip.decompress(image.read_bytes()))
 
 
-def median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 2) if values else None
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 2) if present else None
 
 
-def chart(report: dict[str, object], path: Path) -> None:
-    """Two bar pairs: memory floor and panic-to-reboot time, baseline vs ours."""
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 3) if numerator and denominator else None
+
+
+def find_vmcore(kernel: Kernel) -> Path:
+    """The real ELF vmcore tests/integration/conftest.py makes once and caches."""
+    vmcore = default_cache_dir() / f"vmcore-elf-{kernel.kver}"
+    if not vmcore.is_file():
+        raise RuntimeError(f"{vmcore} missing: `.venv/bin/python -m pytest "
+                           "tests/integration/test_real_vmcore.py` makes it (one panic in QEMU)")
+    return vmcore
+
+
+def loopback_throughput(server: Sshd, key: ClientKey, vmcore: Path, work: Path) -> dict[str, Any]:
+    """The same flattened stream to the same sshd: the agent's SFTP path vs OpenSSH's `cat`.
+
+    Each timing covers connect, login and the whole transfer; the agent's also its fsync of
+    the file on the server and the size check before the rename (its real code path).
+    """
+    from kdump_agent.targets.ssh import SshTarget
+    from kdump_agent.targets.sshdest import SshDestination
+
+    work.mkdir(parents=True, exist_ok=True)
+    stream = work / "stream.flat"
+    with open(stream, "wb") as out:
+        subprocess.run([*STREAM_COLLECTOR, str(vmcore)], stdout=out, stderr=subprocess.DEVNULL,
+                       check=True, timeout=600)
+    size = stream.stat().st_size
+    known_hosts = server.known_hosts(work / "known_hosts", "ed25519")  # [127.0.0.1]:port
+    destination = SshDestination(user="root", host="127.0.0.1", port=server.port,
+                                 directory=str(work / "sftp"), key_path=str(key.path),
+                                 known_hosts_path=str(known_hosts))
+    (work / "cat").mkdir(exist_ok=True)
+
+    def agent(number: int) -> None:
+        with open(stream, "rb") as source, SshTarget.connect(destination) as target:
+            target.make_dump_dir(f"run-{number}")
+            summary = target.receive_flattened(source)
+        assert summary.stream_bytes == size and not summary.flattened, summary
+        shutil.rmtree(work / "sftp" / f"run-{number}")
+
+    def openssh(number: int) -> None:
+        copy = work / "cat" / f"run-{number}"
+        with open(stream, "rb") as source:
+            subprocess.run(["ssh", "-F", "/dev/null", "-c", "aes128-gcm@openssh.com", "-i", str(key.path),
+                            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+                            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p", str(server.port),
+                            "root@127.0.0.1", f"cat > {copy}"], stdin=source, check=True, timeout=600)
+        assert copy.stat().st_size == size
+        copy.unlink()
+
+    seconds: dict[str, list[float]] = {"agent": [], "openssh": []}
+    for number in range(THROUGHPUT_RUNS):  # alternately, so drift hits both alike
+        for name, send in (("agent", agent), ("openssh", openssh)):
+            started = time.monotonic()
+            send(number)
+            seconds[name].append(time.monotonic() - started)
+    stream.unlink()
+    paramiko_s, openssh_s = statistics.median(seconds["agent"]), statistics.median(seconds["openssh"])
+    result = {"stream_bytes": size, "stream": f"{' '.join(STREAM_COLLECTOR)} of {vmcore.name}",
+              "runs": THROUGHPUT_RUNS,
+              "paramiko_sftp_mib_s": round(size / MIB / paramiko_s, 1),
+              "openssh_cat_mib_s": round(size / MIB / openssh_s, 1),
+              "ratio": round(openssh_s / paramiko_s, 3),  # paramiko's speed as a share of OpenSSH's
+              "paramiko_s": [round(s, 3) for s in seconds["agent"]],
+              "openssh_s": [round(s, 3) for s in seconds["openssh"]]}
+    log(f"loopback, {size / MIB:.1f} MiB stream: paramiko SFTP {result['paramiko_sftp_mib_s']} MiB/s, "
+        f"OpenSSH cat {result['openssh_cat_mib_s']} MiB/s")
+    return result
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Memory floor and panic-to-reboot time: baseline, ours to a local disk, ours over SSH."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    floor = report["floor_mib"]
-    timing = report["time"]
-    assert isinstance(floor, dict) and isinstance(timing, dict)
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(9, 3.6))
-    names = ["baseline", "kdump-agent"]
-    left.bar(names, [floor["baseline"] or 0, floor["local"] or 0], color=["#999999", "#2b6cb0"])
-    left.axhline(TARGETS["floor_local_mib"], color="#c05621", linestyle="--", label="target")
+    floor, timing, ssh = report["floor_mib"], report["time"], report["ssh"] or {}
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.8))
+    names = ["baseline", "kdump-agent\nlocal", "kdump-agent\nSSH"]
+    colors = ["#999999", "#2b6cb0", "#2c7a7b"]
+    left.bar(names, [floor["baseline"] or 0, floor["local"] or 0, floor["ssh"] or 0], color=colors)
+    left.hlines([TARGETS["floor_local_mib"], TARGETS["floor_ssh_mib"]], [0.6, 1.6], [1.4, 2.4],
+                color="#c05621", linestyle="--", label="target")
     left.set_ylabel("smallest crashkernel= that dumps (MiB)")
-    left.legend()
-    right.bar(names, [timing["baseline_s"] or 0, timing["ours_s"] or 0], color=["#999999", "#2b6cb0"])
+    left.legend(loc="lower right")
+    right.bar(names, [timing["baseline_s"] or 0, timing["ours_s"] or 0, ssh.get("total_s") or 0],
+              color=colors)
+    goals = [(1, (timing["baseline_s"] or 0) * TARGETS["time_ratio"]),
+             (2, (timing["ours_s"] or 0) * TARGETS["ssh_ratio"])]
+    right.hlines([y for _, y in goals], [x - 0.4 for x, _ in goals], [x + 0.4 for x, _ in goals],
+                 color="#c05621", linestyle="--", label="target")
     right.set_ylabel("panic to reboot, median (s)")
+    right.legend(loc="lower right")
     figure.suptitle(f"kdump-agent bench, {report['date']} (1 GiB guest, QEMU TCG)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run],
+               image: Path, throughput: dict[str, Any] | None) -> dict[str, Any]:
+    """SSH vs local from the same run: totals, the COLLECT state (the transfer), footprint."""
+    ssh_manifests = [r.manifest for r in ssh_runs if r.ok]
+    local_manifests = [r.manifest for r in local_runs if r.ok]
+    total = median([r.seconds_panic_to_end for r in ssh_runs])
+    local_total = median([r.seconds_panic_to_end for r in local_runs])
+    collect = median([state_seconds(m, "COLLECT") for m in ssh_manifests])
+    local_collect = median([state_seconds(m, "COLLECT") for m in local_manifests])
+    footprint = (ssh_manifests[-1].get("footprint") or {}) if ssh_manifests else {}
+    return {
+        "total_s": total, "local_total_s": local_total, "ratio": ratio(total, local_total),
+        "collect_s": collect, "local_collect_s": local_collect,
+        "collect_ratio": ratio(collect, local_collect),
+        "transfer_mib_s": median([transfer_mib_s(m) for m in ssh_manifests]),
+        "network_up_s": median([state_seconds(m, "NETWORK_UP") for m in ssh_manifests]),
+        "mount_target_s": median([state_seconds(m, "MOUNT_TARGET") for m in ssh_manifests]),
+        "runs": len(ssh_runs), "runs_ok": len(ssh_manifests), "crashkernel_mib": TIME_AT_MIB,
+        "initramfs_bytes": image.stat().st_size,
+        "initramfs_unpacked_bytes": unpacked_bytes(image),
+        "agent_peak_rss_kib": footprint.get("agent_peak_rss_kib"),
+        "memfree_at_collect_kib": footprint.get("memfree_at_collect_kib"),
+        "floor_runs": [{"crashkernel_mib": r.crashkernel_mib, "ok": r.ok, "why": r.why or None,
+                        "memfree_at_collect_kib": memfree_at_collect(r.manifest)} for r in floor_runs],
+        "throughput": throughput,
+    }
 
 
 def main() -> int:
@@ -191,34 +457,50 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         ours_image = build_capture_initrd(kernel, OURS_CONFIG, Path(scratch))
     baseline_image = build_baseline(kernel)
-    baseline = Variant("baseline", baseline_image, lambda console: "BASELINE: done rc=0" in console)
-    ours = Variant("kdump-agent", ours_image, lambda console: "dump saved in" in console)
+    baseline = Variant("baseline", baseline_image, lambda console: "BASELINE: done rc=0" in console,
+                       LocalDisk())
+    ours = Variant("kdump-agent", ours_image, lambda console: "dump saved in" in console, LocalDisk())
 
-    floors: dict[str, int | None] = {}
-    for key, variant in (("baseline", baseline), ("local", ours)):
-        floors[key], _ = memory_floor(kernel, variant, work / variant.name)
+    (work / "ssh").mkdir()
+    client_key = keygen(work / "ssh" / "kdump_id_rsa", "rsa")  # RHEL's default kind
+    server = Sshd(work / "ssh" / "sshd", authorized=(client_key,)).start()
+    try:
+        dumps = work / "ssh" / "dumps"
+        log(f"sshd on 127.0.0.1:{server.port}; building the SSH image")
+        ssh_image = build_ssh_image(kernel, server, client_key, dumps, work / "ssh")
+        over_ssh = Variant("kdump-agent-ssh", ssh_image, lambda console: "dump saved in" in console,
+                           SshServer(dumps), capture_cmdline=SSH_CMDLINE)
 
-    timings: dict[str, list[Run]] = {}
-    for variant in (baseline, ours):
-        timings[variant.name] = [capture_once(kernel, variant, TIME_AT_MIB, work / f"time-{variant.name}-{n}")
-                                 for n in range(TIME_RUNS)]
-    base_s = median([r.seconds_panic_to_end for r in timings["baseline"] if r.seconds_panic_to_end])
-    ours_s = median([r.seconds_panic_to_end for r in timings["kdump-agent"] if r.seconds_panic_to_end])
+        floors: dict[str, int | None] = {}
+        floor_runs: dict[str, list[Run]] = {}
+        for key, variant in (("baseline", baseline), ("local", ours), ("ssh", over_ssh)):
+            floors[key], floor_runs[key] = memory_floor(kernel, variant, work / variant.name)
+
+        timings: dict[str, list[Run]] = {}
+        for variant in (baseline, ours, over_ssh):
+            timings[variant.name] = [
+                capture_once(kernel, variant, TIME_AT_MIB, work / f"time-{variant.name}-{n}")
+                for n in range(TIME_RUNS)]
+        throughput = loopback_throughput(server, client_key, find_vmcore(kernel), work / "throughput")
+    finally:
+        server.stop()
+
+    base_s = median([r.seconds_panic_to_end for r in timings["baseline"]])
+    ours_s = median([r.seconds_panic_to_end for r in timings["kdump-agent"]])
     good = [r for r in timings["kdump-agent"] if r.ok and r.dump_dir]
-    manifest = json.loads((good[-1].dump_dir / "kdump-agent.json").read_text()) if good else {}
-    startups = [s for s in (agent_startup_seconds(r.dump_dir) for r in good if r.dump_dir) if s is not None]
+    manifest = good[-1].manifest if good else {}
+    startups = [agent_startup_seconds(r.dump_dir) for r in good if r.dump_dir]
     baseline_free = [m.group(1) for r in timings["baseline"]
                      for m in [re.search(r"MemFree at collector start: *(\d+) kB", r.console)] if m]
 
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "kernel": kernel.kver,
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
-        "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "ssh": None},
-        "time": {"baseline_s": base_s, "ours_s": ours_s,
-                 "ratio": round(ours_s / base_s, 3) if base_s and ours_s else None,
+        "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "ssh": floors["ssh"]},
+        "time": {"baseline_s": base_s, "ours_s": ours_s, "ratio": ratio(ours_s, base_s),
                  "runs": TIME_RUNS, "crashkernel_mib": TIME_AT_MIB,
                  "agent_startup_s": median(startups)},
         "footprint": {
@@ -230,10 +512,12 @@ def main() -> int:
             **(manifest.get("footprint") or {}),
             "baseline_memfree_at_collect_kib": int(baseline_free[-1]) if baseline_free else None,
         },
-        "ssh": None,
+        "ssh": ssh_report(floor_runs["ssh"], timings["kdump-agent-ssh"],
+                          timings["kdump-agent"], ssh_image, throughput),
         "targets": TARGETS,
         "bench_seconds": round(time.monotonic() - started),
     }
+    ssh_image.unlink(missing_ok=True)  # this run's port and keys only: no later run could reuse it
     RESULTS.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
     (RESULTS / "latest.json").write_text(text)
@@ -243,25 +527,51 @@ def main() -> int:
     return 0
 
 
-def print_table(report: dict[str, object]) -> None:
+def goal(value: float | None, target: str) -> str:
+    limit = TARGETS[target]
+    verdict = "n/a" if value is None else ("met" if value <= limit else "NOT met")
+    return f"target <= {limit}: {verdict}"
+
+
+def print_table(report: dict[str, Any]) -> None:
     floor, timing, footprint = report["floor_mib"], report["time"], report["footprint"]
-    assert isinstance(floor, dict) and isinstance(timing, dict) and isinstance(footprint, dict)
+    ssh = report["ssh"] or {}
+    put = ssh.get("throughput") or {}
     rows = [
         ("memory floor, baseline", f"{floor['baseline']} MiB"),
-        ("memory floor, kdump-agent (local)", f"{floor['local']} MiB (target <= {TARGETS['floor_local_mib']})"),
+        ("memory floor, kdump-agent (local)",
+         f"{floor['local']} MiB ({goal(floor['local'], 'floor_local_mib')})"),
+        ("memory floor, kdump-agent (SSH)", f"{floor['ssh']} MiB ({goal(floor['ssh'], 'floor_ssh_mib')})"),
         ("panic to reboot, baseline", f"{timing['baseline_s']} s"),
-        ("panic to reboot, kdump-agent", f"{timing['ours_s']} s (ratio {timing['ratio']}, target <= "
-                                         f"{TARGETS['time_ratio']})"),
+        ("panic to reboot, kdump-agent (local)",
+         f"{timing['ours_s']} s (ratio {timing['ratio']}, {goal(timing['ratio'], 'time_ratio')})"),
+        ("panic to reboot, kdump-agent (SSH)",
+         f"{ssh.get('total_s')} s (vs local: ratio {ssh.get('ratio')}, "
+         f"{goal(ssh.get('ratio'), 'ssh_ratio')})"),
+        ("COLLECT state, SSH / local", f"{ssh.get('collect_s')} / {ssh.get('local_collect_s')} s "
+                                       f"(ratio {ssh.get('collect_ratio')}); "
+                                       f"transfer {ssh.get('transfer_mib_s')} MiB/s"),
+        ("NETWORK_UP / MOUNT_TARGET (SSH login)",
+         f"{ssh.get('network_up_s')} / {ssh.get('mount_target_s')} s"),
         ("agent start-up (hook to first state)", f"{timing['agent_startup_s']} s"),
         ("binary", f"{footprint['binary_bytes'] / 1e6:.1f} MB"),
         ("initramfs ours / baseline", f"{footprint['initramfs_bytes'] / 1e6:.1f} / "
                                       f"{footprint['baseline_initramfs_bytes'] / 1e6:.1f} MB compressed, "
                                       f"{footprint['initramfs_unpacked_bytes'] / 1e6:.1f} / "
-                                      f"{footprint['baseline_initramfs_unpacked_bytes'] / 1e6:.1f} MB unpacked"),
-        ("agent peak RSS, one-file unpack", f"{footprint.get('agent_peak_rss_kib')} KiB, "
+                                      f"{footprint['baseline_initramfs_unpacked_bytes'] / 1e6:.1f} "
+                                      "MB unpacked"),
+        ("initramfs SSH", f"{(ssh.get('initramfs_bytes') or 0) / 1e6:.1f} MB compressed, "
+                          f"{(ssh.get('initramfs_unpacked_bytes') or 0) / 1e6:.1f} MB unpacked"),
+        ("agent peak RSS, one-file unpack", f"{footprint.get('agent_peak_rss_kib')} KiB "
+                                            f"(SSH {ssh.get('agent_peak_rss_kib')} KiB), "
                                             f"{footprint.get('agent_unpacked_bytes')} bytes"),
-        ("MemFree at collector start (256M) ours / baseline",
-         f"{footprint.get('memfree_at_collect_kib')} / {footprint.get('baseline_memfree_at_collect_kib')} KiB"),
+        (f"MemFree at collector start ({TIME_AT_MIB}M) local / SSH / baseline",
+         f"{footprint.get('memfree_at_collect_kib')} / {ssh.get('memfree_at_collect_kib')} / "
+         f"{footprint.get('baseline_memfree_at_collect_kib')} KiB"),
+        ("loopback SSH, paramiko SFTP / OpenSSH cat",
+         f"{put.get('paramiko_sftp_mib_s')} / {put.get('openssh_cat_mib_s')} MiB/s "
+         f"(ratio {put.get('ratio')}; {(put.get('stream_bytes') or 0) / MIB:.1f} MiB stream, "
+         f"{put.get('stream')})"),
     ]
     width = max(len(name) for name, _ in rows)
     print()

@@ -3,7 +3,7 @@
 set -eu
 PACKAGES="qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile busybox-static cpio
 e2fsprogs socat zstd kmod udev util-linux binutils dnsmasq-base iproute2 openssh-server openssh-client
-nfs-ganesha nfs-ganesha-vfs rpcbind"
+nfs-ganesha nfs-ganesha-vfs rpcbind groff-base debootstrap"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q "install ok installed" \
