@@ -271,12 +271,12 @@ def handle_reply() -> tuple[int, Message]:
     return CMD_HANDLE, message
 
 
-def test_sftp_write_failure_in_flight_is_reported_with_its_offset(mocker: Any) -> None:
-    mocker.patch.object(ssh, "WRITE_SIZE", 4)
+def test_sftp_write_failure_in_flight_is_reported_with_its_offset() -> None:
     client = FakeSftpClient({1: handle_reply()})
     client.replies[3] = handle_reply()  # CMD_OPEN is 3
     client.numbered[4] = (CMD_STATUS, status(SFTP_FAILURE, "Failure"))  # the third write (open is #1)
     remote = ssh._SftpFile(sftp(client), "/var/crash/d/vmcore-incomplete")
+    remote.write_size = 4
     remote.write_at(100, b"abcdefghijkl")  # three requests, all in flight
     with pytest.raises(OSError, match=r"^write at offset 108: Failure \(a full disk looks like this\)$"):
         remote.finish()
@@ -284,11 +284,11 @@ def test_sftp_write_failure_in_flight_is_reported_with_its_offset(mocker: Any) -
     assert [(int(a[1]), a[2]) for a in writes] == [(100, b"abcd"), (104, b"efgh"), (108, b"ijkl")]
 
 
-def test_sftp_replies_out_of_order_are_matched_by_request(mocker: Any) -> None:
-    mocker.patch.object(ssh, "WRITE_SIZE", 4)
+def test_sftp_replies_out_of_order_are_matched_by_request() -> None:
     client = FakeSftpClient({3: handle_reply()}, order=[1, 4, 3, 2])
     client.numbered[2] = (CMD_STATUS, status(SFTP_FAILURE, "disk on fire"))
     remote = ssh._SftpFile(sftp(client), "/d/f")
+    remote.write_size = 4
     remote.write_at(0, b"abcdefghijkl")
     with pytest.raises(OSError, match="^write at offset 0: disk on fire$"):
         remote.finish()
@@ -303,6 +303,38 @@ def test_sftp_finish_fsyncs_when_it_can_and_checks_the_close(mocker: Any) -> Non
     with pytest.raises(OSError, match="^close: Input/output error$"):
         remote.finish()
     assert [args[0] for _, args in client.sent[2:3]] == ["fsync@openssh.com"]
+
+
+def written(client: FakeSftpClient) -> list[tuple[int, bytes]]:
+    return [(int(args[1]), args[2]) for kind, args in client.sent if kind == CMD_WRITE]
+
+
+def test_sftp_adjacent_records_of_two_regions_leave_as_few_large_writes() -> None:
+    client = FakeSftpClient({3: handle_reply()})
+    remote = ssh._SftpFile(sftp(client), "/d/f")
+    remote.write_size = 8
+    for page in range(4):  # descriptors at 0.., data at 1000.., in turns, as makedumpfile writes
+        remote.write_at(page * 2, b"d%d" % page)
+        remote.write_at(1000 + page * 3, b"P%d!" % page)
+    assert written(client) == [(1000, b"P0!P1!P2"), (0, b"d0d1d2d3")]  # full writes leave at once
+    remote.finish()
+    assert sorted(written(client)) == [(0, b"d0d1d2d3"), (1000, b"P0!P1!P2"), (1008, b"!P3!")]
+
+
+def test_sftp_a_record_overlapping_pending_data_is_sent_after_it() -> None:
+    client = FakeSftpClient({3: handle_reply()})
+    remote = ssh._SftpFile(sftp(client), "/d/f")
+    remote.write_size = 64
+    remote.write_at(0, b"old header")
+    remote.write_at(0, b"NEW")  # makedumpfile rewrites the header at the end: the later one wins
+    remote.finish()
+    assert written(client) == [(0, b"old header"), (0, b"NEW")]
+
+
+def test_sftp_write_size_fills_whole_channel_packets() -> None:
+    assert ssh.write_size(None, 32768, b"1234") == 32768 - 64 - 25 - 4  # one packet, no tiny second
+    big = ssh.write_size(261120, 32768, b"1234")  # OpenSSH's limit: 7 full packets
+    assert big <= 261120 and (big + 25 + 4) % (32768 - 64) == 0
 
 
 # The connection, against an in-process server ----------------------------------------------

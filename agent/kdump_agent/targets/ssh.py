@@ -43,7 +43,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self, cast
@@ -54,6 +54,7 @@ from paramiko.message import Message
 from paramiko.sftp import (
     CMD_CLOSE,
     CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
     CMD_RENAME,
@@ -96,11 +97,19 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # A known_hosts "ssh-rsa" key is verified with the SHA-2 signature algorithms.
 _HOST_KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 
-# What OpenSSH's sftp client sends (-B 32768 -R 64): the write size every SFTP server must
-# take, and enough requests in flight (2 MiB, the server's channel window) that the link
-# never waits for acknowledgements.
+# The write size every SFTP server must take. A server that says it takes more (OpenSSH's
+# limits@openssh.com: 256 KiB) gets writes of up to MAX_WRITE_SIZE: each write costs a
+# request, a reply and Python work in paramiko, which is what limits the speed in a slow
+# capture kernel, so fewer, larger writes go faster. Adjacent records are joined into one
+# write. Writes are cut to fill whole SSH channel packets (paramiko puts at most the
+# peer's packet size less 64 bytes in one), never leaving a few bytes for a packet of their
+# own. Enough requests stay in flight to keep the server's 2 MiB window full.
 WRITE_SIZE = 32 * 1024
+MAX_WRITE_SIZE = 256 * 1024
 PIPELINE_DEPTH = 64
+PENDING_RUNS = 4
+_CHANNEL_PACKET_SLACK = 64  # what paramiko keeps free in each channel packet
+_WRITE_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4  # SFTP write: length, type, id, handle length, offset, data length
 STREAM_BUFFER = 256 * 1024  # exec fallback: bytes gathered before one channel write
 PROGRESS_SECONDS = 5.0
 
@@ -602,10 +611,37 @@ class _Sftp:
             raise _SftpStatusError(code, text, what)
 
 
-class _SftpFile:
-    """A remote file open for writing, with up to PIPELINE_DEPTH writes unacknowledged."""
+@dataclass
+class _Run:
+    """Contiguous data not sent yet, starting at offset."""
 
-    def __init__(self, sftp: _Sftp, path: str) -> None:
+    offset: int
+    data: bytearray = field(default_factory=bytearray)
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+def write_size(server_limit: int | None, channel_packet: int, handle: bytes) -> int:
+    """Data bytes per SFTP write: as many whole channel packets as the server's limit allows."""
+    limit = min(server_limit or WRITE_SIZE, MAX_WRITE_SIZE)
+    overhead = _WRITE_OVERHEAD + len(handle)
+    per_packet = channel_packet - _CHANNEL_PACKET_SLACK
+    packets = max(1, (limit + overhead) // per_packet)
+    return max(1, min(limit, packets * per_packet - overhead))
+
+
+class _SftpFile:
+    """A remote file open for writing, with up to PIPELINE_DEPTH writes unacknowledged.
+
+    makedumpfile writes its page descriptors and its page data to two regions of the file in
+    turns, a few KiB at a time; data that continues a pending run (one per region, up to
+    PENDING_RUNS) joins it, so the records leave as few, large writes. Data that overlaps
+    anything pending sends everything pending first: a later record must win.
+    """
+
+    def __init__(self, sftp: _Sftp, path: str, server_limit: int | None = None) -> None:
         self.sftp = sftp
         self.path = path
         attributes = SFTPAttributes()
@@ -618,16 +654,41 @@ class _SftpFile:
         if kind != CMD_HANDLE:
             raise paramiko.SFTPError(f"create: unexpected reply type {kind}")
         self.handle = message.get_binary()
+        packet = getattr(sftp.client.sock, "out_max_packet_size", 0) or WRITE_SIZE
+        self.write_size = write_size(server_limit, packet, self.handle)
         self._in_flight: deque[tuple[int, int]] = deque()  # (request, offset)
+        self._runs: list[_Run] = []  # pending data, oldest first, never overlapping
         self._closed = False
 
     def write_at(self, offset: int, data: bytes) -> None:
-        for start in range(0, len(data), WRITE_SIZE):
-            piece = data[start:start + WRITE_SIZE]
-            self._in_flight.append((self.sftp.send(CMD_WRITE, self.handle, int64(offset + start), piece),
-                                    offset + start))
+        end = offset + len(data)
+        if any(run.offset < end and offset < run.end for run in self._runs):
+            self._send_all()
+        run = next((run for run in self._runs if run.end == offset), None)
+        if run is None:
+            if len(self._runs) >= PENDING_RUNS:
+                self._send(self._runs.pop(0), everything=True)
+            run = _Run(offset)
+            self._runs.append(run)
+        run.data += data
+        self._send(run, everything=False)
+
+    def _send_all(self) -> None:
+        while self._runs:
+            self._send(self._runs.pop(0), everything=True)
+
+    def _send(self, run: _Run, *, everything: bool) -> None:
+        """Send a run in writes of write_size; keep a short tail unless told."""
+        size, sent = self.write_size, 0
+        while len(run.data) - sent >= size or (everything and sent < len(run.data)):
+            piece = bytes(run.data[sent:sent + size])
+            offset = run.offset + sent
+            self._in_flight.append((self.sftp.send(CMD_WRITE, self.handle, int64(offset), piece), offset))
+            sent += len(piece)
             while self._in_flight and (len(self._in_flight) > PIPELINE_DEPTH or self.sftp.ready()):
                 self._settle_oldest()
+        del run.data[:sent]
+        run.offset += sent
 
     def _settle_oldest(self) -> None:
         number, offset = self._in_flight.popleft()
@@ -635,6 +696,7 @@ class _SftpFile:
 
     def finish(self) -> None:
         """Wait for every write's status, flush the file to the server's disk, close it."""
+        self._send_all()
         while self._in_flight:
             self._settle_oldest()
         try:
@@ -652,6 +714,7 @@ class _SftpFile:
             return
         self._closed = True
         self._in_flight.clear()
+        self._runs.clear()
         with contextlib.suppress(*_CONNECTION_ERRORS):  # if the connection is gone, so is the handle
             self.sftp.send(CMD_CLOSE, self.handle)
 
@@ -661,6 +724,16 @@ class _SftpRemote:
         self.client = client
         self.sftp = _Sftp(client)
         self.where = where
+        self.write_limit = self._write_limit()
+
+    def _write_limit(self) -> int | None:
+        """The largest write the server takes, if it says (OpenSSH's limits@openssh.com)."""
+        kind, message = self.sftp.call(CMD_EXTENDED, "limits@openssh.com")
+        if kind != CMD_EXTENDED_REPLY:
+            return None  # a status: the server does not know the extension
+        message.get_int64()  # max packet length
+        message.get_int64()  # max read length
+        return message.get_int64() or None
 
     def close(self) -> None:
         self.client.close()
@@ -710,7 +783,7 @@ class _SftpRemote:
 
     @contextmanager
     def _open(self, path: str) -> Iterator[_SftpFile]:
-        remote = _SftpFile(self.sftp, path)
+        remote = _SftpFile(self.sftp, path, self.write_limit)
         try:
             yield remote
         finally:
