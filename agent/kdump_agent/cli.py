@@ -8,7 +8,9 @@ Every module is imported here, eagerly: a frozen binary missing a module then fa
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import platform
 import shlex
 import sys
 from pathlib import Path
@@ -19,10 +21,17 @@ from . import log as agent_log
 from .capture import capture, handed_over, last_resort
 from .config import TargetKind
 from .context import DEFAULT_CONFIG_PATH, Paths
-from .host.mkinitrd import mkinitrd
+from .host import crashtest, service, status
+from .host.estimate import Estimate, grub_advice, report
+from .host.hostpaths import HostPaths, read_text
+from .host.kexec import default_kernel, load, load_problems, plan_load
+from .host.mkinitrd import default_output, mkinitrd
 from .host.netpack import DEFAULT_KNOWN_HOSTS
+from .host.propagate import USER_KNOWN_HOSTS, propagate
 from .host.restore_raw import Outcome as RestoreOutcome
 from .host.restore_raw import restore_raw
+from .host.sizing import estimate_here
+from .host.stamp import config_changed
 from .machine import dot, mermaid, table_rows
 
 EXIT_OK = 0
@@ -31,6 +40,11 @@ EXIT_BAD_CONFIG = 2
 # `capture` mounted the root file system for mount_root_run_init: the initramfs hook lets
 # dracut's init switch to it instead of rebooting (dracut-module/55kdump-agent).
 EXIT_HANDED_OVER = 75
+
+# The machine's files (/proc, /sys, /etc/default, /boot): the host modules take them as a
+# parameter so their tests can point them elsewhere; the commands use the real ones.
+HOST = HostPaths()
+log = logging.getLogger("kdump-agent")
 
 
 def _load_or_report(path: str) -> kdump_config.Config | None:
@@ -69,13 +83,95 @@ def _mkinitrd(args: argparse.Namespace) -> int:
     if loaded is None:
         print(f"{args.config}: not building an initramfs from a config with errors", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    built = mkinitrd(loaded, output=Path(args.output), binary=args.binary, kver=args.kver,
-                     kmoddir=args.kmoddir, dry_run=args.dry_run,
+    built = mkinitrd(loaded, output=Path(args.output) if args.output else None, binary=args.binary,
+                     kver=args.kver, kmoddir=args.kmoddir, dry_run=args.dry_run, force=args.force,
                      known_hosts_files=args.known_hosts or DEFAULT_KNOWN_HOSTS)
     if args.dry_run:
         if built.recorded_target:
             print(f"recorded target: {built.recorded_target.as_json()}")
         print(shlex.join([f"{k}={v}" for k, v in built.env.items()] + built.argv))
+        print(f"{built.output}: {built.skipped or 'would be built: ' + '; '.join(built.reasons)}")
+    else:
+        print(f"{built.output}: {built.skipped or 'built (' + '; '.join(built.reasons) + ')'}")
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace) -> int:
+    kver = platform.release()
+    kernel = args.kernel or default_kernel(HOST, kver)
+    initrd = args.initrd or str(default_output(kver, HOST))
+    plan = plan_load(HOST, kernel=kernel, initrd=initrd)
+    if args.dry_run:
+        print(shlex.join(plan.argv(file_load=True)))
+        print(f"if kexec_file_load is refused: {shlex.join(plan.argv(file_load=False))}")
+        for problem in load_problems(plan, HOST):
+            print(f"would fail: {problem}", file=sys.stderr)
+        return EXIT_OK
+    if config_changed(Path(initrd), args.config):  # the image carries the config as it was
+        log.warning("%s changed since %s was built: the capture would use the old copy; "
+                    "`kdump-agent start` rebuilds and reloads", args.config, initrd)
+    how = load(plan, HOST)
+    print(f"capture kernel {kernel} loaded ({how}) with {initrd}")
+    return EXIT_OK
+
+
+def _start(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_BAD_CONFIG
+    print(service.start(loaded, HOST, binary=args.binary))
+    return EXIT_OK
+
+
+def _stop(args: argparse.Namespace) -> int:
+    print(service.stop(HOST))
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    kver = platform.release()
+    kernel, image = default_kernel(HOST, kver), default_output(kver, HOST)
+
+    def estimate(config: kdump_config.Config | None) -> Estimate | str:
+        try:
+            return estimate_here(config, HOST, kernel=kernel, image=str(image))
+        except OSError as error:
+            return str(error)
+
+    checks = status.run_checks(args.config, HOST, image=image, estimate=estimate)
+    print(f"kdump-agent {__version__}, kernel {kver}")
+    for line in status.report(checks):
+        print(line)
+    return EXIT_OK if status.ready(checks) else EXIT_FAILURE
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    kver = platform.release()
+    try:
+        loaded: kdump_config.Config | None = kdump_config.load(args.config)
+    except kdump_config.ConfigErrors as errors:
+        log.warning("%s: %s; estimating for a dump to a local disk", args.config, errors.errors[0].message)
+        loaded = None
+    estimate = estimate_here(loaded, HOST, kernel=default_kernel(HOST, kver),
+                             image=str(default_output(kver, HOST)))
+    advice = grub_advice(estimate.recommended, read_text(HOST.grub_defaults), HOST.grub_defaults)
+    print("\n".join([*report(estimate), "", *advice]))
+    return EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    crashtest.crash_now(HOST, assume_yes=args.yes)
+    print("not crashing: the answer was not `yes`")
+    return EXIT_FAILURE
+
+
+def _propagate(args: argparse.Namespace) -> int:
+    loaded = _load_or_report(args.config)
+    if loaded is None:
+        return EXIT_BAD_CONFIG
+    destination = propagate(loaded, known_hosts=args.known_hosts)
+    print(f"{destination} accepts {destination.key_path}; its host key is in {args.known_hosts}. "
+          "Now `kdump-agent start` packs both into the capture initramfs.")
     return EXIT_OK
 
 
@@ -133,9 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("mkinitrd", help="build the capture initramfs with dracut",
                                 description="Validate the config, then build a capture initramfs "
-                                            "with dracut and kdump-agent's dracut module.")
+                                            "with dracut and kdump-agent's dracut module, unless the "
+                                            "stamp next to it (IMAGE.stamp) shows nothing changed.")
     build.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
-    build.add_argument("-o", "--output", required=True, help="the initramfs to write")
+    build.add_argument("-o", "--output",
+                       help="the initramfs to write (default: /boot/initramfs-KVERkdump.img, or under "
+                            "/var/lib/kdump-agent when /boot is read-only)")
+    build.add_argument("--force", action="store_true",
+                       help="build even when the image's stamp says it is up to date")
     build.add_argument("--kver", help="kernel version (default: the running kernel)")
     build.add_argument("--kmoddir", help="kernel modules directory (default: /lib/modules/KVER)")
     build.add_argument("--binary", type=Path,
@@ -155,12 +256,80 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--path", help="where dumps go (default: the config's `path`)")
     restore.set_defaults(func=_restore_raw)
 
+    _add_host_commands(commands)
+
     states = commands.add_parser("states", help="print the capture state machine's transitions")
     graph = states.add_mutually_exclusive_group()
     graph.add_argument("--mermaid", action="store_true", help="as a mermaid flowchart")
     graph.add_argument("--dot", action="store_true", help="as a Graphviz digraph")
     states.set_defaults(func=_states)
     return parser
+
+
+def _add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The service an admin runs on the host: load, status, estimate, test, start, propagate."""
+    loader = commands.add_parser(
+        "load", help="load the capture kernel (kexec -p)",
+        description="Load the capture kernel with kexec -s -p (kexec_file_load), or kexec -p if that "
+                    "is refused. Its command line is the running one with RHEL's edits, and "
+                    "KDUMP_COMMANDLINE_APPEND/_REMOVE from /etc/default/kdump-agent.")
+    loader.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH,
+                        help="warn when this file changed since the initramfs was built")
+    loader.add_argument("--kernel", help="the capture kernel (default: /boot/vmlinuz-$(uname -r))")
+    loader.add_argument("--initrd", help="the capture initramfs (default: mkinitrd's default output)")
+    loader.add_argument("--dry-run", action="store_true", help="print the kexec command only")
+    loader.set_defaults(func=_load)
+
+    unloader = commands.add_parser("unload", help="unload the capture kernel (kexec -p -u)",
+                                   description="Unload the capture kernel: a panic is then not dumped.")
+    unloader.set_defaults(func=_stop)
+
+    starter = commands.add_parser(
+        "start", help="what the boot service runs: restore a raw dump, rebuild if needed, load",
+        description="Refuse without a crashkernel= reservation; restore a dump left on a raw target; "
+                    "rebuild the capture initramfs if its inputs changed; load the capture kernel.")
+    starter.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    starter.add_argument("--binary", type=Path,
+                         help="agent binary to pack (default: this program, when frozen)")
+    starter.set_defaults(func=_start)
+
+    stopper = commands.add_parser("stop", help="unload the capture kernel (the boot service's stop)",
+                                  description="Same as unload.")
+    stopper.set_defaults(func=_stop)
+
+    checker = commands.add_parser(
+        "status", help="is this machine ready to dump? one line per check, with the fix",
+        description="Check the reservation, the loaded capture kernel, the config, the initramfs, "
+                    "the target, the size, and the lockup and SysRq settings. Exit 1 when a panic "
+                    "now would not be dumped.")
+    checker.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    checker.set_defaults(func=_status)
+
+    sizer = commands.add_parser(
+        "estimate", help="the crashkernel= size this machine needs, as its parts",
+        description="Add up the capture kernel, the unpacked initramfs, kdump-agent and makedumpfile; "
+                    "compare with the seed's rule and RHEL 9's default; print the crashkernel= value "
+                    "and the GRUB line that reserves it.")
+    sizer.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH,
+                       help="its target decides kdump-agent's share (network dumps need more)")
+    sizer.set_defaults(func=_estimate)
+
+    tester = commands.add_parser(
+        "test", help="crash this machine now (sysrq-c) to prove the dump works",
+        description="Refuse unless a capture kernel is loaded; ask for `yes`; sync; then write c "
+                    "to /proc/sysrq-trigger.")
+    tester.add_argument("--yes", action="store_true", help="do not ask (automated tests)")
+    tester.set_defaults(func=_test)
+
+    propagator = commands.add_parser(
+        "propagate", help="set up key login to the ssh target and pin its host key",
+        description="Create the sshkey if missing (ed25519), show the server's host key and record "
+                    "it after you confirm, install the public key with ssh-copy-id (it asks for the "
+                    "password), then log in with the key alone.")
+    propagator.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    propagator.add_argument("--known-hosts", default=USER_KNOWN_HOSTS,
+                            help=f"where to record the host key (default: {USER_KNOWN_HOSTS})")
+    propagator.set_defaults(func=_propagate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,16 +4,22 @@ The image is lean by default: dracut's `base` module and ours (no systemd), and 
 mode only the drivers on the path to the dump target. The reservation is spent on the
 initramfs before anything else (DESIGN §6), so everything left out is memory the
 collector can use.
+
+Like kdumpctl, it rebuilds only when something the image is made of changed: the build's
+inputs are compared with the stamp kept next to the image (stamp.py), and dracut, which
+takes a minute, does not run when they are equal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import platform
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +31,10 @@ from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
 from ..targets.local import FilesystemTarget
 from .blockdev import drivers_for, filesystem_holding, resolve_spec
+from .hostpaths import HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
 from .restore_raw import has_filesystem
+from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
 
 log = logging.getLogger("kdump-agent")
 
@@ -47,6 +55,22 @@ class BuildPlan:
     env: dict[str, str]
     recorded_target: FilesystemTarget | None
     recorded_rootfs: FilesystemTarget | None = None
+    output: Path | None = None
+    skipped: str | None = None  # why dracut did not run: "up to date", force_no_rebuild
+    reasons: tuple[str, ...] = ()  # why it ran (or, with --dry-run, would run)
+
+
+def default_output(kver: str, paths: HostPaths = HostPaths()) -> Path:
+    """RHEL's name and place, /boot/initramfs-<kver>kdump.img; under /var/lib/kdump-agent
+    when /boot cannot be written (a read-only or shared /boot) and holds no image yet.
+
+    `load` and `status` find the image by the same rule.
+    """
+    name = f"initramfs-{kver}kdump.img"
+    boot = Path(paths.boot_dir) / name
+    if boot.exists() or writable_dir(paths.boot_dir):
+        return boot
+    return Path(paths.state_dir) / name
 
 
 def bundled_module_dir() -> Path:
@@ -183,25 +207,78 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs)
 
 
-def mkinitrd(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,
-             kmoddir: str | None = None, dry_run: bool = False,
-             known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> BuildPlan:
-    """Build the capture initramfs for a validated config; returns what was run."""
-    if config.force_no_rebuild and output.exists() and not dry_run:
-        log.info("force_no_rebuild is set in %s and %s exists: not rebuilding", config.source, output)
-        return BuildPlan(argv=[], env={}, recorded_target=None)
-    binary = binary or default_binary()
-    if not os.access(binary, os.X_OK):
-        raise KdumpError(f"agent binary {binary} is not executable")
-    kver = kver or platform.release()
+@contextlib.contextmanager
+def _planned(config: Config, *, output: Path, binary: Path, kver: str, kmoddir: str | None,
+             known_hosts_files: Sequence[str]) -> Iterator[tuple[BuildPlan, dict[str, str], Path]]:
+    """The plan, the inputs it would build from (for the stamp), and its staging directory,
+    which lives as long as the context."""
     with tempfile.TemporaryDirectory(prefix="kdump-agent-mkinitrd.") as scratch:
         staging = Path(scratch)
         build_plan = plan(config, config_file=Path(config.source).resolve(), output=output,
                           binary=binary.resolve(), kver=kver, kmoddir=kmoddir, staging=staging,
                           dracut_dir=staging / "dracut", known_hosts_files=known_hosts_files)
+        modules_dep = Path(kmoddir or f"/lib/modules/{kver}") / "modules.dep"
+        inputs = describe(build_plan.argv, build_plan.env, kver=kver, modules_dep=modules_dep,
+                          module_dir=bundled_module_dir())
+        yield dataclasses.replace(build_plan, output=output), inputs, staging
+
+
+def _rebuild_reasons(output: Path, inputs: dict[str, str]) -> list[str]:
+    if not output.exists():
+        return [f"{output} does not exist"]
+    return changes(read_stamp(output), inputs)
+
+
+def image_changes(config: Config, *, output: Path, binary: Path | None = None, kver: str | None = None,
+                  kmoddir: str | None = None,
+                  known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> list[str]:
+    """Why `mkinitrd` would rebuild output now; [] when it is up to date (`status` asks this).
+
+    Run from the source tree, the binary to compare is the one the image's stamp names.
+    """
+    kver = kver or platform.release()
+    if binary is None:
+        binary = default_binary() if getattr(sys, "frozen", False) else stamped_binary(output)
+    if binary is None:
+        return [f"{output} does not exist" if not output.exists() else f"{output} has no stamp"]
+    if not binary.is_file():
+        return [f"the agent binary {binary} it was built with no longer exists"]
+    with _planned(config, output=output, binary=binary, kver=kver, kmoddir=kmoddir,
+                  known_hosts_files=known_hosts_files) as (_, inputs, _staging):
+        return _rebuild_reasons(output, inputs)
+
+
+def mkinitrd(config: Config, *, output: Path | None = None, binary: Path | None = None,
+             kver: str | None = None, kmoddir: str | None = None, dry_run: bool = False,
+             known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS, force: bool = False,
+             paths: HostPaths = HostPaths()) -> BuildPlan:
+    """Build the capture initramfs for a validated config unless it is up to date; returns
+    what was run (or, with dry_run, would run) and why."""
+    kver = kver or platform.release()
+    output = output or default_output(kver, paths)
+    if config.force_no_rebuild and output.exists() and not dry_run:
+        log.info("force_no_rebuild is set in %s and %s exists: not rebuilding", config.source, output)
+        return BuildPlan(argv=[], env={}, recorded_target=None, output=output,
+                         skipped=f"force_no_rebuild is set in {config.source}")
+    binary = binary or default_binary()
+    if not os.access(binary, os.X_OK):
+        raise KdumpError(f"agent binary {binary} is not executable")
+    with _planned(config, output=output, binary=binary, kver=kver, kmoddir=kmoddir,
+                  known_hosts_files=known_hosts_files) as (build_plan, inputs, staging):
+        forced = "--force was given" if force else (
+            f"force_rebuild is set in {config.source}" if config.force_rebuild else None)
+        reasons = [forced] if forced else _rebuild_reasons(output, inputs)
+        if not reasons:
+            log.info("%s is up to date: not rebuilding", output)
+            return dataclasses.replace(build_plan, skipped="up to date")
+        build_plan = dataclasses.replace(build_plan, reasons=tuple(reasons))
         if dry_run:
             return build_plan
+        log.info("building %s: %s", output, "; ".join(reasons))
+        remove_stamp(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
         overlay_dracut_dir(staging / "dracut", bundled_module_dir())
         system.run(build_plan.argv, timeout=DRACUT_TIMEOUT, stdout=None, extra_env=build_plan.env)
+        write_stamp(output, inputs, binary.resolve())
     log.info("capture initramfs written to %s (%d bytes)", output, output.stat().st_size)
     return build_plan

@@ -1,0 +1,199 @@
+"""How large a crashkernel= reservation this machine needs, shown as its parts.
+
+Everything the capture uses comes out of the reservation: the capture kernel itself and
+what it allocates as it runs, its initramfs unpacked into RAM, kdump-agent (its one-file
+unpack is RAM too) and the collector. Their sum, or the seed's rule when that is larger,
+rounded up to 16M, is the recommendation. The parts that can be read from this machine's
+files are (imagesize.py); the rest are figures `make bench` measured, kept below. The
+kernel's run-time share is what the other parts leave of the benchmark's measured floor,
+so that the benchmark's own guest comes out at exactly that floor.
+
+The functions here do no I/O; the caller measures the files and passes the figures in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..config import TargetKind
+
+MIB = 1 << 20
+GIB = 1 << 30
+TIB = 1 << 40
+PAGE = 4096
+ROUND_TO = 16 * MIB  # the step `make bench` bisects in and admins write
+
+# ---- Measured figures, the one place they are kept -------------------------------------
+# From `make bench` (bench/run.py), bench/results/latest.json of 2026-11-29T04:05 (Debian 12
+# cloud kernel 6.1.0-56, 1 GiB guest, QEMU):
+# - kdump-agent's peak RSS: footprint.agent_peak_rss_kib 20536 (a dump to a local disk) and
+#   ssh.agent_peak_rss_kib 43596 (paramiko, cryptography and pyroute2 loaded);
+# - its one-file unpack into $TMPDIR, RAM in the initramfs: ~23 MiB as the binary starts.
+#   Non-SSH captures give the SSH-only 12 MiB back before the collector starts (unpacked.py);
+#   it is counted whole, as the unpack comes first;
+# - the smallest reservation that dumps: floor_mib.local 192 (176 fails in the unpack).
+#   With the kernel's 53968896-byte init_size, the 34828800-byte image
+#   (footprint.initramfs_unpacked_bytes), the agent and makedumpfile (1 GiB), the parts add
+#   up to 148 MiB: the other 44 MiB are the kernel at run time (its memory map and page
+#   tables, slab, the compressed image while it is unpacked, udev and dracut's init).
+AGENT_RSS_LOCAL = 20536 * 1024
+AGENT_RSS_NETWORK = 43596 * 1024  # NFS is not measured apart: it loads the same network stack
+AGENT_UNPACK = 23 * MIB
+KERNEL_RUNTIME = 44 * MIB
+# Stand-ins when a file is missing, from the same run: the benchmark's kernel and image.
+KERNEL_STAND_IN = 53_968_896
+INITRAMFS_STAND_IN = 34_828_800
+# makedumpfile, from the seed article (DESIGN.md §6): 2 bits of bitmap per 4 KiB page of the
+# crashed machine's RAM, plus about 20 MB to copy with.
+MAKEDUMPFILE_BASE = 20 * MIB
+# The seed's crashkernel=auto: 128M, plus 64M per TiB of RAM.
+SEED_BASE = 128 * MIB
+SEED_PER_TIB = 64 * MIB
+# RHEL 9's default crashkernel= on x86-64, for comparison.
+RHEL9_DEFAULT = "1G-4G:192M,4G-64G:256M,64G-:512M"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One consumer of the reservation."""
+
+    name: str
+    size: int
+    source: str  # how the figure was found, so the admin can judge it
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The parts, the rules to compare them with, and the resulting recommendation."""
+
+    ram: int
+    parts: tuple[Part, ...]
+    reserved: int | None  # bytes reserved now; None: the kernel cannot reserve any
+
+    @property
+    def total(self) -> int:
+        return sum(part.size for part in self.parts)
+
+    @property
+    def seed_rule(self) -> int:
+        return seed_rule(self.ram)
+
+    @property
+    def rhel9(self) -> int:
+        return rhel_table_size(RHEL9_DEFAULT, self.ram)
+
+    @property
+    def recommended(self) -> int:
+        """The larger of the parts' sum and the seed's rule, rounded up to 16M."""
+        return round_up(max(self.total, self.seed_rule))
+
+
+def round_up(size: int, step: int = ROUND_TO) -> int:
+    return -(-size // step) * step
+
+
+def seed_rule(ram: int) -> int:
+    """The seed article's crashkernel=auto: 128M plus 64M per TiB of RAM."""
+    return SEED_BASE + math.ceil(SEED_PER_TIB * ram / TIB)
+
+
+def makedumpfile_need(ram: int) -> int:
+    """makedumpfile's bitmap (2 bits per 4 KiB page of RAM) plus its 20 MB to copy with."""
+    return math.ceil(ram / PAGE * 2 / 8) + MAKEDUMPFILE_BASE
+
+
+_SIZE = re.compile(r"([0-9]+)([KMGT]?)")
+_UNITS = {"": 1, "K": 1 << 10, "M": MIB, "G": GIB, "T": TIB}
+
+
+def _bytes(text: str) -> int:
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def rhel_table_size(table: str, ram: int) -> int:
+    """What a `start-end:size,...` crashkernel= value reserves on a machine with ram bytes.
+
+    As the kernel reads it: the first range with start <= ram < end; none: nothing reserved.
+    """
+    for entry in table.split(","):
+        span, size = entry.split(":")
+        start, end = span.split("-")
+        if _bytes(start) <= ram and (not end or ram < _bytes(end)):
+            return _bytes(size)
+    return 0
+
+
+def agent_part(kind: TargetKind | None) -> Part:
+    """kdump-agent's own peak memory for the config's kind of target."""
+    network = kind in (TargetKind.SSH, TargetKind.NFS)
+    rss = AGENT_RSS_NETWORK if network else AGENT_RSS_LOCAL
+    what = "network dump" if network else "local dump"
+    return Part("kdump-agent", rss + AGENT_UNPACK,
+                f"peak RSS {mib(rss)} ({what}) + one-file unpack {mib(AGENT_UNPACK)}, from `make bench`")
+
+
+def runtime_part() -> Part:
+    """What the capture kernel allocates as it runs, beyond its image (see KERNEL_RUNTIME)."""
+    return Part("kernel at run time", KERNEL_RUNTIME,
+                "memory map, page tables, slab, udev: the rest of `make bench`'s measured floor")
+
+
+def makedumpfile_part(ram: int) -> Part:
+    return Part("makedumpfile", makedumpfile_need(ram),
+                f"2 bits per 4 KiB page of {gib(ram)} RAM + {mib(MAKEDUMPFILE_BASE)}")
+
+
+def mib(size: int) -> str:
+    return f"{math.ceil(size / MIB)} MiB"
+
+
+def gib(size: int) -> str:
+    return f"{size / GIB:.1f} GiB"
+
+
+def megabytes(size: int) -> str:
+    """A size the way crashkernel= takes it: 144M."""
+    return f"{size // MIB}M"
+
+
+def report(estimate: Estimate) -> list[str]:
+    """What `kdump-agent estimate` prints."""
+    width = max(len(part.name) for part in estimate.parts)
+    lines = [f"{part.name:<{width}}  {mib(part.size):>8}  {part.source}" for part in estimate.parts]
+    ram = gib(estimate.ram)
+    lines += [
+        f"{'total':<{width}}  {mib(estimate.total):>8}",
+        f"{'seed rule':<{width}}  {mib(estimate.seed_rule):>8}  128M + 64M per TiB of {ram} RAM",
+        f"{'RHEL 9':<{width}}  {mib(estimate.rhel9):>8}  its default {RHEL9_DEFAULT}, for comparison",
+        "",
+        f"crashkernel={megabytes(estimate.recommended)}  (the larger of the total and the seed rule, "
+        "rounded up to 16M)",
+    ]
+    reserved = estimate.reserved
+    if reserved is None:
+        lines.append("reserved now: nothing (this kernel has no crash kexec support)")
+    elif reserved == 0:
+        lines.append("reserved now: nothing")
+    else:
+        verdict = "enough" if reserved >= estimate.recommended else "TOO SMALL"
+        lines.append(f"reserved now: {megabytes(reserved)} ({verdict})")
+    return lines
+
+
+def grub_advice(size: int, grub_defaults: str | None, grub_path: str) -> list[str]:
+    """How to reserve size with GRUB on Debian: the edited line, then update-grub."""
+    current = ""
+    for line in (grub_defaults or "").splitlines():
+        match = re.fullmatch(r"\s*GRUB_CMDLINE_LINUX_DEFAULT=(['\"]?)(.*)\1\s*", line)
+        if match:
+            current = match.group(2)
+    words = [w for w in current.split() if not w.startswith("crashkernel=")]
+    wanted = " ".join([*words, f"crashkernel={megabytes(size)}"])
+    return [f"To reserve it (GRUB on Debian): in {grub_path} set",
+            f'  GRUB_CMDLINE_LINUX_DEFAULT="{wanted}"',
+            "then run `update-grub` and reboot."]

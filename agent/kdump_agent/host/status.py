@@ -1,0 +1,242 @@
+"""`kdump-agent status`: one screen that says whether the next panic will be dumped.
+
+Each check is one line, OK or PROBLEM, and a PROBLEM carries the command or setting that
+fixes it. Checks that decide whether a dump can happen (reservation, loaded kernel,
+config, image, target, size) are blocking; the ones that only widen what gets dumped
+(a hard lockup panicking, the SysRq crash key) are advisory and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config as kdump_config
+from ..config import Config, TargetKind
+from ..errors import KdumpError
+from ..targets.nfs import NfsTarget
+from .blockdev import filesystem_holding, resolve_spec
+from .estimate import Estimate, megabytes
+from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
+from .mkinitrd import image_changes
+from .netpack import server_of
+
+CONNECT_TIMEOUT = 3.0
+NFS_PORT = 2049
+SYSRQ_ALL = 1
+SYSRQ_DUMP_BIT = 8  # the group sysrq-c (crash) belongs to: "debugging dumps"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the status screen."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    blocking: bool = True
+
+
+def check_reservation(paths: HostPaths) -> Check:
+    size = crash_size(paths)
+    name = "crashkernel reserved"
+    if size is None:
+        return Check(name, False, f"{paths.crash_size} missing: this kernel has no crash kexec support",
+                     "boot a kernel built with CONFIG_KEXEC and CONFIG_CRASH_DUMP (Debian's are)")
+    if size == 0:
+        return Check(name, False, "nothing reserved",
+                     "add crashkernel=<size> to the kernel command line and reboot (`kdump-agent estimate`)")
+    return Check(name, True, megabytes(size))
+
+
+def check_loaded(paths: HostPaths) -> Check:
+    if crash_loaded(paths):
+        return Check("capture kernel loaded", True, "a panic now boots the capture kernel")
+    return Check("capture kernel loaded", False, "no: a panic now is not dumped",
+                 "kdump-agent start (or: systemctl start kdump-agent)")
+
+
+def check_config(config_path: str) -> tuple[Check, Config | None]:
+    try:
+        loaded = kdump_config.load(config_path)
+    except kdump_config.ConfigErrors as errors:
+        shown = "; ".join(str(error) for error in errors.errors[:3])
+        more = f" (and {len(errors.errors) - 3} more)" if len(errors.errors) > 3 else ""
+        unreadable = errors.errors[0].line == 0
+        fix = (f"write {config_path} (kdump.conf(5)); an empty file means the defaults: dump to "
+               "/var/crash on its own file system") if unreadable else (
+            f"kdump-agent check-config -c {config_path} lists them all")
+        return Check("config valid", False, shown + more, fix), None
+    target = loaded.target
+    where = f"{target.fstype or target.kind.value} {target.spec}" if target else f"{loaded.path}, local"
+    return Check("config valid", True, f"{config_path}: dump to {where}"), loaded
+
+
+def check_image(config: Config | None, image: Path,
+                changes: Callable[[Config, Path], list[str]]) -> Check:
+    """Present and built from what the config and this machine say now (mkinitrd's check)."""
+    name = "initramfs up to date"
+    fix = f"kdump-agent mkinitrd -o {image} (start does it too)"
+    if not image.exists():
+        return Check(name, False, f"{image} does not exist", fix)
+    if config is None:
+        return Check(name, False, f"{image} exists; not checked against an invalid config", "fix the config")
+    if config.force_no_rebuild:
+        return Check(name, True, f"{image} (not checked: force_no_rebuild is set)")
+    try:
+        reasons = changes(config, image)
+    except (KdumpError, OSError) as error:
+        return Check(name, False, f"cannot tell: {error}", "fix that, then kdump-agent mkinitrd")
+    if reasons:
+        return Check(name, False, f"{image} is stale: {'; '.join(reasons)}",
+                     fix + ", then kdump-agent load")
+    return Check(name, True, str(image))
+
+
+def tcp_connect(host: str, port: int, timeout: float) -> None:
+    """Open and close a TCP connection; raises OSError. An ASCII name goes as bytes: the
+    frozen binary may lack the idna codec a str name is run through."""
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    with socket.create_connection((name, port), timeout=timeout):  # type: ignore[arg-type]
+        pass
+
+
+def check_target(config: Config | None, connect: Callable[[str, int, float], None] = tcp_connect) -> Check:
+    name = "target reachable"
+    if config is None:
+        return Check(name, False, "not checked: the config is invalid", "fix the config")
+    target = config.target
+    where = f"{config.source}:{target.line}" if target else config.source
+    fix = f"check the target in {where} and that it is up"
+    try:
+        if target is None:
+            held = filesystem_holding(config.path)
+            return Check(name, True, f"{config.path} is on {held.device} ({held.fstype})")
+        if target.kind is TargetKind.FILESYSTEM and target.fstype == "virtiofs":
+            return Check(name, True, f"virtiofs tag {target.spec}: only the capture kernel can check it")
+        if target.kind in (TargetKind.FILESYSTEM, TargetKind.RAW):
+            device = resolve_spec(target.spec)
+            if target.kind is TargetKind.RAW and not stat.S_ISBLK(os.stat(device).st_mode):
+                return Check(name, False, f"{device} is not a block device",
+                             f"point `raw` in {config.source}:{target.line} at a partition or LV")
+            return Check(name, True, f"{target.spec} is {device}")
+        server = server_of(config)
+    except (KdumpError, OSError) as error:
+        return Check(name, False, _reason(error), fix)
+    if server is None:
+        return Check(name, False, f"cannot check a {target.kind.value} target", "")
+    if isinstance(server, NfsTarget):
+        host, port = server.server, NFS_PORT
+    else:
+        host, port = server.host, server.port
+    try:
+        connect(host, port, CONNECT_TIMEOUT)
+    except OSError as error:
+        return Check(name, False, f"{host} port {port}: {_reason(error)}", fix)
+    return Check(name, True, f"{host} port {port} answers")
+
+
+def _reason(error: Exception) -> str:
+    """An error as one line: the system's words for a failed connection, not its errno repr."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g} s"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+def check_nmi_watchdog(paths: HostPaths) -> Check:
+    """A hard lockup is dumped only if the NMI watchdog sees it and is told to panic."""
+    name = "hard lockups panic"
+    watchdog = read_int(paths.nmi_watchdog)
+    lockup_panic = read_int(paths.hardlockup_panic)
+    fix = ("sysctl -w kernel.nmi_watchdog=1 kernel.hardlockup_panic=1, and the same in a file in "
+           "/etc/sysctl.d/ (advisory: other panics are dumped without it)")
+    if watchdog is None:
+        return Check(name, False, f"{paths.nmi_watchdog} missing: no hard lockup detector in this kernel, "
+                                  "a hard lockup hangs the machine undumped",
+                     "a kernel with CONFIG_HARDLOCKUP_DETECTOR (advisory)", blocking=False)
+    if watchdog != 1:
+        return Check(name, False, f"kernel.nmi_watchdog = {watchdog}: hard lockups go unnoticed", fix,
+                     blocking=False)
+    if lockup_panic == 0:
+        return Check(name, False, "kernel.nmi_watchdog = 1 but kernel.hardlockup_panic = 0: a hard "
+                                  "lockup is only logged", fix, blocking=False)
+    return Check(name, True, "kernel.nmi_watchdog = 1" + (", kernel.hardlockup_panic = 1" if lockup_panic
+                                                           else ""), blocking=False)
+
+
+def check_sysrq(paths: HostPaths) -> Check:
+    """The SysRq crash key: how an admin dumps a hung machine from the console.
+
+    /proc/sysrq-trigger (`kdump-agent test`) works for root whatever kernel.sysrq says;
+    the mask gates the keyboard and the serial console's break.
+    """
+    name = "SysRq crash key"
+    value = read_int(paths.sysrq)
+    if value is None:
+        return Check(name, False, f"{paths.sysrq} missing: no magic SysRq in this kernel, so neither "
+                                  "`kdump-agent test` nor Alt-SysRq-C can crash it",
+                     "a kernel with CONFIG_MAGIC_SYSRQ (advisory)", blocking=False)
+    if value == SYSRQ_ALL or value & SYSRQ_DUMP_BIT:
+        return Check(name, True, f"kernel.sysrq = {value}: Alt-SysRq-C crashes a hung machine into a dump",
+                     blocking=False)
+    return Check(name, False, f"kernel.sysrq = {value}: Alt-SysRq-C is ignored",
+                 f"sysctl -w kernel.sysrq={value | SYSRQ_DUMP_BIT} and the same in /etc/sysctl.d/ "
+                 "(advisory)", blocking=False)
+
+
+def check_size(estimate: Estimate | str) -> Check:
+    """The reservation against the estimate (a str: why there is no estimate)."""
+    name = "reservation large enough"
+    if isinstance(estimate, str):
+        return Check(name, False, f"no estimate: {estimate}", "kdump-agent estimate")
+    needed = megabytes(estimate.recommended)
+    reserved = estimate.reserved or 0
+    if reserved >= estimate.recommended:
+        return Check(name, True, f"{megabytes(reserved)} reserved, {needed} needed")
+    have = f"{megabytes(reserved)} reserved" if reserved else "nothing reserved"
+    return Check(name, False, f"{have}, this machine needs {needed}",
+                 f"crashkernel={needed} on the kernel command line (`kdump-agent estimate` shows how)")
+
+
+def ready(checks: list[Check]) -> bool:
+    """Whether the next panic will be dumped: every blocking check passed."""
+    return all(check.ok for check in checks if check.blocking)
+
+
+def report(checks: list[Check]) -> list[str]:
+    """The screen: one OK/PROBLEM line per check, its fix under it, then the verdict."""
+    lines: list[str] = []
+    for check in checks:
+        lines.append(f"{'OK' if check.ok else 'PROBLEM':<8} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"{'':<8}   fix: {check.fix}")
+    blocking = [check.name for check in checks if check.blocking and not check.ok]
+    advisory = [check.name for check in checks if not check.blocking and not check.ok]
+    verdict = f"NOT READY to dump: {', '.join(blocking)}" if blocking else "ready to dump"
+    if advisory:
+        verdict += f" (advisory: {', '.join(advisory)})"
+    return lines + [verdict]
+
+
+def run_checks(config_path: str, paths: HostPaths, *, image: Path,
+               estimate: Callable[[Config | None], Estimate | str],
+               changes: Callable[[Config, Path], list[str]] | None = None) -> list[Check]:
+    """Every check, in the order an admin fixes them."""
+    config_check, config = check_config(config_path)
+    return [
+        check_reservation(paths),
+        check_loaded(paths),
+        config_check,
+        check_image(config, image, changes or (lambda c, i: image_changes(c, output=i))),
+        check_target(config),
+        check_size(estimate(config)),
+        check_nmi_watchdog(paths),
+        check_sysrq(paths),
+    ]

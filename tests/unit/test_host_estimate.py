@@ -1,0 +1,139 @@
+"""The crashkernel= estimate: its rules, its parts, and the sizes read from the files."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdump_agent.config import TargetKind
+from kdump_agent.errors import KdumpError
+from kdump_agent.host import estimate as est
+from kdump_agent.host.hostpaths import HostPaths
+from kdump_agent.host.imagesize import initramfs_unpacked_bytes, kernel_memory
+from kdump_agent.host.sizing import estimate_here
+
+MIB, GIB, TIB = 1 << 20, 1 << 30, 1 << 40
+
+
+def cpio(files: dict[str, bytes]) -> bytes:
+    """A newc cpio archive, as dracut writes one, ending with TRAILER!!!."""
+    out = bytearray()
+    for name, data in [*files.items(), ("TRAILER!!!", b"")]:
+        encoded = name.encode() + b"\0"
+        fields = [0, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        out += b"070701" + b"".join(b"%08X" % field for field in fields) + encoded
+        out += bytes(-len(out) % 4) + data
+        out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
+def test_seed_rule_is_128m_plus_64m_per_tib() -> None:
+    assert est.seed_rule(1 * GIB) == 128 * MIB + 64 * 1024
+    assert est.seed_rule(2 * TIB) == 256 * MIB
+
+
+def test_makedumpfile_needs_two_bits_per_page_and_20m() -> None:
+    assert est.makedumpfile_need(1 * TIB) == 64 * MIB + 20 * MIB
+
+
+@pytest.mark.parametrize(("ram", "size"), [(512 * MIB, 0), (2 * GIB, 192 * MIB), (4 * GIB, 256 * MIB),
+                                           (63 * GIB, 256 * MIB), (64 * GIB, 512 * MIB),
+                                           (8 * TIB, 512 * MIB)])
+def test_rhel9_table_reads_ranges_as_the_kernel_does(ram: int, size: int) -> None:
+    assert est.rhel_table_size(est.RHEL9_DEFAULT, ram) == size
+
+
+def benchmark_guest(kind: TargetKind | None, image_bytes: int) -> est.Estimate:
+    """The 1 GiB guest `make bench` dumps, with Debian 12's cloud kernel."""
+    parts = (est.Part("capture kernel", 53_968_896, "init_size"), est.runtime_part(),
+             est.Part("initramfs, unpacked", image_bytes, "measured"), est.agent_part(kind),
+             est.makedumpfile_part(1 * GIB))
+    return est.Estimate(ram=1 * GIB, parts=parts, reserved=256 * MIB)
+
+
+def test_benchmark_guest_comes_out_at_the_measured_floor() -> None:
+    """bench/results/latest.json: floor_mib.local 192 (176 fails)."""
+    estimate = benchmark_guest(TargetKind.FILESYSTEM, 34_828_800)
+    assert est.megabytes(estimate.recommended) == "192M"
+    assert est.megabytes(estimate.rhel9) == "192M"
+    assert "reserved now: 256M (enough)" in est.report(estimate)
+
+
+def test_ssh_dump_counts_the_larger_agent_and_errs_on_the_large_side() -> None:
+    """floor_mib.ssh is 192 too: the unpack, not the collect, decides the floor there."""
+    assert est.agent_part(TargetKind.SSH).size - est.agent_part(None).size == (43596 - 20536) * 1024
+    assert est.megabytes(benchmark_guest(TargetKind.SSH, 35_046_400).recommended) == "224M"
+
+
+def test_small_parts_still_get_the_seed_rule() -> None:
+    estimate = est.Estimate(ram=8 * GIB, parts=(est.Part("x", 10 * MIB, ""),), reserved=0)
+    assert estimate.recommended == 144 * MIB  # 128M + 0.5M, rounded up to 16M
+    assert est.report(estimate)[-1] == "reserved now: nothing"
+
+
+def test_grub_line_keeps_the_other_options_and_replaces_crashkernel() -> None:
+    grub = 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT="quiet crashkernel=128M"\nGRUB_CMDLINE_LINUX=""\n'
+    advice = est.grub_advice(160 * MIB, grub, "/etc/default/grub")
+    assert advice[1] == '  GRUB_CMDLINE_LINUX_DEFAULT="quiet crashkernel=160M"'
+    assert advice[2] == "then run `update-grub` and reboot."
+
+
+def test_kernel_memory_is_init_size_from_the_bzimage_header(tmp_path: Path) -> None:
+    header = bytearray(0x400)
+    header[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", header, 0x206, 0x020F)
+    struct.pack_into("<I", header, 0x260, 53_968_896)
+    (tmp_path / "vmlinuz").write_bytes(bytes(header))
+    assert kernel_memory(str(tmp_path / "vmlinuz"))[0] == 53_968_896
+    (tmp_path / "Image").write_bytes(bytes(1000))
+    assert kernel_memory(str(tmp_path / "Image")) == (
+        4000, f"{tmp_path}/Image: no bzImage header; its size x 4")
+
+
+def test_initramfs_size_is_every_archive_unpacked(tmp_path: Path) -> None:
+    early = cpio({"kernel/x86/microcode/GenuineIntel.bin": b"u" * 1000})
+    main = cpio({"init": b"#!/bin/sh\n", "usr/sbin/kdump-agent": b"a" * 50_000})
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(early + bytes(512 - len(early) % 512) + gzip.compress(main))
+    assert initramfs_unpacked_bytes(str(image)) == len(early) + len(main)
+
+
+def test_zstd_archive_after_an_early_cpio_goes_to_zstd_alone(tmp_path: Path, mocker: Any) -> None:
+    early = cpio({"early_cpio": b"1\n"})
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(early + b"\x28\xb5\x2f\xfd" + b"frame")
+    seen: list[bytes] = []
+
+    def zstd(argv: list[str], consume: Any, **_: Any) -> tuple[int, subprocess.CompletedProcess[bytes]]:
+        seen.append(Path(argv[-1]).read_bytes())
+        return 4096, subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    run = mocker.patch("kdump_agent.system.run_streaming", side_effect=zstd)
+    assert initramfs_unpacked_bytes(str(image)) == len(early) + 4096
+    assert run.call_args.args[0][:3] == ["zstd", "-dc", "--"]
+    assert seen == [b"\x28\xb5\x2f\xfd" + b"frame"]
+
+
+def test_initramfs_that_is_not_an_archive_is_reported_with_its_offset(tmp_path: Path) -> None:
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(gzip.compress(cpio({"init": b"x"})) + b"garbage!")
+    with pytest.raises(KdumpError, match=r"unknown data at byte \d+"):
+        initramfs_unpacked_bytes(str(image))
+
+
+def test_missing_files_are_counted_as_the_benchmark_machine_and_say_so(tmp_path: Path) -> None:
+    paths = HostPaths(iomem=str(tmp_path / "iomem"), crash_size=str(tmp_path / "kexec_crash_size"))
+    (tmp_path / "iomem").write_text("00000000-00000fff : Reserved\n00001000-3fffffff : System RAM\n"
+                                    "  01000000-01ffffff : Kernel code\n")
+    (tmp_path / "kexec_crash_size").write_text("0\n")
+    estimate = estimate_here(None, paths, kernel=str(tmp_path / "vmlinuz"), image=str(tmp_path / "img"))
+    assert estimate.ram == 1 * GIB - 4096
+    kernel, _, image = estimate.parts[:3]
+    assert kernel.size == est.KERNEL_STAND_IN and "counted as Debian 12's cloud kernel" in kernel.source
+    assert image.size == est.INITRAMFS_STAND_IN and "not built yet" in image.source
+    assert estimate.reserved == 0

@@ -1,0 +1,141 @@
+"""`status`: each check as an admin reads it, and the verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdump_agent.config import parse
+from kdump_agent.errors import KdumpError
+from kdump_agent.host import status
+from kdump_agent.host.estimate import Estimate, Part
+from kdump_agent.host.hostpaths import HostPaths
+
+MIB = 1 << 20
+
+
+def files(tmp_path: Path, **values: str) -> HostPaths:
+    """HostPaths under tmp_path; each keyword writes that file (crash_size="0", sysrq="438", ...)."""
+    paths = HostPaths(**{name: str(tmp_path / name) for name in
+                         ("crash_size", "crash_loaded", "nmi_watchdog", "hardlockup_panic", "sysrq")})
+    for name, value in values.items():
+        Path(getattr(paths, name)).write_text(value + "\n")
+    return paths
+
+
+def test_reservation_missing_zero_and_present(tmp_path: Path) -> None:
+    assert "no crash kexec support" in status.check_reservation(files(tmp_path)).detail
+    zero = status.check_reservation(files(tmp_path, crash_size="0"))
+    assert (zero.ok, zero.detail) == (False, "nothing reserved")
+    assert "crashkernel=<size>" in zero.fix
+    assert status.check_reservation(files(tmp_path, crash_size=str(256 * MIB))) == status.Check(
+        "crashkernel reserved", True, "256M")
+
+
+def test_capture_kernel_not_loaded_says_to_start(tmp_path: Path) -> None:
+    check = status.check_loaded(files(tmp_path, crash_loaded="0"))
+    assert not check.ok and check.fix.startswith("kdump-agent start")
+    assert status.check_loaded(files(tmp_path, crash_loaded="1")).ok
+
+
+def test_config_errors_are_shown_with_file_and_line(tmp_path: Path) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("path var/crash\nfinal_action shell\n")
+    check, config = status.check_config(str(conf))
+    assert config is None and not check.ok
+    assert check.detail.startswith(f"{conf}:1: 'path' needs an absolute path")
+    missing, _ = status.check_config(str(tmp_path / "none.conf"))
+    assert "an empty file means the defaults" in missing.fix
+
+
+def test_image_stale_names_what_changed(tmp_path: Path) -> None:
+    image = tmp_path / "initramfs-6.1.0kdump.img"
+    config = parse("path /var/crash\n", "/etc/kdump.conf")
+    assert status.check_image(config, image, lambda c, i: []).detail.endswith("does not exist")
+    image.write_bytes(b"image")
+    assert status.check_image(config, image, lambda c, i: []).ok
+    stale = status.check_image(config, image, lambda c, i: ["kdump.conf /etc/kdump.conf changed"])
+    assert not stale.ok and stale.detail.endswith("is stale: kdump.conf /etc/kdump.conf changed")
+
+    def unreachable(c: Any, i: Any) -> list[str]:
+        raise KdumpError("no device with UUID=abc on this machine")
+
+    assert status.check_image(config, image, unreachable).detail == (
+        "cannot tell: no device with UUID=abc on this machine")
+    assert status.check_image(parse("force_no_rebuild 1\n", "k"), image, unreachable).ok
+
+
+@pytest.mark.parametrize(("conf", "address"), [
+    ("ssh kdump@dumps.example.com:2222\n", ("dumps.example.com", 2222)),
+    ("nfs nas.example.com:/export/crash\n", ("nas.example.com", 2049)),
+])
+def test_network_target_is_a_tcp_connect_within_seconds(conf: str, address: tuple[str, int]) -> None:
+    tried: list[tuple[str, int, float]] = []
+    check = status.check_target(parse(conf, "/etc/kdump.conf"), lambda h, p, t: tried.append((h, p, t)))
+    assert check.ok and tried == [(*address, status.CONNECT_TIMEOUT)]
+
+    def refused(host: str, port: int, timeout: float) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    down = status.check_target(parse(conf, "/etc/kdump.conf"), refused)
+    assert not down.ok and "Connection refused" in down.detail
+    assert down.fix == "check the target in /etc/kdump.conf:1 and that it is up"
+
+
+def test_local_target_device_must_be_present(mocker: Any) -> None:
+    mocker.patch.object(status, "resolve_spec", return_value="/dev/sdb1")
+    assert status.check_target(parse("xfs LABEL=dump\n", "k")).detail == "LABEL=dump is /dev/sdb1"
+    mocker.patch.object(status, "resolve_spec", side_effect=KdumpError("no device with LABEL=dump"))
+    assert not status.check_target(parse("xfs LABEL=dump\n", "k")).ok
+
+
+def test_hard_lockup_needs_the_watchdog_and_the_panic_switch(tmp_path: Path) -> None:
+    off = status.check_nmi_watchdog(files(tmp_path, nmi_watchdog="0"))
+    assert not off.ok and not off.blocking and "kernel.nmi_watchdog=1" in off.fix
+    logged = status.check_nmi_watchdog(files(tmp_path, nmi_watchdog="1", hardlockup_panic="0"))
+    assert not logged.ok and "only logged" in logged.detail
+    assert status.check_nmi_watchdog(files(tmp_path, nmi_watchdog="1", hardlockup_panic="1")).ok
+
+
+@pytest.mark.parametrize(("value", "ok", "fix"), [("1", True, ""), ("184", True, ""),
+                                                  ("438", False, "sysctl -w kernel.sysrq=446"),
+                                                  ("0", False, "sysctl -w kernel.sysrq=8")])
+def test_sysrq_crash_key_needs_the_dump_bit(tmp_path: Path, value: str, ok: bool, fix: str) -> None:
+    check = status.check_sysrq(files(tmp_path, sysrq=value))
+    assert check.ok is ok and check.fix.startswith(fix) and not check.blocking
+
+
+def test_reservation_against_the_estimate() -> None:
+    needs_144 = (Part("parts", 140 * MIB, ""),)
+    assert status.check_size(Estimate(1 << 30, needs_144, reserved=256 * MIB)).ok
+    small = status.check_size(Estimate(1 << 30, needs_144, reserved=128 * MIB))
+    assert (small.ok, small.detail) == (False, "128M reserved, this machine needs 144M")
+
+
+def test_only_blocking_problems_make_the_machine_not_ready() -> None:
+    checks = [status.Check("crashkernel reserved", True, "256M"),
+              status.Check("SysRq crash key", False, "kernel.sysrq = 438", "sysctl", blocking=False)]
+    assert status.ready(checks)
+    assert status.report(checks)[-1] == "ready to dump (advisory: SysRq crash key)"
+    checks.append(status.Check("capture kernel loaded", False, "no", "kdump-agent start"))
+    assert not status.ready(checks)
+    lines = status.report(checks)
+    assert lines[-1].startswith("NOT READY to dump: capture kernel loaded")
+    assert "PROBLEM  capture kernel loaded: no" in lines and "           fix: kdump-agent start" in lines
+
+
+def test_all_checks_on_an_armed_machine(tmp_path: Path, mocker: Any) -> None:
+    paths = files(tmp_path, crash_size=str(256 * MIB), crash_loaded="1", nmi_watchdog="1",
+                  hardlockup_panic="1", sysrq="1")
+    conf = tmp_path / "kdump.conf"
+    conf.write_text("ext4 UUID=abc\n")
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    mocker.patch.object(status, "resolve_spec", return_value="/dev/vdb")
+    checks = status.run_checks(str(conf), paths, image=image,
+                               estimate=lambda c: Estimate(1 << 30, (Part("p", 140 * MIB, ""),), 256 * MIB),
+                               changes=lambda c, i: [])
+    assert [c.name for c in checks if not c.ok] == []
+    assert status.report(checks)[-1] == "ready to dump"
