@@ -56,18 +56,18 @@ def benchmark_guest(kind: TargetKind | None, image_bytes: int) -> est.Estimate:
     return est.Estimate(ram=1 * GIB, parts=parts, reserved=256 * MIB)
 
 
-def test_benchmark_guest_comes_out_at_the_measured_floor() -> None:
-    """bench/results/latest.json: floor_mib.local 192 (176 fails)."""
+def test_benchmark_guest_comes_out_one_step_above_the_measured_floor() -> None:
+    """`make bench`: a local dump works at 144M and fails at 128M."""
     estimate = benchmark_guest(TargetKind.FILESYSTEM, 34_828_800)
-    assert est.megabytes(estimate.recommended) == "192M"
+    assert est.megabytes(estimate.recommended) == "160M"
     assert est.megabytes(estimate.rhel9) == "192M"
     assert "reserved now: 256M (enough)" in est.report(estimate)
 
 
 def test_ssh_dump_counts_the_larger_agent_and_errs_on_the_large_side() -> None:
-    """floor_mib.ssh is 192 too: the unpack, not the collect, decides the floor there."""
+    """`make bench`: an SSH dump works at 160M and runs out of memory at 144M."""
     assert est.agent_part(TargetKind.SSH).size - est.agent_part(None).size == (43596 - 20536) * 1024
-    assert est.megabytes(benchmark_guest(TargetKind.SSH, 35_046_400).recommended) == "224M"
+    assert est.megabytes(benchmark_guest(TargetKind.SSH, 35_046_400).recommended) == "192M"
 
 
 def test_small_parts_still_get_the_seed_rule() -> None:
