@@ -40,7 +40,7 @@ report)
 panic)
     say "service $(systemctl is-active kdump-agent.service)"
     kdump-agent status > /dev/console 2>&1; rc=$?; say "status rc=$rc"
-    if [ "$rc" = 0 ]; then sync; say "panicking"; echo c > /proc/sysrq-trigger; fi
+    if [ "$rc" = 0 ]; then say "panicking"; kdump-agent test --yes > /dev/console 2>&1; fi
     systemctl poweroff ;;
 check)
     for d in /var/crash/*/; do say "dump $d"; ls -l "$d" > /dev/console; done

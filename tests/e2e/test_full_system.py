@@ -6,7 +6,8 @@ Three boots of one disk:
    prints the reservation this machine needs;
 2. with crashkernel= at that estimate: the service builds the capture initramfs inside the
    guest (dracut, hostonly) and loads it; the test unit waits for `status` to report ready
-   and panics the machine with sysrq-c; the capture kernel saves the dump to /var/crash on
+   and panics the machine with `kdump-agent test --yes` (sysrq-c, as the seed's section 7
+   does by hand); the capture kernel saves the dump to /var/crash on
    the root file system (no target line) and reboots;
 3. the system comes back and finds the dump in /var/crash.
 """
