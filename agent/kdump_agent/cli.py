@@ -23,7 +23,7 @@ from .config import TargetKind
 from .context import DEFAULT_CONFIG_PATH, Paths
 from .host import crashtest, service, status
 from .host.estimate import Estimate, grub_advice, report
-from .host.hostpaths import HostPaths, read_text
+from .host.hostpaths import HostPaths
 from .host.kexec import default_kernel, load, load_problems, plan_load
 from .host.mkinitrd import default_output, mkinitrd
 from .host.netpack import DEFAULT_KNOWN_HOSTS
@@ -33,6 +33,7 @@ from .host.restore_raw import restore_raw
 from .host.sizing import estimate_here
 from .host.stamp import config_changed
 from .machine import dot, mermaid, table_rows
+from .system import read_text
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

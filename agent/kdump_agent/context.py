@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .config import Action, Config
 from .runner import Journal
+from .system import file_sha256
 from .targets.local import FilesystemTarget
 from .targets.nfs import NfsTarget
 from .targets.raw import RawTarget
@@ -57,11 +57,7 @@ class FileRecord:
     @classmethod
     def of(cls, path: Path, name: str | None = None) -> FileRecord:
         """Size and sha256 of a file, so a copy of the dump can be checked later."""
-        digest = hashlib.sha256()
-        with open(path, "rb") as saved:
-            while chunk := saved.read(1 << 20):
-                digest.update(chunk)
-        return cls(name=name or path.name, size=path.stat().st_size, sha256=digest.hexdigest())
+        return cls(name=name or path.name, size=path.stat().st_size, sha256=file_sha256(path))
 
 
 @dataclass

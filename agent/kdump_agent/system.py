@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import hashlib
 import logging
 import os
 import re
@@ -287,6 +288,24 @@ def umount(target: str, *, force: bool = False) -> None:
     """
     flags = MNT_FORCE | MNT_DETACH if force else 0
     _check(_libc.umount2(target.encode(), flags), "umount", target)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist or cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except OSError:
+        return None
 
 
 def fsync(path: str | os.PathLike[str]) -> None:

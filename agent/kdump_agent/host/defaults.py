@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import KdumpError
-from .hostpaths import read_text
+from ..system import read_text
 
 log = logging.getLogger("kdump-agent")
 

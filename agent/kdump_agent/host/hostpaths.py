@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..system import read_text
+
 
 @dataclass(frozen=True)
 class HostPaths:
@@ -29,15 +31,6 @@ class HostPaths:
     grub_defaults: str = "/etc/default/grub"
     boot_dir: str = "/boot"
     state_dir: str = "/var/lib/kdump-agent"  # the image's place when /boot is read-only
-
-
-def read_text(path: str) -> str | None:
-    """The file's text, or None when it does not exist or cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return file.read()
-    except OSError:
-        return None
 
 
 def read_int(path: str) -> int | None:

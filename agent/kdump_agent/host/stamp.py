@@ -18,6 +18,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..system import file_sha256
+
 STAMP_FORMAT = 1
 STAMP_SUFFIX = ".stamp"
 
@@ -35,20 +37,11 @@ def stamp_path(image: Path) -> Path:
     return image.with_name(image.name + STAMP_SUFFIX)
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tree_digest(root: Path) -> str:
     """sha256 over the names and contents of every file under root (our dracut module)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + file_digest(path).encode())
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + file_sha256(path).encode())
     return digest.hexdigest()
 
 
@@ -59,14 +52,14 @@ def describe(argv: Sequence[str], env: Mapping[str, str], *, kver: str, modules_
               "dracut module": tree_digest(module_dir)}
     for variable, label in _FILE_INPUTS.items():
         if env.get(variable):
-            inputs[f"{label} {env[variable]}"] = file_digest(env[variable])
+            inputs[f"{label} {env[variable]}"] = file_sha256(env[variable])
     for packed in filter(None, env.get(_PACKED_LIST, "").split("\n")):
-        inputs[f"packed file {packed}"] = file_digest(packed)
+        inputs[f"packed file {packed}"] = file_sha256(packed)
     for variable in _RECORD_INPUTS:
         if env.get(variable):
-            inputs[f"record {os.path.basename(env[variable])}"] = file_digest(env[variable])
+            inputs[f"record {os.path.basename(env[variable])}"] = file_sha256(env[variable])
     if modules_dep is not None and modules_dep.is_file():
-        inputs[f"kernel modules {modules_dep}"] = file_digest(modules_dep)
+        inputs[f"kernel modules {modules_dep}"] = file_sha256(modules_dep)
     return inputs
 
 
@@ -126,4 +119,4 @@ def config_changed(image: Path, config_path: str) -> bool:
     if not isinstance(inputs, dict) or not os.path.isfile(config_path):
         return False
     recorded = inputs.get(f"{_FILE_INPUTS['KDUMP_AGENT_CONF']} {os.path.realpath(config_path)}")
-    return isinstance(recorded, str) and recorded != file_digest(config_path)
+    return isinstance(recorded, str) and recorded != file_sha256(config_path)

@@ -13,9 +13,8 @@ import ipaddress
 import json
 import logging
 import time
-from pathlib import Path
 
-from .. import network
+from .. import network, system
 from ..context import Capture
 from ..errors import KdumpError
 from ..network import NetworkPlan
@@ -44,8 +43,8 @@ def network_up(capture: Capture, deadline: float) -> str:
     if host is None:
         return "no network target"
     started = time.monotonic()
-    record_text = _read(capture.paths.recorded_network)
-    plan = network.choose_plan(_read(capture.paths.cmdline) or "", record_text)
+    record_text = system.read_text(capture.paths.recorded_network)
+    plan = network.choose_plan(system.read_text(capture.paths.cmdline) or "", record_text)
     if plan is None:
         log.warning("no ip= on the kernel command line and no network recorded by mkinitrd: "
                     "trying DHCP on the only Ethernet NIC")
@@ -94,9 +93,3 @@ def _recorded_address(record_text: str | None, host: str) -> str | None:
     address = record.get("target")
     return address if isinstance(address, str) else None
 
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return None
