@@ -50,7 +50,7 @@ from guest import Kernel, boot, build_panic_initrd, default_cache_dir, fetch_ker
 from scenario import (  # noqa: E402
     BINARY,
     CAPTURE_CMDLINE,
-    GUEST_ADDRESS,
+    DHCP_CMDLINE,
     HOST_FROM_GUEST,
     LEAN_DRACUT_ARGS,
     PANIC_MARK,
@@ -59,6 +59,7 @@ from scenario import (  # noqa: E402
     cache_dir,
     dmesg_from_vmcore,
     find_dumps,
+    network_dump_dirs,
     replay_journal,
 )
 from sshd import ClientKey, Sshd, keygen  # noqa: E402
@@ -75,7 +76,6 @@ BOOT_TIMEOUT_S = 300
 DISK_UUID = "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10}
 OURS_CONFIG = f"ext4 UUID={DISK_UUID}\npath /var/crash\n{LEAN_DRACUT_ARGS}\n"
-SSH_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
 # The loopback sample: a flattened stream as the capture sends, uncompressed for size (108 MiB of
 # the cached vmcore; with the capture's -l -d 31 it is 39 MiB, and each send is then mostly the
 # session set-up, ~0.2 s of ~0.45 s).
@@ -121,8 +121,7 @@ class SshServer:
         self._before: set[Path] = set()
 
     def _dirs(self) -> set[Path]:
-        return {p for p in self.dumps.iterdir() if p.name.startswith(f"{GUEST_ADDRESS}-")} \
-            if self.dumps.is_dir() else set()
+        return set(network_dump_dirs(self.dumps))
 
     def attach(self, workdir: Path) -> list[Path]:
         self._before = self._dirs()
@@ -469,7 +468,7 @@ def main() -> int:
         log(f"sshd on 127.0.0.1:{server.port}; building the SSH image")
         ssh_image = build_ssh_image(kernel, server, client_key, dumps, work / "ssh")
         over_ssh = Variant("kdump-agent-ssh", ssh_image, lambda console: "dump saved in" in console,
-                           SshServer(dumps), capture_cmdline=SSH_CMDLINE)
+                           SshServer(dumps), capture_cmdline=DHCP_CMDLINE)
 
         floors: dict[str, int | None] = {}
         floor_runs: dict[str, list[Run]] = {}

@@ -4,13 +4,16 @@ read back what the capture kernel saved. Shared by the e2e tests and `make demo`
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ STANDARD_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"
 USER_NETWORK = ("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
 GUEST_ADDRESS = "10.0.2.15"  # what QEMU's DHCP server hands out
 HOST_FROM_GUEST = "10.0.2.2"  # QEMU's gateway: connections to it reach 127.0.0.1 here
+DHCP_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
 DUMP_DIR = re.compile(r"^(?P<path>.*/)?127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
 
 
@@ -175,3 +179,34 @@ def dmesg_from_vmcore(vmcore: Path, out: Path) -> str:
                    timeout=120, stdout=subprocess.DEVNULL)
     return out.read_text(errors="replace")
 
+
+
+def network_dump_dirs(parent: Path) -> list[Path]:
+    """The dump directories a network dump made under parent: <guest-ip>-<date>, RHEL's name."""
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.name.startswith(f"{GUEST_ADDRESS}-"))
+
+
+@contextlib.contextmanager
+def kill_when_partial_grows(parent: Path, kill: Callable[[], None], threshold: int) -> Iterator[None]:
+    """While the block runs, call kill() once a vmcore-incomplete under parent holds more
+    than threshold bytes: a server that dies in the middle of the dump."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for directory in network_dump_dirs(parent):
+                partial = directory / "vmcore-incomplete"
+                if partial.exists() and partial.stat().st_size > threshold:
+                    kill()
+                    return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()

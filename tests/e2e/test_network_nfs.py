@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from guest import Kernel
 from nfs_server import NfsServer
-from scenario import (CAPTURE_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS, PANIC_MARK,
-                      build_capture_initrd, dmesg_from_vmcore, panic_and_capture, with_config_overlay)
+from scenario import (DHCP_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS,
+                      PANIC_MARK, build_capture_initrd, dmesg_from_vmcore, kill_when_partial_grows,
+                      network_dump_dirs, panic_and_capture, with_config_overlay)
 
 pytestmark = pytest.mark.qemu
 
-DHCP_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
-DUMP_NAME = f"{GUEST_ADDRESS}-"
 
 
 def nfs_config(kind: str = "nfs") -> str:
@@ -39,8 +36,7 @@ def nfs_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def dump_dirs(server: NfsServer) -> list[Path]:
-    crash = server.export_path / "var" / "crash"
-    return sorted(p for p in crash.iterdir() if p.name.startswith(DUMP_NAME)) if crash.is_dir() else []
+    return network_dump_dirs(server.export_path / "var" / "crash")
 
 
 @pytest.mark.parametrize(("kind", "protocols", "version"), [("nfs4", (3, 4), "NFSv4"), ("nfs", (3,), "NFSv3")],
@@ -69,26 +65,12 @@ def test_nfs_dump_is_saved_on_the_server(kernel: Kernel, nfs_initrd: Path, kind:
     assert "final action: reboot" in result.console
 
 
-def kill_when_the_vmcore_grows(server: NfsServer, stop: threading.Event) -> None:
-    while not stop.is_set():
-        for directory in dump_dirs(server):
-            partial = directory / "vmcore-incomplete"
-            if partial.exists() and partial.stat().st_size > (2 << 20):
-                server.kill()
-                return
-        time.sleep(0.02)
-
-
 def test_nfs_server_dying_mid_dump_ends_in_the_failure_action(kernel: Kernel, nfs_initrd: Path,
                                                                tmp_path: Path) -> None:
     with NfsServer(tmp_path / "nfs") as server:
-        stop = threading.Event()
-        killer = threading.Thread(target=kill_when_the_vmcore_grows, args=(server, stop), daemon=True)
-        killer.start()
-        result = panic_and_capture(kernel, nfs_initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE,
-                                   network=True, timeout_s=400)
-        stop.set()
-        killer.join()
+        with kill_when_partial_grows(server.export_path / "var" / "crash", server.kill, 2 << 20):
+            result = panic_and_capture(kernel, nfs_initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE,
+                                       network=True, timeout_s=400)
         (dump,) = dump_dirs(server)
     assert not result.timed_out, result.tail()
     assert (dump / "vmcore-incomplete").exists() and not (dump / "vmcore").exists()

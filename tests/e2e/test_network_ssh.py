@@ -12,23 +12,20 @@ from __future__ import annotations
 
 import json
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from guest import Kernel
-from scenario import (CAPTURE_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS, PANIC_MARK,
-                      build_capture_initrd, dmesg_from_vmcore, panic_and_capture, with_config_overlay)
+from scenario import (CAPTURE_CMDLINE, DHCP_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS,
+                      PANIC_MARK, build_capture_initrd, dmesg_from_vmcore, kill_when_partial_grows,
+                      network_dump_dirs, panic_and_capture, with_config_overlay)
 from sshd import ClientKey, Sshd, free_port, keygen
 
 pytestmark = pytest.mark.qemu
 
-DHCP_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
 STATIC_CMDLINE = f"{CAPTURE_CMDLINE} ip={GUEST_ADDRESS}::{HOST_FROM_GUEST}:255.255.255.0:crashed:eth0:none"
-DUMP_NAME = f"{GUEST_ADDRESS}-"  # <guest-ip>-<date>: RHEL's name, with the capture host's address
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +60,6 @@ def ssh_initrd(kernel: Kernel, server: Sshd, client_key: ClientKey,
     return initrd, dumps
 
 
-def dump_dirs(dumps: Path) -> list[Path]:
-    return sorted(p for p in dumps.iterdir() if p.name.startswith(DUMP_NAME)) if dumps.is_dir() else []
-
-
 def check_ready_vmcore(dump: Path, tmp_path: Path) -> dict[str, object]:
     """What an admin checks: the files, their modes, a vmcore crash tools open, the manifest."""
     names = sorted(p.name for p in dump.iterdir())
@@ -90,10 +83,10 @@ def check_ready_vmcore(dump: Path, tmp_path: Path) -> dict[str, object]:
 def test_ssh_dump_leaves_a_ready_vmcore_on_the_server(
         kernel: Kernel, ssh_initrd: tuple[Path, Path], cmdline: str, tmp_path: Path) -> None:
     initrd, dumps = ssh_initrd
-    before = set(dump_dirs(dumps))
+    before = set(network_dump_dirs(dumps))
     result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=cmdline, network=True)
     assert not result.timed_out, result.tail()
-    new = [d for d in dump_dirs(dumps) if d not in before]
+    new = [d for d in network_dump_dirs(dumps) if d not in before]
     assert len(new) == 1, result.tail()
     manifest = check_ready_vmcore(new[0], tmp_path)
     network = next(s for s in manifest["states"] if s["state"] == "NETWORK_UP")
@@ -125,30 +118,19 @@ def test_ssh_changed_host_key_is_refused_before_anything_is_sent(
     pin = f"[{HOST_FROM_GUEST}]:{server.port} {' '.join(impostor.public_line.split()[:2])}\n"
     overlaid = with_config_overlay(initrd, ssh_config(server, client_key, dumps), tmp_path / "pin.img",
                                    records={"known_hosts": pin})
-    before = set(dump_dirs(dumps))
+    before = set(network_dump_dirs(dumps))
     log_before = server.log.stat().st_size
     result = panic_and_capture(kernel, overlaid, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True)
     assert not result.timed_out, result.tail()
     assert "MOUNT_TARGET failed" in result.console
     assert "HOST KEY MISMATCH" in result.console
     assert "failure action: poweroff" in result.console
-    assert set(dump_dirs(dumps)) == before  # not even the directory was made
+    assert set(network_dump_dirs(dumps)) == before  # not even the directory was made
     with open(server.log, "rb") as log:
         log.seek(log_before)
         seen_by_server = log.read().decode(errors="replace")
     assert "Connection" in seen_by_server  # the guest did reach it...
     assert "Accepted publickey" not in seen_by_server  # ...and never authenticated
-
-
-def kill_when_the_vmcore_grows(server: Sshd, dumps: Path, stop: threading.Event) -> None:
-    """Kill sshd (listener and sessions) once a vmcore-incomplete holds a few MiB."""
-    while not stop.is_set():
-        for directory in dump_dirs(dumps):
-            partial = directory / "vmcore-incomplete"
-            if partial.exists() and partial.stat().st_size > (4 << 20):
-                server.kill()
-                return
-        time.sleep(0.02)
 
 
 def test_sshd_killed_mid_transfer_leaves_vmcore_incomplete_and_runs_the_failure_action(
@@ -160,17 +142,13 @@ def test_sshd_killed_mid_transfer_leaves_vmcore_incomplete_and_runs_the_failure_
         known_hosts = victim.known_hosts(tmp_path / "kh", "ed25519", name=f"[{HOST_FROM_GUEST}]:{victim.port}")
         overlaid = with_config_overlay(initrd, ssh_config(victim, client_key, dumps), tmp_path / "victim.img",
                                        records={"known_hosts": known_hosts.read_text()})
-        stop = threading.Event()
-        killer = threading.Thread(target=kill_when_the_vmcore_grows, args=(victim, dumps, stop), daemon=True)
-        killer.start()
-        result = panic_and_capture(kernel, overlaid, [], tmp_path, capture_cmdline=DHCP_CMDLINE,
-                                   network=True, timeout_s=400)
-        stop.set()
-        killer.join()
+        with kill_when_partial_grows(dumps, victim.kill, 4 << 20):  # sshd and its sessions
+            result = panic_and_capture(kernel, overlaid, [], tmp_path, capture_cmdline=DHCP_CMDLINE,
+                                       network=True, timeout_s=400)
     finally:
         victim.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = dump_dirs(dumps)
+    (dump,) = network_dump_dirs(dumps)
     assert (dump / "vmcore-incomplete").stat().st_size > (4 << 20)
     assert not (dump / "vmcore").exists()
     assert "COLLECT failed" in result.console
