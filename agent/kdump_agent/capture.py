@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 
 from . import memory, system
 from .config import Config
 from .context import Capture, Paths
 from .deadlines import HOOKS_SECONDS, deadline_for
+from .errors import KdumpError
 from .machine import State
-from .runner import Journal, Runner, Step
+from .runner import HandOver, Journal, Runner, Step, on_commit
 from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, network_up, setup
 
 log = logging.getLogger("kdump-agent")
@@ -27,25 +29,38 @@ def loaded(capture: Capture) -> Config:
     return capture.config
 
 
+CaptureStep = Callable[[Capture], "str | HandOver | None"]
+
+
+def isolated(capture: Capture, work: CaptureStep) -> Step:
+    """The state's step: `work` fills in a fork of the capture, which the runner adopts
+    only if the state ends within its deadline (runner.on_commit)."""
+    def step() -> str | HandOver | None:
+        fork = capture.fork()
+        on_commit(partial(capture.adopt, fork))
+        return work(fork)
+    return step
+
+
 def steps_for(capture: Capture) -> dict[State, Step]:
     """Each state's work. States without an entry have nothing to do in this version."""
     def timeout(state: State) -> float:
         return deadline_for(capture, state)
 
-    return {
-        State.LOAD_CONFIG: partial(setup.load_config, capture),
-        State.RUN_PRE: lambda: hooks.run_pre(loaded(capture), HOOKS_SECONDS, capture.paths.hooks),
-        State.NETWORK_UP: lambda: network_up.network_up(capture, timeout(State.NETWORK_UP)),
-        State.MOUNT_TARGET: partial(mount.mount, capture),
-        State.PREPARE_DIR: partial(dumpdir.prepare, capture),
-        State.SAVE_DMESG: lambda: dmesg.save_dmesg(capture, timeout(State.SAVE_DMESG)),
-        State.COLLECT: lambda: collect.collect(capture, timeout(State.COLLECT)),
-        State.FINALIZE: partial(finalize.finalize, capture),
-        State.RUN_POST: lambda: hooks.run_post(loaded(capture), 0, HOOKS_SECONDS,
-                                                    capture.paths.hooks),
-        State.FINAL_ACTION: partial(actions.final_action, capture),
-        State.FAILURE_ACTION: partial(actions.failure_action, capture),
+    work: dict[State, CaptureStep] = {
+        State.LOAD_CONFIG: setup.load_config,
+        State.RUN_PRE: lambda c: hooks.run_pre(loaded(c), HOOKS_SECONDS, c.paths.hooks),
+        State.NETWORK_UP: lambda c: network_up.network_up(c, timeout(State.NETWORK_UP)),
+        State.MOUNT_TARGET: mount.mount,
+        State.PREPARE_DIR: dumpdir.prepare,
+        State.SAVE_DMESG: lambda c: dmesg.save_dmesg(c, timeout(State.SAVE_DMESG)),
+        State.COLLECT: lambda c: collect.collect(c, timeout(State.COLLECT)),
+        State.FINALIZE: lambda c: finalize.finalize(c, timeout(State.FINALIZE)),
+        State.RUN_POST: lambda c: hooks.run_post(loaded(c), 0, HOOKS_SECONDS, c.paths.hooks),
+        State.FINAL_ACTION: actions.final_action,
+        State.FAILURE_ACTION: actions.failure_action,
     }
+    return {state: isolated(capture, step) for state, step in work.items()}
 
 
 def report_memory(capture: Capture, state: State) -> None:
@@ -56,10 +71,24 @@ def report_memory(capture: Capture, state: State) -> None:
         log.info("%s: %s", state.value, line)
 
 
+def require_vmcore(vmcore: str) -> None:
+    """Refuse to run anywhere but after a crash.
+
+    Every path through the flow ends in an action that takes the machine down (reboot,
+    halt, a shell on the console), so `kdump-agent capture` typed on a running server would
+    be an outage. Only a kernel booted by kexec after a panic has /proc/vmcore.
+    """
+    if not os.path.exists(vmcore):
+        raise KdumpError(f"{vmcore} does not exist: this is not a capture kernel after a crash, and "
+                         "`capture` would end in the failure action (a reboot); nothing was done. "
+                         "To test the dump, run `kdump-agent test` (it crashes the machine on purpose)")
+
+
 def capture(paths: Paths, *, from_rootfs: bool = False) -> Capture:
     """Run the capture. On a real capture kernel this ends in reboot(2) and never returns.
     It returns when mount_root_run_init handed over (`handed_over`), or when every action
     failed, and the caller then reboots as the last resort."""
+    require_vmcore(paths.vmcore)
     os.umask(0o077)
     state = Capture(paths=paths, journal=Journal(), from_rootfs=from_rootfs)
     Runner(steps=steps_for(state), deadline_for=partial(deadline_for, state),

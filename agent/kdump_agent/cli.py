@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from . import config as kdump_config
 from . import log as agent_log
-from .capture import capture, handed_over, last_resort
+from .capture import capture, handed_over, last_resort, require_vmcore
 from .config import TargetKind
 from .context import DEFAULT_CONFIG_PATH, Paths
 from .host import crashtest, service, status
@@ -69,8 +69,11 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace) -> int:
+    agent_log.setup(to_kernel_log=False)
+    paths = Paths(config=args.config)
+    require_vmcore(paths.vmcore)  # before anything on a running system is touched, its kernel log too
     agent_log.setup(to_kernel_log=os.path.exists("/dev/kmsg") and not args.no_kernel_log)
-    done = capture(Paths(config=args.config), from_rootfs=args.from_rootfs)
+    done = capture(paths, from_rootfs=args.from_rootfs)
     if handed_over(done):
         return EXIT_HANDED_OVER
     if args.no_reboot_fallback:

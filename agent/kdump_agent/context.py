@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,19 @@ class Capture:
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     action_taken: str = ""
+
+    def fork(self) -> Capture:
+        """A copy for one state's step to fill in: its lists and dicts are its own, the
+        journal, the config and the SSH connection are shared (runner.py says why)."""
+        forked = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, (list, dict)):
+                setattr(forked, name, copy.copy(value))
+        return forked
+
+    def adopt(self, fork: Capture) -> None:
+        """Take over what a step recorded in its fork."""
+        vars(self).update(vars(fork))
 
     @property
     def where_saved(self) -> str | None:

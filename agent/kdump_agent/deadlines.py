@@ -17,6 +17,9 @@ HOOKS_SECONDS = 300.0
 SHELL_SECONDS = 4 * 3600.0
 # ~17 MiB/s: far below any disk a dump is written to, so only a stuck collector hits it.
 COLLECT_SECONDS_PER_GIB = 60.0
+# FINALIZE reads the vmcore back for its sha256: the same allowance per GiB. No work that
+# grows with the dump has a fixed deadline.
+READBACK_SECONDS_PER_GIB = COLLECT_SECONDS_PER_GIB
 
 BASE_DEADLINES: dict[State, float] = {
     State.START: 10,
@@ -27,7 +30,7 @@ BASE_DEADLINES: dict[State, float] = {
     State.PREPARE_DIR: 60,
     State.SAVE_DMESG: 120,
     State.COLLECT: 600,  # plus COLLECT_SECONDS_PER_GIB per GiB of /proc/vmcore
-    State.FINALIZE: 600,  # syncs and re-reads the vmcore for its sha256
+    State.FINALIZE: 120,  # fsync, rename; plus READBACK_SECONDS_PER_GIB for the sha256
     State.RUN_POST: HOOKS_SECONDS,
     State.FINAL_ACTION: 120,
     State.FAILURE_ACTION: 120 + 2 * HOOKS_SECONDS,  # kdump_post and kdump_emergency first
@@ -41,13 +44,23 @@ def disk_timeout(capture: Capture) -> float:
     return float(configured) if configured is not None else DEFAULT_DISK_TIMEOUT
 
 
+def _gib(vmcore: str) -> float:
+    """The crashed kernel's memory in GiB: what the collector reads, and at most what the
+    vmcore it writes holds."""
+    try:
+        return os.stat(vmcore).st_size / (1 << 30)
+    except OSError:
+        return 0.0
+
+
 def collect_seconds(vmcore: str) -> float:
     """The collector's deadline: it grows with the memory it has to read."""
-    try:
-        gib = os.stat(vmcore).st_size / (1 << 30)
-    except OSError:
-        gib = 0.0
-    return BASE_DEADLINES[State.COLLECT] + COLLECT_SECONDS_PER_GIB * gib
+    return BASE_DEADLINES[State.COLLECT] + COLLECT_SECONDS_PER_GIB * _gib(vmcore)
+
+
+def finalize_seconds(vmcore: str) -> float:
+    """FINALIZE's deadline: it grows with the vmcore it reads back."""
+    return BASE_DEADLINES[State.FINALIZE] + READBACK_SECONDS_PER_GIB * _gib(vmcore)
 
 
 def deadline_for(capture: Capture, state: State) -> float:
@@ -59,6 +72,8 @@ def deadline_for(capture: Capture, state: State) -> float:
         return base + disk_timeout(capture)
     if state is State.COLLECT:
         return collect_seconds(capture.paths.vmcore)
+    if state is State.FINALIZE:
+        return finalize_seconds(capture.paths.vmcore)
     if state is State.FAILURE_ACTION:
         return base + _failure_action_work(capture)
     return base
@@ -71,7 +86,7 @@ def _failure_action_work(capture: Capture) -> float:
         return SHELL_SECONDS
     if action is Action.DUMP_TO_ROOTFS:
         return (deadline_for(capture, State.MOUNT_TARGET) + BASE_DEADLINES[State.SAVE_DMESG]
-                + collect_seconds(capture.paths.vmcore) + BASE_DEADLINES[State.FINALIZE])
+                + collect_seconds(capture.paths.vmcore) + finalize_seconds(capture.paths.vmcore))
     if action is Action.MOUNT_ROOT_RUN_INIT:
         return deadline_for(capture, State.MOUNT_TARGET)
     return 0.0

@@ -290,12 +290,18 @@ def umount(target: str, *, force: bool = False) -> None:
     _check(_libc.umount2(target.encode(), flags), "umount", target)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file's content, read in 1 MiB blocks."""
+def file_sha256(path: str | os.PathLike[str], *, give_up_at: float | None = None) -> str:
+    """sha256 of a file's content, read in 1 MiB blocks.
+
+    With `give_up_at` (a time.monotonic() value) a read that is still going then raises
+    TimeoutError: a dump's checksum is worth having, but not worth a missed deadline.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
+            if give_up_at is not None and time.monotonic() > give_up_at:
+                raise TimeoutError(f"reading {path} back took longer than its time")
     return digest.hexdigest()
 
 
@@ -317,9 +323,34 @@ def fsync(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def sync() -> None:
-    """Flush every file system: nothing counts as saved before this returns."""
-    os.sync()
+# sync(2) waits for every file system, a dead NFS server's too (a soft mount fails each
+# request in about 30 s, but a sync may issue many): what it has not done in this time it
+# will not do, and the action after it (reboot) must not wait for it.
+SYNC_SECONDS = 60.0
+
+
+def sync(timeout: float | None = None) -> bool:
+    """Flush every file system, waiting at most timeout (default SYNC_SECONDS) seconds;
+    False if it did not end.
+
+    The sync runs in a thread of its own, which is left behind if it hangs: the files
+    that count were fsynced one by one already, this is for whatever else is dirty.
+    """
+    done = threading.Event()
+
+    def flush() -> None:
+        os.sync()
+        done.set()
+
+    threading.Thread(target=flush, name="sync", daemon=True).start()
+    bound = SYNC_SECONDS if timeout is None else timeout
+    if done.wait(bound):
+        return True
+    log.warning("sync did not end within %g s (a file system that no longer answers?); going on", bound)
+    return False
+
+
+_bounded_sync = sync  # for power(), whose `sync` parameter hides the function's name
 
 
 class Power(enum.Enum):
@@ -331,9 +362,10 @@ class Power(enum.Enum):
 
 
 def power(command: Power, *, sync: bool = True) -> None:
-    """Sync and call reboot(2). Returns only if the kernel refused, which then raises."""
+    """Sync (within SYNC_SECONDS) and call reboot(2). Returns only if the kernel refused,
+    which then raises."""
     if sync:
-        os.sync()
+        _bounded_sync(SYNC_SECONDS)
     _check(_libc.reboot(ctypes.c_int(command.value)), "reboot", command.name.lower())
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 from .. import system
 from ..config import Action, Config
 from ..context import Capture
-from ..deadlines import BASE_DEADLINES, HOOKS_SECONDS, SHELL_SECONDS, collect_seconds, disk_timeout
+from ..deadlines import (
+    BASE_DEADLINES,
+    HOOKS_SECONDS,
+    SHELL_SECONDS,
+    collect_seconds,
+    disk_timeout,
+    finalize_seconds,
+)
 from ..errors import KdumpError
 from ..machine import State
 from ..runner import HandOver
@@ -130,7 +137,7 @@ def dump_to_rootfs(capture: Capture, reason: str) -> str:
     notes = [mount.mount(capture), dumpdir.prepare(capture),
              dmesg.save_dmesg(capture, BASE_DEADLINES[State.SAVE_DMESG]),
              collect.collect(capture, collect_seconds(capture.paths.vmcore)),
-             finalize.finalize(capture)]
+             finalize.finalize(capture, finalize_seconds(capture.paths.vmcore))]
     capture.notes.append(f"dump_to_rootfs: {'; '.join(notes)}")
     return f"saved to the root file system in {capture.dump_dir}"
 
