@@ -458,13 +458,14 @@ def build_panic_initrd(kernel: Kernel, capture_initrd: Path, capture_cmdline: st
 # Disks
 # --------------------------------------------------------------------------------------------
 
-def make_disk(path: Path, size_mib: int, uuid: str, label: str) -> Path:
+def make_disk(path: Path, size_mib: int, uuid: str, label: str, contents: Path | None = None) -> Path:
     """A sparse raw image holding one ext4 file system, made on the file itself: no loop
-    device, no mount, no root needed beyond write access to `path`."""
+    device, no mount, no root needed beyond write access to `path`. `contents` is a
+    directory whose tree (symbolic links included) the file system starts with."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fd:
         fd.truncate(size_mib * 1024 * 1024)
-    run(["mkfs.ext4", "-F", "-q", "-U", uuid, "-L", label, path])
+    run(["mkfs.ext4", "-F", "-q", "-U", uuid, "-L", label, *(["-d", contents] if contents else []), path])
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guest import Kernel, make_disk, read_tree
+from guest import Kernel, extract, make_disk, read_tree
 from scenario import (STANDARD_UUID, build_capture_initrd, dmesg_from_vmcore, filesystem_record, find_dumps,
                       panic_and_capture, standard_config, standard_initrd, with_config_overlay)
 
@@ -41,11 +41,11 @@ def target_disk(workdir: Path, size_mib: int = 256) -> Path:
     return make_disk(workdir / "target.img", size_mib, DISK_UUID, DISK_LABEL)
 
 
-def assert_good_dump(disk: Path, workdir: Path) -> dict[str, object]:
+def assert_good_dump(disk: Path, workdir: Path, under: str = "var/crash") -> dict[str, object]:
     dumps = find_dumps(disk, workdir / "out")
     assert len(dumps) == 1, f"expected one dump directory, found {[d.directory for d in dumps]}"
     dump = dumps[0]
-    assert dump.directory.lstrip("/").startswith("var/crash/127.0.0.1-")
+    assert dump.directory.lstrip("/").startswith(f"{under}/127.0.0.1-")
     assert stat.S_IMODE(read_tree(disk)[dump.directory].mode) == 0o700
     assert set(dump.files) == DUMP_FILES
     for name, info in dump.files.items():
@@ -161,3 +161,41 @@ def test_config_error_in_capture_kernel_names_the_line_and_reboots(
     assert "/etc/kdump.conf:4: unknown directive 'core_colector'" in result.console
     assert "failure action: reboot" in result.console
     assert "reboot: Restarting system" in result.console
+
+
+def test_dump_path_through_a_link_on_the_target_lands_on_the_target(
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+    """`/var/crash -> /srv/crash` on the target disk, a common layout: the link is followed
+    inside the target, not into the capture kernel's RAM, where the dump would be lost."""
+    console_logs.append(tmp_path / "console.log")
+    contents = tmp_path / "contents"
+    (contents / "srv" / "crash").mkdir(parents=True)
+    (contents / "var").mkdir()
+    (contents / "var" / "crash").symlink_to("/srv/crash")
+    disk = make_disk(tmp_path / "target.img", 256, DISK_UUID, DISK_LABEL, contents=contents)
+    result = panic_and_capture(kernel, uuid_initrd, [disk], tmp_path)
+    assert "final action: reboot" in result.console
+    manifest = assert_good_dump(disk, tmp_path, under="srv/crash")
+    assert str(manifest["dump_dir"]).startswith("/kdumproot/srv/crash/127.0.0.1-")
+    assert stat.S_ISLNK(read_tree(disk)["/var/crash"].mode), "the link itself is left as it was"
+
+
+def test_raw_target_holding_a_file_system_is_left_intact_and_the_failure_action_runs(
+        kernel: Kernel, uuid_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+    """`raw /dev/vda` in an image built for another machine (--no-hostonly), where vda holds
+    ext4: the capture kernel probes the device and refuses before the collector runs."""
+    console_logs.append(tmp_path / "console.log")
+    contents = tmp_path / "contents"
+    (contents / "data").mkdir(parents=True)
+    (contents / "data" / "precious.txt").write_text("an admin's data\n")
+    disk = make_disk(tmp_path / "data.img", 64, DISK_UUID, DISK_LABEL, contents=contents)
+    initrd = with_config_overlay(uuid_initrd, "raw /dev/vda\npath /var/crash\ndefault poweroff\n",
+                                 tmp_path / "capture.img")
+    result = panic_and_capture(kernel, initrd, [disk], tmp_path)
+    console = result.console
+    assert "raw target /dev/vda holds ext4" in console
+    assert "state PREPARE_DIR: failed" in console
+    assert "failure action: poweroff" in console and "reboot: Power down" in console
+    assert "-F /proc/vmcore" not in console, "the collector never ran"
+    extract(disk, "/data/precious.txt", tmp_path / "precious.txt")
+    assert (tmp_path / "precious.txt").read_text() == "an admin's data\n"
