@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BINARY := dist/kdump-agent
 SOURCES := $(shell find agent/kdump_agent dracut-module build -type f -not -path '*/__pycache__/*' -not -path 'build/work/*' -not -path 'build/systemd/*')
 
-.PHONY: all deps venv binary lint test test-unit test-e2e demo bench clean install deb
+.PHONY: all deps venv binary lint check test test-unit test-e2e demo bench clean install deb
 
 all: binary
 
@@ -32,6 +32,10 @@ lint: venv
 
 test: deps venv binary lint
 	$(PY) -m pytest tests
+
+# The inner loop: lint and the unit tests, no root, QEMU or network needed (well under a minute).
+check: lint
+	$(PY) -m pytest -q tests/unit
 
 test-unit: venv
 	$(PY) -m pytest tests/unit
