@@ -134,7 +134,7 @@ def test_parse_core_collector_wrapped_in_quotes_as_in_the_man_page() -> None:
 
 
 def test_parse_leaves_quotes_that_do_not_wrap_the_whole_value() -> None:
-    assert parse("""dracut_args "--a" 'b c'""", "k").dracut_args == ("--a", "b c")
+    assert parse("""dracut_args "--add" 'b c'""", "k").dracut_args == ("--add", "b c")
 
 
 def test_parse_splits_dracut_args_like_a_shell() -> None:
@@ -245,7 +245,7 @@ def test_parse_rejects_empty_quoted_value() -> None:
     ("kdump_pre pre.sh", "'kdump_pre' needs an absolute path"),
     ("kdump_emergency ./e", "'kdump_emergency' needs an absolute path"),
     ("extra_bins /bin/a b c", "'extra_bins' needs absolute paths: b c"),
-    ("core_collector gzip -c", "core_collector 'gzip' is not one of makedumpfile, cp, cat, scp"),
+    ("core_collector gzip -c", "core_collector 'gzip' is not one of makedumpfile, cp, cat (e.g."),
     ("core_collector bin/makedumpfile", "core_collector 'bin/makedumpfile' is not one of"),
     ("core_collector /usr/bin/gzip", "core_collector '/usr/bin/gzip' is not one of"),
     ("core_collector makedumpfile 'unclosed", "cannot split the value of 'core_collector': No closing"),
