@@ -80,7 +80,7 @@ REFUSED: dict[str, str] = {
     "--confdir": _OTHER_CONF,
 }
 
-# The refused options that take a value: the value is skipped, not reported a second time.
+# The refused options that take a value.
 _REFUSED_WITH_VALUE = frozenset({"--kver", "--kmoddir", "--rebuild", "--uefi-stub", "--uefi-splash-image",
                                  "--kernel-image", "--prefix", "--sysroot", "--conf", "--confdir"})
 _INCLUDE = "--include"  # the one option with two values: SOURCE and TARGET
@@ -113,9 +113,8 @@ def _check_word(words: Sequence[str], at: int) -> tuple[int, str | None]:
         return 1, (f"{word!r}: write each short option as its own word, with its value as the next "
                    f"word (e.g. '-a lvm', '-N -f')")
     if long in REFUSED:
-        following = words[at + 1] if at + 1 < len(words) else "-"
-        skip = long in _REFUSED_WITH_VALUE and not equals and not following.startswith("-")
-        return 1 + int(skip), f"{_shown(word, name)} is not allowed in dracut_args: {REFUSED[long]}"
+        skip = _value_follows(words, at, equals) if long in _REFUSED_WITH_VALUE else 0
+        return 1 + skip, f"{_shown(word, name)} is not allowed in dracut_args: {REFUSED[long]}"
     if long == _INCLUDE:
         return _include(words, at, name, equals)
     if long in FLAG_OPTIONS:
@@ -124,7 +123,14 @@ def _check_word(words: Sequence[str], at: int) -> tuple[int, str | None]:
         return _value(words, at, name, equals, value)
     close = difflib.get_close_matches(name, _KNOWN, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else " (see dracut(8) for its options)"
-    return 1, f"{name!r} is not a dracut option{hint}"
+    return 1 + _value_follows(words, at, equals), f"{name!r} is not a dracut option{hint}"
+
+
+def _value_follows(words: Sequence[str], at: int, equals: str) -> int:
+    """1 if the word after a refused or unknown option looks like its value: it is skipped, so
+    one mistake is reported once."""
+    following = words[at + 1] if at + 1 < len(words) else "-"
+    return 0 if equals or following.startswith("-") else 1
 
 
 def _shown(word: str, name: str) -> str:
