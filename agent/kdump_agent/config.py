@@ -569,7 +569,7 @@ def parse_bytes(data: bytes, source: str) -> Config:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
             errors.append(_error(source, number, f"not valid UTF-8 (byte 0x{raw[error.start]:02x} "
-                                                      f"at column {error.start + 1})"))
+                                                 f"at column {error.start + 1})"))
             lines.append("")
     config = _parse_lines(lines, source, errors)
     return dataclasses.replace(config, digest=hashlib.sha256(data).hexdigest())
