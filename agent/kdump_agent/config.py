@@ -25,17 +25,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .dracutargs import check_dracut_args
 from .errors import ConfigError, ConfigErrors
+from .targets.netspec import parse_nfs_spec
+from .targets.sshdest import parse_spec as parse_ssh_spec
 
 __all__ = ["COLLECTORS", "DEFAULT_COLLECTOR", "DEVICE_TAGS", "FILESYSTEM_TYPES", "FINAL_ACTIONS",
-           "MAX_BYTES", "NOTICES", "Action", "Config", "ConfigError", "ConfigErrors", "Notice", "Target",
-           "TargetKind", "load", "parse", "parse_bytes"]
+           "MAX_BYTES", "MAX_SECONDS", "NOTICES", "Action", "Config", "ConfigError", "ConfigErrors",
+           "Notice", "Target", "TargetKind", "load", "parse", "parse_bytes", "printable"]
 
 DEFAULT_COLLECTOR: tuple[str, ...] = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
 # kdumpctl's list of file systems a dump can be written to directly.
 FILESYSTEM_TYPES: tuple[str, ...] = ("ext2", "ext3", "ext4", "xfs", "btrfs", "minix", "virtiofs")
-# The programs RHEL documents as core collectors (kdump.conf(5), EXAMPLES).
-COLLECTORS: tuple[str, ...] = ("makedumpfile", "cp", "cat", "scp")
+# The programs RHEL documents as core collectors (kdump.conf(5), EXAMPLES) that the COLLECT
+# step can drive. RHEL's `scp` is not one: an SSH target takes makedumpfile's flattened stream.
+COLLECTORS: tuple[str, ...] = ("makedumpfile", "cp", "cat")
+_NOT_COLLECTORS: dict[str, str] = {
+    "scp": "kdump-agent sends an SSH dump itself: name the server with 'ssh user@host' and keep "
+           f"makedumpfile as core_collector (e.g. 'core_collector {shlex.join(DEFAULT_COLLECTOR)}')",
+}
 DEVICE_TAGS: tuple[str, ...] = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=")
 # A real kdump.conf is a few kB; the cap keeps `load("/dev/zero")` from eating the memory
 # the capture kernel does not have.
@@ -44,6 +52,12 @@ MAX_BYTES = 1 << 20
 # kdumpctl splits a line with `read`, i.e. on ASCII blanks; other Unicode spaces are text.
 _BLANKS = re.compile(r"[ \t\r\f\v]+")
 _DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only (str.isdigit takes '²'); far from int()'s limit
+# The longest waits an admin can configure. Every wait adds to the time the machine is down
+# before the dump even starts, and a typo (`disk_timeout 999999999` is 31 years) must not keep
+# it there: an hour covers the slowest SAN or multipath discovery, ten minutes the slowest
+# switch port (spanning tree needs 30 to 50 s before it forwards).
+MAX_SECONDS: dict[str, int] = {"disk_timeout": 3600, "link_delay": 600}
+_BOM = b"\xef\xbb\xbf"  # some Windows editors start a UTF-8 file with it
 
 
 class Action(enum.Enum):
@@ -134,7 +148,7 @@ class Config:
             if field.name not in _ALWAYS_SUMMARISED and value != field.default:
                 lines.append(f"{field.name}: {_render(value)}")
         lines += [f"note: {self.source}:{notice.line}: {notice.message}" for notice in self.notices]
-        return lines
+        return [printable(line) for line in lines]
 
 
 _ALWAYS_SUMMARISED = frozenset({"source", "target", "path", "core_collector", "failure_action",
@@ -148,6 +162,19 @@ def _render(value: object) -> str:
     if isinstance(value, tuple):
         return shlex.join(value)
     return str(value)
+
+
+def printable(text: str) -> str:
+    """text with every non-printing character (C0 and C1 controls, DEL, bidi and other format
+    characters) escaped as Python writes it (\\x1b, \\r, \\u202e). Everything this module tells
+    the admin goes through here, so a value quoted from the file cannot move the cursor, recolour
+    or repaint the terminal, or hide the rest of the message."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _error(source: str, number: int, message: str) -> ConfigError:
+    """The one way this module makes a ConfigError: its message is printable()."""
+    return ConfigError(source, number, printable(message))
 
 
 class _Invalid(Exception):
@@ -203,10 +230,25 @@ def _word(line: _Line) -> str:
     return line.words[0]
 
 
+# Why a path with '..' is refused: it is looked up again somewhere else than where it was written.
+_DOTDOT_WHY: dict[str, str] = {
+    "path": "the capture kernel resolves it below the dump target's mount point, where '..' can "
+            "lead off the target",
+}
+_DOTDOT_FILE = "the file is copied into the initramfs under this same path, where '..' can point outside it"
+
+
+def _no_dotdot(what: str, path: str, why: str) -> None:
+    """Refuse a path with a '..' component, saying why it makes no sense there."""
+    if ".." in path.split("/"):
+        raise _Invalid(f"{what} {path!r} must not contain '..': {why}; write the path without it")
+
+
 def _absolute(line: _Line) -> str:
     path = _word(line)
     if not posixpath.isabs(path):
         raise _Invalid(f"'{line.name}' needs an absolute path, not {path!r} (start it with /)")
+    _no_dotdot(f"'{line.name}'", path, _DOTDOT_WHY.get(line.name, _DOTDOT_FILE))
     return path
 
 
@@ -214,6 +256,8 @@ def _absolutes(line: _Line) -> tuple[str, ...]:
     relative = [word for word in line.words if not posixpath.isabs(word)]
     if relative:
         raise _Invalid(f"'{line.name}' needs absolute paths: {' '.join(relative)}")
+    for path in line.words:
+        _no_dotdot(f"'{line.name}'", path, _DOTDOT_WHY.get(line.name, _DOTDOT_FILE))
     return line.words
 
 
@@ -240,6 +284,8 @@ def _collector(line: _Line) -> tuple[str, ...]:
     argv = _shell_words(line)
     program = argv[0]
     name = posixpath.basename(program)
+    if name in _NOT_COLLECTORS:
+        raise _Invalid(f"core_collector {name!r} is not supported: {_NOT_COLLECTORS[name]}")
     if name not in COLLECTORS or (program != name and not posixpath.isabs(program)):
         raise _Invalid(f"core_collector {program!r} is not one of {', '.join(COLLECTORS)} "
                        f"(e.g. 'core_collector {shlex.join(DEFAULT_COLLECTOR)}')")
@@ -267,7 +313,20 @@ def _seconds(line: _Line) -> int:
     word = _word(line)
     if not _DIGITS.fullmatch(word):
         raise _Invalid(f"'{line.name}' must be a whole number of seconds (at most 9 digits), not {word!r}")
-    return int(word)
+    seconds, most = int(word), MAX_SECONDS[line.name]
+    if seconds > most:
+        raise _Invalid(f"'{line.name}' {seconds} is too long: at most {most} seconds "
+                       f"({most // 60} minutes); the machine stays down while the capture waits")
+    return seconds
+
+
+def _dracut_args(line: _Line) -> tuple[str, ...]:
+    """dracut_args as dracut will read them; see dracutargs.py for what is refused and why."""
+    words = _shell_words(line)
+    problems = check_dracut_args(words)
+    if problems:
+        raise _Invalid("dracut_args: " + "; ".join(problems))
+    return words
 
 
 def _mem_level(line: _Line) -> int:
@@ -291,23 +350,28 @@ def _yes_no(line: _Line) -> bool:
     return word == "yes"
 
 
+_DEVICE_DOTDOT = "name the device node itself"
+
+
 def _raw(line: _Line) -> Target:
     device = _word(line)
     if not device.startswith("/dev/") or device == "/dev/":
         raise _Invalid(f"raw target {device!r} must be a device under /dev/ (e.g. /dev/vg/lv_kdump)")
+    _no_dotdot("raw target", device, _DEVICE_DOTDOT)
     return Target(TargetKind.RAW, device, None, line.number)
 
 
+def _spec(parse: Callable[[str], object], spec: str) -> None:
+    """Check a network spec with the parser the capture kernel uses (LOAD_CONFIG), so both
+    refuse the same specs with the same message."""
+    try:
+        parse(spec)
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
+
+
 def _nfs_target(spec: str, fstype: str, number: int) -> Target:
-    if spec.startswith("["):  # [2001:db8::1]:/export, as kdump.conf(5) writes IPv6 servers
-        close = spec.find("]")
-        ok = close > 1 and spec[close + 1:close + 3] == ":/"
-    else:
-        host = spec.split(":/", 1)[0]
-        ok = ":/" in spec and bool(host) and ":" not in host
-    if not ok:
-        raise _Invalid(f"NFS target {spec!r} must look like host:/export "
-                       "(an IPv6 server goes in brackets: [2001:db8::1]:/export)")
+    _spec(parse_nfs_spec, spec)
     return Target(TargetKind.NFS, spec, fstype, number)
 
 
@@ -316,9 +380,7 @@ def _nfs(line: _Line) -> Target:
 
 
 def _ssh_target(spec: str, number: int) -> Target:
-    user, _, host = spec.partition("@")
-    if not user or not host or "@" in host:
-        raise _Invalid(f"SSH target {spec!r} must look like user@host")
+    _spec(parse_ssh_spec, spec)
     return Target(TargetKind.SSH, spec, None, number)
 
 
@@ -344,6 +406,8 @@ def _filesystem(line: _Line) -> Target:
         if not ((spec.startswith("/dev/") and spec != "/dev/") or (tag is not None and spec != tag)):
             raise _Invalid(f"{line.name} target {spec!r} must be a device under /dev/ or "
                            f"{', '.join(t + '...' for t in DEVICE_TAGS)}")
+        # A tag's value is found as /dev/disk/by-*/<value>, with '/' escaped but not '.'.
+        _no_dotdot(f"{line.name} target", spec if tag is None else spec[len(tag):], _DEVICE_DOTDOT)
     return Target(TargetKind.FILESYSTEM, spec, line.name, line.number)
 
 
@@ -367,7 +431,7 @@ _DIRECTIVES: dict[str, _Directive] = {
     "default": _Directive("failure_action", _action),
     "failure_action": _Directive("failure_action", _action),
     "final_action": _Directive("final_action", _final_action),
-    "dracut_args": _Directive("dracut_args", _shell_words),
+    "dracut_args": _Directive("dracut_args", _dracut_args),
     "extra_modules": _Directive("extra_modules", _words),
     "extra_bins": _Directive("extra_bins", _absolutes),
     "kdump_pre": _Directive("kdump_pre", _absolute),
@@ -420,7 +484,9 @@ NOTICES: dict[tuple[str, str | None], str] = {
 def _notice(line: _Line) -> Notice | None:
     """What NOTICES says about this line, if anything."""
     template = NOTICES.get((line.name, line.value), NOTICES.get((line.name, None)))
-    return Notice(line.number, template.format(name=line.name, value=line.value)) if template else None
+    if template is None:
+        return None
+    return Notice(line.number, printable(template.format(name=line.name, value=line.value)))
 
 
 def _unknown(name: str) -> str:
@@ -439,7 +505,7 @@ def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Co
     notices: list[Notice] = []
 
     def fail(number: int, message: str) -> None:
-        errors.append(ConfigError(source, number, message))
+        errors.append(_error(source, number, message))
 
     for number, text in enumerate(lines, start=1):
         try:
@@ -492,16 +558,18 @@ def parse_bytes(data: bytes, source: str) -> Config:
     """Parse the file's bytes and record their digest.
 
     Each line is decoded on its own so a stray Latin-1 byte is reported at its line, and the
-    rest of the file is still checked.
+    rest of the file is still checked. A UTF-8 byte order mark before the first line is
+    skipped; the digest is still that of the file as it is.
     """
     errors: list[ConfigError] = []
     lines: list[str] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    text = data[len(_BOM):] if data.startswith(_BOM) else data
+    for number, raw in enumerate(text.split(b"\n"), start=1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
-            errors.append(ConfigError(source, number, f"not valid UTF-8 (byte 0x{raw[error.start]:02x} "
-                                                      f"at column {error.start + 1})"))
+            errors.append(_error(source, number, f"not valid UTF-8 (byte 0x{raw[error.start]:02x} "
+                                                 f"at column {error.start + 1})"))
             lines.append("")
     config = _parse_lines(lines, source, errors)
     return dataclasses.replace(config, digest=hashlib.sha256(data).hexdigest())
@@ -513,7 +581,7 @@ def load(path: str) -> Config:
         with open(path, "rb") as file:
             data = file.read(MAX_BYTES + 1)
     except OSError as error:
-        raise ConfigErrors([ConfigError(path, 0, f"cannot read: {error.strerror or error}")]) from error
+        raise ConfigErrors([_error(path, 0, f"cannot read: {error.strerror or error}")]) from error
     if len(data) > MAX_BYTES:
-        raise ConfigErrors([ConfigError(path, 0, f"larger than {MAX_BYTES} bytes: not a kdump.conf")])
+        raise ConfigErrors([_error(path, 0, f"larger than {MAX_BYTES} bytes: not a kdump.conf")])
     return parse_bytes(data, path)

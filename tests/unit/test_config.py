@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kdump_agent.config import (DEFAULT_COLLECTOR, FILESYSTEM_TYPES, NOTICES, Action, Config, ConfigErrors,
-                                Notice, Target, TargetKind, load, parse, parse_bytes)
+from kdump_agent.config import (DEFAULT_COLLECTOR, FILESYSTEM_TYPES, MAX_SECONDS, NOTICES, Action, Config,
+                                ConfigErrors, Notice, Target, TargetKind, load, parse, parse_bytes)
 from kdump_agent.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -134,7 +134,7 @@ def test_parse_core_collector_wrapped_in_quotes_as_in_the_man_page() -> None:
 
 
 def test_parse_leaves_quotes_that_do_not_wrap_the_whole_value() -> None:
-    assert parse("""dracut_args "--a" 'b c'""", "k").dracut_args == ("--a", "b c")
+    assert parse("""dracut_args "--add" 'b c'""", "k").dracut_args == ("--add", "b c")
 
 
 def test_parse_splits_dracut_args_like_a_shell() -> None:
@@ -245,7 +245,7 @@ def test_parse_rejects_empty_quoted_value() -> None:
     ("kdump_pre pre.sh", "'kdump_pre' needs an absolute path"),
     ("kdump_emergency ./e", "'kdump_emergency' needs an absolute path"),
     ("extra_bins /bin/a b c", "'extra_bins' needs absolute paths: b c"),
-    ("core_collector gzip -c", "core_collector 'gzip' is not one of makedumpfile, cp, cat, scp"),
+    ("core_collector gzip -c", "core_collector 'gzip' is not one of makedumpfile, cp, cat (e.g."),
     ("core_collector bin/makedumpfile", "core_collector 'bin/makedumpfile' is not one of"),
     ("core_collector /usr/bin/gzip", "core_collector '/usr/bin/gzip' is not one of"),
     ("core_collector makedumpfile 'unclosed", "cannot split the value of 'core_collector': No closing"),
@@ -274,6 +274,90 @@ def test_parse_rejects_bad_value(text: str, message: str) -> None:
     line, got = only_error(f"# line 1\n{text}")
     assert line == 2
     assert message in got
+
+
+@pytest.mark.parametrize("line", [
+    "path /var/crash/../../etc", "path /..", "sshkey /root/.ssh/../../etc/shadow",
+    "kdump_pre /usr/../tmp/pre", "kdump_post /usr/local/sbin/..", "kdump_emergency /../e",
+    "extra_bins /usr/bin/lftp /usr/../tmp/x",
+])
+def test_parse_rejects_dotdot_in_absolute_paths(line: str) -> None:
+    number, message = only_error(f"# 1\n{line}")
+    directive, value = line.split(" ", 1)
+    assert number == 2
+    assert message.startswith(f"'{directive}' {value.split()[-1]!r} must not contain '..': ")
+    assert message.endswith("; write the path without it")
+
+
+def test_parse_says_why_dotdot_makes_no_sense_in_the_dump_path() -> None:
+    _, message = only_error("path /var/crash/../crash")
+    assert "the capture kernel resolves it below the dump target's mount point" in message
+
+
+@pytest.mark.parametrize("path", ["/var/crash..old", "/var/.crash", "/var/./crash", "/var/crash/...", "/"])
+def test_parse_accepts_dots_that_are_not_dotdot_components(path: str) -> None:
+    assert parse(f"path {path}", "k").path == path
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("raw /dev/../etc/shadow", "raw target '/dev/../etc/shadow' must not contain '..': name the device node"),
+    ("raw /dev/vg/../../etc/shadow", "raw target '/dev/vg/../../etc/shadow' must not contain '..'"),
+    ("ext4 /dev/../tmp/img", "ext4 target '/dev/../tmp/img' must not contain '..'"),
+    ("xfs LABEL=..", "xfs target '..' must not contain '..'"),
+    ("ext4 UUID=..", "ext4 target '..' must not contain '..'"),
+])
+def test_parse_rejects_dotdot_in_device_paths(line: str, message: str) -> None:
+    assert message in only_error(line)[1]
+
+
+@pytest.mark.parametrize(("directive", "most"), sorted(MAX_SECONDS.items()))
+def test_parse_caps_configured_waits(directive: str, most: int) -> None:
+    assert getattr(parse(f"{directive} {most}", "k"), directive) == most
+    for too_long in (most + 1, 999999999):
+        assert only_error(f"{directive} {too_long}") == (
+            1, f"'{directive}' {too_long} is too long: at most {most} seconds ({most // 60} minutes); "
+               "the machine stays down while the capture waits")
+
+
+def test_wait_caps_are_ones_an_admin_accepts() -> None:
+    assert MAX_SECONDS == {"disk_timeout": 3600, "link_delay": 600}
+
+
+@pytest.mark.parametrize("collector", ["scp", "/usr/bin/scp", "scp -q"])
+def test_parse_refuses_scp_and_says_what_to_use(collector: str) -> None:
+    assert only_error(f"core_collector {collector}") == (1, (
+        "core_collector 'scp' is not supported: kdump-agent sends an SSH dump itself: name the server "
+        "with 'ssh user@host' and keep makedumpfile as core_collector "
+        "(e.g. 'core_collector makedumpfile -l --message-level 7 -d 31')"))
+
+
+CONTROLS = ["\x1b", "\x08", "\x07", "\x7f", "\x9b", "\x85", "\u202e"]
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize("template", [
+    "extra_bins /bin/a b{c}[2J",  # quoted without repr before
+    "net server{c}[2J",
+    "dracut_args --force={c}[2J",
+    "path rel{c}[2J",
+    "patth{c}[2J /x",
+    "ssh root@host{c}[2J",
+    "nfs host:/x{c}/../y",
+])
+def test_messages_show_control_characters_escaped(control: str, template: str) -> None:
+    text = template.format(c=control)
+    (error,) = errors_of(text)
+    escaped = control.encode("unicode_escape").decode()
+    assert error.message.isprintable() and str(error).isprintable()
+    assert escaped in error.message
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+def test_summary_shows_control_characters_escaped(control: str) -> None:
+    config = parse(f"path /var/crash{control}[2J\nfence_kdump_args -p{control}[2J", "k")
+    assert config.path == f"/var/crash{control}[2J"  # the value itself is kept as written
+    assert all(line.isprintable() for line in config.summary())
+    assert f"path: /var/crash{control.encode('unicode_escape').decode()}[2J" in config.summary()
 
 
 def test_parse_hints_that_a_hash_cut_the_quotes() -> None:
@@ -435,6 +519,27 @@ def test_parse_bytes_reports_encoding_and_other_errors_together() -> None:
     assert [error.line for error in caught.value.errors] == [1, 2, 3]
 
 
+def test_parse_bytes_accepts_a_utf8_bom_and_digests_the_bytes_as_they_are() -> None:
+    data = b"\xef\xbb\xbfpath /srv/crash\n"
+    config = parse_bytes(data, "k")
+    assert config.path == "/srv/crash"
+    assert config.digest == hashlib.sha256(data).hexdigest()
+
+
+def test_parse_bytes_accepts_a_bom_before_a_comment_and_counts_lines_from_it() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_bytes(b"\xef\xbb\xbf# edited on Windows\npath x\n", "k")
+    assert [error.line for error in caught.value.errors] == [2]
+
+
+def test_parse_bytes_refuses_a_bom_that_is_not_at_the_start() -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_bytes(b"path /x\n\xef\xbb\xbfcore_collector cat\n", "k")
+    (error,) = caught.value.errors
+    assert (error.line, error.message) == (2, "unknown directive '\\ufeffcore_collector' "
+                                              "(did you mean 'core_collector'?)")
+
+
 def test_parse_bytes_accepts_utf8_in_comments_and_values() -> None:
     assert parse_bytes("# dépôt\npath /var/crash/café\n".encode(), "k").path == "/var/crash/café"
 
@@ -532,7 +637,7 @@ def test_admin_edit_dracut_args_with_quotes() -> None:
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.name)
 def test_bad_corpus_file_fails_where_it_says(path: Path) -> None:
-    expect = EXPECT.fullmatch(path.read_text().splitlines()[0])
+    expect = EXPECT.fullmatch(path.read_text(encoding="utf-8-sig").splitlines()[0])
     assert expect, f"{path.name}: first line must be '# expect: <LINE>: <message>'"
     with pytest.raises(ConfigErrors) as caught:
         load(str(path))
@@ -548,6 +653,18 @@ FUZZ_CASES = 3000
 # Characters that matter to the parser, plus bytes that are not UTF-8 or not text at all.
 FUZZ_BYTES = [bytes([b]) for b in b"#\"' \t\r\n:/@=[]-0123456789abcdxyz"]
 FUZZ_BYTES += [b"\x00", b"\xff", b"\xc3", "é".encode()]
+# Issue 11: bytes that paint terminals, a BOM, '²' (a digit to str.isdigit, not to int), '..'.
+FUZZ_BYTES += [b"\x1b", b"\x7f", "\x9b".encode(), "\u202e".encode(), b"\xef\xbb\xbf", "²".encode(), b".."]
+# Issue 11: lines check-config once let through; each is wrong, and stays wrong in the corpus.
+ISSUE_11_LINES = [
+    "ssh root@host:99999", "ssh root@host:²", "ssh root@[zz::1]", "nfs [zz::1]:/export", "net root@h:0",
+    "nfs server:/export/../etc", "path /var/crash/../../etc", "sshkey /root/../k", "kdump_pre /a/../b",
+    "extra_bins /bin/../x", "raw /dev/../etc/shadow", "ext4 /dev/../sda", "xfs LABEL=..",
+    "dracut_args --no-hostonly --add-drivers", "dracut_args --add", "dracut_args -N /boot/initrd.img",
+    "dracut_args --kver 5.14.0", "dracut_args --uefi", "disk_timeout 999999999", "link_delay 999999999",
+    "core_collector scp", "extra_bins /bin/a b\x1b[2J", "net server\x1b]0;owned\x07",
+]
+ISSUE_11_CORPUS = ("\ufeff# issue 11\npath /var/crash\n" + "\n".join(ISSUE_11_LINES) + "\n").encode()
 
 
 def mutate(lines: list[bytes], rng: random.Random) -> list[bytes]:
@@ -580,9 +697,19 @@ def check_only_config_errors(data: bytes) -> None:
         assert errors.errors
         for error in errors.errors:
             assert 1 <= error.line <= data.count(b"\n") + 1 and error.message
+            assert error.message.isprintable(), error.message
         return
     assert config.digest == hashlib.sha256(data).hexdigest()
-    assert config.summary()
+    assert config.summary() and all(line.isprintable() for line in config.summary())
+
+
+@pytest.mark.parametrize("line", ISSUE_11_LINES)
+def test_fuzz_issue_11_inputs_give_config_errors(line: str) -> None:
+    for data in (line.encode(), b"\xef\xbb\xbf" + line.encode() + b"\n"):
+        with pytest.raises(ConfigErrors) as caught:
+            parse_bytes(data, "fuzz.conf")
+        (error,) = caught.value.errors
+        assert error.line == 1 and str(error).isprintable()
 
 
 def test_fuzz_random_bytes_only_raise_config_errors() -> None:
@@ -596,7 +723,7 @@ def test_fuzz_random_bytes_only_raise_config_errors() -> None:
 
 def test_fuzz_mutated_corpus_only_raises_config_errors() -> None:
     rng = random.Random(0x636F6E66)
-    corpus = [path.read_bytes().split(b"\n") for path in GOOD]
+    corpus = [path.read_bytes().split(b"\n") for path in GOOD] + [ISSUE_11_CORPUS.split(b"\n")]
     for _ in range(FUZZ_CASES):
         lines = rng.choice(corpus)
         for _ in range(rng.randint(1, 6)):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .. import config as kdump_config
 from .. import system, unpacked
@@ -12,11 +14,13 @@ from ..config import TargetKind
 from ..context import Capture, Paths
 from ..errors import CommandFailed, ConfigError, KdumpError
 from ..targets.local import FilesystemTarget
+from ..targets.netspec import parse_nfs_spec
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget
 from ..targets.sshdest import SshDestination, parse_spec
 
 log = logging.getLogger("kdump-agent")
+_Parsed = TypeVar("_Parsed")
 
 MODPROBE_SECONDS = 30.0
 SSH_NEEDS_MAKEDUMPFILE = ("an ssh target needs makedumpfile as core_collector: its flattened (-F) "
@@ -84,18 +88,26 @@ def resolve_target(loaded: kdump_config.Config,
                                              "restore-raw reads its flattened (-F) output back")
         return RawTarget(device=target.spec)
     if target.kind is TargetKind.NFS:
+        parsed(loaded, target, parse_nfs_spec)
         return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=loaded.path)
     if target.kind is TargetKind.SSH:
         require_makedumpfile(loaded, target, SSH_NEEDS_MAKEDUMPFILE)
-        try:
-            return parse_spec(target.spec, directory=loaded.path, key_path=loaded.sshkey,
-                              known_hosts_path=paths.known_hosts)
-        except ValueError as error:
-            raise ConfigError(loaded.source, target.line, str(error)) from None
+        return parsed(loaded, target, lambda spec: parse_spec(
+            spec, directory=loaded.path, key_path=loaded.sshkey, known_hosts_path=paths.known_hosts))
     if target.kind is not TargetKind.FILESYSTEM or target.fstype is None:
         raise ConfigError(loaded.source, target.line,
                           f"{target.kind.value} targets are not supported by this version")
     return FilesystemTarget(spec=target.spec, fstype=target.fstype, directory=loaded.path)
+
+
+def parsed(loaded: kdump_config.Config, target: kdump_config.Target,
+           parse: Callable[[str], _Parsed]) -> _Parsed:
+    """The target's spec through the parser check-config uses too (config.py), so the capture
+    refuses exactly the specs check-config refuses, with the same message at the same line."""
+    try:
+        return parse(target.spec)
+    except ValueError as error:
+        raise ConfigError(loaded.source, target.line, kdump_config.printable(str(error))) from None
 
 
 def require_makedumpfile(loaded: kdump_config.Config, target: kdump_config.Target, why: str) -> None:

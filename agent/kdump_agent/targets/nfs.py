@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 from .. import system
 from ..errors import CommandFailed, MountError
+from .netspec import parse_nfs_spec
 
 log = logging.getLogger("kdump-agent")
+
+split_spec = parse_nfs_spec  # the one NFS spec parser, shared with config.py and netpack.py
 
 # Each request waits timeo (deciseconds), then timeo more for each retry (TCP backs off
 # linearly): 5 + 10 + 15 s before a soft mount gives up on a request.
@@ -51,15 +54,6 @@ class NfsTarget:
     @property
     def versions(self) -> tuple[str, ...]:
         return ("4",) if self.fstype == "nfs4" else ("4", "3")
-
-
-def split_spec(spec: str) -> tuple[str, str]:
-    """host:/export -> (host, /export); [2001:db8::1]:/export -> (2001:db8::1, /export)."""
-    if spec.startswith("["):
-        host, _, export = spec[1:].partition("]:")
-        return host, export
-    host, _, export = spec.partition(":")
-    return host, export
 
 
 def mount_options(version: str, server_address: str, client_address: str | None) -> str:

@@ -6,10 +6,13 @@ paramiko: a capture to a local disk never pays for it.
 
 from __future__ import annotations
 
-import ipaddress
+import re
 from dataclasses import dataclass
 
+from .netspec import check_host, check_ipv6
+
 SSH_PORT = 22
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII only: str.isdigit takes '²', which int() refuses
 DEFAULT_KEY_PATH = "/root/.ssh/kdump_id_rsa"  # RHEL's default `sshkey`
 DEFAULT_KNOWN_HOSTS_PATH = "/etc/kdump-agent/known_hosts"  # the pin, packed by mkinitrd
 DEFAULT_DIRECTORY = "/var/crash"
@@ -41,8 +44,10 @@ def parse_spec(spec: str, *, directory: str = DEFAULT_DIRECTORY, key_path: str =
                known_hosts_path: str = DEFAULT_KNOWN_HOSTS_PATH) -> SshDestination:
     """`user@host`, `user@host:port`, `user@[v6addr]`, `user@[v6addr]:port` or `user@v6addr`.
 
-    Raises ValueError naming the spec; config.py can turn it into its ConfigError.
+    Raises ValueError naming the spec; config.py turns it into its ConfigError, and so does
+    LOAD_CONFIG, so check-config and the capture kernel refuse the same specs with the same words.
     """
+    what = f"SSH target {spec!r}"
     user, at, rest = spec.partition("@")
     if not at or not user or not rest or "@" in rest or any(c.isspace() for c in spec):
         raise ValueError(f"SSH target {spec!r} must look like user@host or user@host:port")
@@ -54,27 +59,22 @@ def parse_spec(spec: str, *, directory: str = DEFAULT_DIRECTORY, key_path: str =
         port_text = after[1:] if after else ""
         if after and not port_text:
             raise ValueError(f"SSH target {spec!r}: no port after ':'")
-        _check_ipv6(spec, host)
+        check_ipv6(what, host)
     elif rest.count(":") > 1:  # a bare IPv6 address: no room for a port
         host = rest
-        _check_ipv6(spec, host)
+        check_ipv6(what, host)
     else:
         host, colon, port_text = rest.partition(":")
         if colon and not port_text:
             raise ValueError(f"SSH target {spec!r}: no port after ':'")
         if not host:
             raise ValueError(f"SSH target {spec!r} names no host")
+        check_host(what, host)
     port = SSH_PORT
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not _PORT.fullmatch(port_text) or not 0 < int(port_text) < 65536:
             raise ValueError(f"SSH target {spec!r}: port {port_text!r} is not a number from 1 to 65535")
         port = int(port_text)
     return SshDestination(user=user, host=host, port=port, directory=directory, key_path=key_path,
                           known_hosts_path=known_hosts_path)
 
-
-def _check_ipv6(spec: str, host: str) -> None:
-    try:
-        ipaddress.IPv6Address(host.split("%", 1)[0])  # fe80::1%eth0: the zone is the kernel's
-    except ValueError:
-        raise ValueError(f"SSH target {spec!r}: {host!r} is not an IPv6 address") from None
