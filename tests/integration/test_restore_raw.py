@@ -212,7 +212,7 @@ def test_a_dump_larger_than_the_free_space_is_refused_before_anything_is_written
         restore(device, tmp_path / "crash")
     message = str(caught.value)
     assert message.startswith(f"the dump on {device} needs 19 MiB in {tmp_path / 'crash'}, which has "
-                              f"{-(-free // (1 << 20))} MiB free: free space there")
+                              f"{-(-free // (1 << 20))} MiB free: make room there")
     assert message.endswith(f"{device} is left as it was")
     assert sha256(device) == before
     assert not (tmp_path / "crash").exists()

@@ -89,7 +89,7 @@ def test_stop_twice_is_not_an_error(tmp_path: Path, mocker: Any) -> None:
 
 
 @pytest.mark.parametrize("failure", [
-    KdumpError("the dump on /dev/vdc needs 900 MiB in /var/crash, which has 12 MiB free: free space there"),
+    KdumpError("the dump on /dev/vdc needs 900 MiB in /var/crash, which has 12 MiB free: make room there"),
     OSError(28, "No space left on device"),
     PermissionError(13, "Permission denied"),
     ValueError("a bug in restore-raw"),

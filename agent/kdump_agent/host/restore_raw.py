@@ -107,7 +107,8 @@ def restore_raw(device: str, dump_root: str, *,
 
 
 def _remove_partial(root: Path) -> None:
-    """What an earlier try left in the partial directory: never more than the device holds."""
+    """Remove what an earlier try left in the partial directory: it never holds more than
+    the device still does, and keeping it would pile up a copy per boot."""
     partial = root / PARTIAL_DIR_NAME
     if partial.exists() or partial.is_symlink():
         log.info("removing %s, left by an earlier restore", partial)
@@ -137,11 +138,12 @@ def _require_room(device: str, root: Path, payload: int) -> None:
     free = usage.f_bavail * usage.f_frsize
     if free < needed:
         raise KdumpError(f"the dump on {device} needs {_mib(needed)} in {root}, which has {_mib(free)} "
-                         f"free: free space there (or set `path` to a larger file system), then run "
+                         f"free: make room there (or set `path` to a larger file system), then run "
                          f"kdump-agent restore-raw; {device} is left as it was")
 
 
 def _mib(size: int) -> str:
+    """Rounded up: a size just short of what is needed must not read as enough."""
     return f"{-(-size // MIB)} MiB"
 
 

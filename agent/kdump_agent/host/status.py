@@ -161,9 +161,9 @@ def check_raw_device(config: Config, target: Target, device: str) -> Check:
 def check_raw_restored(config: Config | None) -> list[Check]:
     """A dump left on a raw target (its first block is a flattened header) waits for
     restore-raw: the next panic writes over it. No line for other targets."""
-    target = config.target if config else None
-    if config is None or target is None or target.kind is not TargetKind.RAW:
+    if config is None or config.target is None or config.target.kind is not TargetKind.RAW:
         return []
+    target = config.target
     name = "raw dump restored"
     try:
         with open(target.spec, "rb") as device:
