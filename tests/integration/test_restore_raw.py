@@ -4,8 +4,10 @@ when the dump is whole."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import random
 import re
 import stat
@@ -18,7 +20,7 @@ import pytest
 
 from kdump_agent.errors import KdumpError
 from kdump_agent.flat import END_MARKER, HEADER_SIZE, reassemble_to_file
-from kdump_agent.host.restore_raw import Outcome, restore_raw
+from kdump_agent.host.restore_raw import PARTIAL_DIR_NAME, Outcome, restore_raw
 
 CRASH_TIME = time.localtime(1_700_000_000)
 DUMP_DIR_NAME = f"127.0.0.1-{time.strftime('%Y-%m-%d-%H:%M:%S', CRASH_TIME)}"
@@ -50,6 +52,11 @@ def restore(device: Path, dump_root: Path) -> tuple[Outcome, Path | None]:
 
 def flat_header() -> bytes:
     return struct.pack(">16sqq", b"makedumpfile", 1, 1).ljust(HEADER_SIZE, b"\0")
+
+
+def synthetic_stream(payload: bytes, *, complete: bool = True) -> bytes:
+    """A flattened stream of one record; without its end marker when not complete."""
+    return flat_header() + struct.pack(">qq", 0, len(payload)) + payload + (END_MARKER if complete else b"")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +143,7 @@ def test_a_device_holding_a_file_system_is_refused_and_left_untouched(tmp_path: 
         image.truncate(32 << 20)
     subprocess.run(["mkfs.ext4", "-F", "-q", str(device)], check=True)
     before = sha256(device)
-    refusal = f"{device} holds a ext4 file system, not a raw dump: refusing to touch it"
+    refusal = f"{device} holds ext4 (blkid), not a raw dump: refusing to touch it"
     with pytest.raises(KdumpError, match=f"^{re.escape(refusal)}$"):
         restore(device, tmp_path / "crash")
     assert sha256(device) == before
@@ -176,3 +183,72 @@ def test_an_unreadable_dump_log_is_a_note_and_an_earlier_dump_is_never_overwritt
     assert manifest["result"] == "success"
     assert manifest["notes"][0].startswith("vmcore-dmesg.txt not saved: makedumpfile exited")
     assert device.read_bytes()[:HEADER_SIZE] == bytes(HEADER_SIZE)
+
+
+def test_a_partition_table_is_refused_like_a_file_system(tmp_path: Path) -> None:
+    device = tmp_path / "disk.img"
+    mbr = bytearray(512)
+    mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\x00\x02\x00", 0x83, b"\x00\x00\x00", 2048, 8192)
+    mbr[510:512] = b"\x55\xaa"
+    with open(device, "wb") as image:
+        image.truncate(8 << 20)
+        image.write(mbr)
+    before = sha256(device)
+    with pytest.raises(KdumpError, match="holds dos partition table .*refusing to touch it"):
+        restore(device, tmp_path / "crash")
+    assert sha256(device) == before
+
+
+def test_a_dump_larger_than_the_free_space_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = random.Random(1).randbytes(3 << 20)
+    device = fake_device(tmp_path / "raw.img", synthetic_stream(payload))
+    before = sha256(device)
+    real_statvfs = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result(
+        (*tuple(real_statvfs(path))[:4], 512, *tuple(real_statvfs(path))[5:])))  # 512 blocks free
+    free = 512 * real_statvfs(tmp_path).f_frsize
+    with pytest.raises(KdumpError) as caught:
+        restore(device, tmp_path / "crash")
+    message = str(caught.value)
+    assert message.startswith(f"the dump on {device} needs 19 MiB in {tmp_path / 'crash'}, which has "
+                              f"{-(-free // (1 << 20))} MiB free: make room there")
+    assert message.endswith(f"{device} is left as it was")
+    assert sha256(device) == before
+    assert not (tmp_path / "crash").exists()
+
+
+def test_a_disk_that_fills_up_midway_leaves_the_device_and_no_directory_however_often_tried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    device = fake_device(tmp_path / "raw.img", synthetic_stream(random.Random(2).randbytes(1 << 20)))
+    before = sha256(device)
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as full_disk:
+        full_disk.setattr(os, "pwrite", full)
+        for _ in range(2):  # two boots
+            with pytest.raises(KdumpError, match="No space left on device; .* is left as it was"):
+                restore(device, tmp_path / "crash")
+            assert sha256(device) == before
+            assert list((tmp_path / "crash").iterdir()) == []
+    outcome, dump_dir = restore(device, tmp_path / "crash")  # room again: restored once, cleared
+    assert outcome is Outcome.RESTORED and dump_dir == tmp_path / "crash" / DUMP_DIR_NAME
+    assert list((tmp_path / "crash").iterdir()) == [dump_dir]
+
+
+def test_an_incomplete_dump_tried_at_every_boot_keeps_one_partial_directory(tmp_path: Path) -> None:
+    payload = random.Random(3).randbytes(1 << 20)
+    device = tmp_path / "raw.img"  # zeros after the cut, as on a device that held nothing before
+    with open(device, "wb") as image:
+        image.truncate(DEVICE_SIZE)
+        image.write(synthetic_stream(payload, complete=False))
+    before = sha256(device)
+    for _ in range(3):  # three boots
+        outcome, dump_dir = restore(device, tmp_path / "crash")
+        assert outcome is Outcome.INCOMPLETE
+        assert list((tmp_path / "crash").iterdir()) == [tmp_path / "crash" / PARTIAL_DIR_NAME] == [dump_dir]
+        assert (dump_dir / "vmcore-incomplete").read_bytes() == payload
+        assert sorted(p.name for p in dump_dir.iterdir()) == ["kdump-agent.json", "vmcore-incomplete"]
+    assert sha256(device) == before

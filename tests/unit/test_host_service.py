@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kdump_agent.config import parse
-from kdump_agent.errors import KdumpError
+from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import service
 from kdump_agent.host.hostpaths import HostPaths
 from kdump_agent.host.mkinitrd import BuildPlan
@@ -86,3 +86,61 @@ def test_stop_twice_is_not_an_error(tmp_path: Path, mocker: Any) -> None:
     mocker.patch.object(service, "unload", side_effect=[True, False])
     assert service.stop(host(tmp_path)) == "kdump disarmed: capture kernel unloaded"
     assert service.stop(HostPaths()) == "no capture kernel was loaded: nothing to unload"
+
+
+@pytest.mark.parametrize("failure", [
+    KdumpError("the dump on /dev/vdc needs 900 MiB in /var/crash, which has 12 MiB free: make room there"),
+    OSError(28, "No space left on device"),
+    PermissionError(13, "Permission denied"),
+    ValueError("a bug in restore-raw"),
+])
+def test_a_failed_restore_still_arms_kdump_then_reports_it(tmp_path: Path, mocker: Any,
+                                                           failure: Exception) -> None:
+    boot = Boot(mocker)
+    boot.restore.side_effect = failure
+    image = tmp_path / "boot" / f"initramfs-{KVER}kdump.img"
+    with pytest.raises(KdumpError) as caught:
+        service.start(parse("raw /dev/vdc\npath /var/crash\n", "k"), host(tmp_path), kver=KVER)
+    assert boot.order == ["mkinitrd", f"load {image}"]
+    message = str(caught.value)
+    assert message.startswith("kdump armed: capture kernel ")
+    bug = "ValueError: " if isinstance(failure, ValueError) else ""
+    assert message.endswith(f"; but restore-raw /dev/vdc: {bug}{failure}")
+    assert "\n" not in message
+
+
+def test_an_incomplete_restore_still_arms_kdump_then_reports_it(tmp_path: Path, mocker: Any) -> None:
+    boot = Boot(mocker)
+    boot.restore.side_effect = None
+    boot.restore.return_value = RestoreResult(Outcome.INCOMPLETE, tmp_path / "partial",
+                                              "/dev/vdc: the dump is incomplete; /dev/vdc is left as it was")
+    with pytest.raises(KdumpError, match=r"^kdump armed: .*; but /dev/vdc: the dump is incomplete"):
+        service.start(parse("raw /dev/vdc\n", "k"), host(tmp_path), kver=KVER)
+    assert boot.order[-2:] == ["mkinitrd", f"load {tmp_path / 'boot' / f'initramfs-{KVER}kdump.img'}"]
+
+
+def test_a_failed_restore_and_a_failed_first_build_report_both(tmp_path: Path, mocker: Any) -> None:
+    boot = Boot(mocker)
+    boot.restore.side_effect = OSError(28, "No space left on device")
+    boot.build.side_effect = KdumpError("dracut exited 1")
+    with pytest.raises(KdumpError, match=r"^dracut exited 1; restore-raw /dev/vdc: .*No space left"):
+        service.start(parse("raw /dev/vdc\n", "k"), host(tmp_path), kver=KVER)
+    boot.load.assert_not_called()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(28, "No space left on device"),
+    CommandFailed(["dracut"], 1, "dracut-install: failed"),
+    RuntimeError("a bug in mkinitrd"),
+])
+def test_a_rebuild_failing_any_way_still_loads_the_previous_image(tmp_path: Path, mocker: Any,
+                                                                  failure: Exception) -> None:
+    boot = Boot(mocker)
+    image = tmp_path / "boot" / f"initramfs-{KVER}kdump.img"
+    paths = host(tmp_path)
+    image.write_bytes(b"built last week")
+    boot.build.side_effect = failure
+    with pytest.raises(KdumpError, match=f"loaded with the previous {image}, ") as caught:
+        service.start(parse("path /var/crash\n", "k"), paths, kver=KVER)
+    assert str(caught.value).endswith(str(failure))
+    assert boot.order == [f"load {image}"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rawdevices import as_block_device, empty_image, ext4_image, flattened_image, partitioned_image
 
-from kdump_agent.config import parse
+from kdump_agent.config import Config, parse
 from kdump_agent.errors import KdumpError
 from kdump_agent.host import status
 from kdump_agent.host.estimate import Estimate, Part
@@ -139,3 +142,57 @@ def test_all_checks_on_an_armed_machine(tmp_path: Path, mocker: Any) -> None:
                                changes=lambda c, i: [])
     assert [c.name for c in checks if not c.ok] == []
     assert status.report(checks)[-1] == "ready to dump"
+
+
+def raw_config(device: Path) -> Config:
+    """`raw <device>` on line 1 of /etc/kdump.conf, whatever the parser thinks of the path."""
+    config = parse("raw /dev/vdc\npath /var/crash\n", "/etc/kdump.conf")
+    assert config.target is not None
+    return dataclasses.replace(config, target=dataclasses.replace(config.target, spec=str(device)))
+
+
+def test_raw_target_must_be_a_block_device(tmp_path: Path) -> None:
+    device = empty_image(tmp_path / "shadow")
+    check = status.check_target(raw_config(device))
+    assert (check.ok, check.detail) == (False, f"{device} is not a block device")
+    assert check.fix == "point `raw` in /etc/kdump.conf:1 at an empty partition or LV"
+
+
+@pytest.mark.parametrize(("make", "found"), [(ext4_image, "ext4"),
+                                             (partitioned_image, "dos partition table")])
+def test_raw_target_holding_anything_blkid_knows_is_a_problem(
+        tmp_path: Path, mocker: Any, make: Callable[[Path], Path], found: str) -> None:
+    device = make(tmp_path / "vdc")
+    as_block_device(mocker, device)
+    check = status.check_target(raw_config(device))
+    assert (check.ok, check.detail) == (False, f"{device} holds {found} (blkid): a raw dump would destroy it")
+
+
+def test_an_empty_raw_block_device_is_a_usable_target(tmp_path: Path, mocker: Any) -> None:
+    device = empty_image(tmp_path / "vdc")
+    as_block_device(mocker, device)
+    assert status.check_target(raw_config(device)).ok
+
+
+def test_a_dump_left_on_the_raw_target_waits_to_be_restored(tmp_path: Path, mocker: Any) -> None:
+    device = flattened_image(tmp_path / "vdc")
+    as_block_device(mocker, device)
+    assert status.check_target(raw_config(device)).ok  # blkid knows no flattened dump
+    [check] = status.check_raw_restored(raw_config(device))
+    assert (check.ok, check.blocking) == (False, True)
+    assert check.detail == f"a dump on {device} waits to be restored (the next panic writes over it)"
+    assert check.fix.startswith("kdump-agent restore-raw") and "free space in /var/crash" in check.fix
+    [cleared] = status.check_raw_restored(raw_config(empty_image(tmp_path / "vdc")))
+    assert cleared.ok
+    assert status.check_raw_restored(parse("ext4 UUID=abc\n", "k")) == []
+
+
+def test_run_checks_reports_a_pending_raw_dump(tmp_path: Path, mocker: Any) -> None:
+    device = flattened_image(tmp_path / "vdc")
+    config = raw_config(device)
+    mocker.patch.object(status, "check_config", return_value=(status.Check("config valid", True, ""), config))
+    paths = files(tmp_path, crash_size=str(256 * MIB), crash_loaded="1")
+    checks = status.run_checks("/etc/kdump.conf", paths,
+                               image=tmp_path / "initramfs.img", estimate=lambda c: "not measured",
+                               changes=lambda c, i: [])
+    assert "raw dump restored" in [c.name for c in checks if not c.ok]

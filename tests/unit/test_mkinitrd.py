@@ -50,13 +50,6 @@ def test_extra_bins_and_hooks_are_packed_and_must_exist(tmp_path: Path) -> None:
         plan_for("ext4 /dev/vdb\nkdump_post /nonexistent/post\ndracut_args -N\n", tmp_path)
 
 
-def test_raw_target_holding_a_file_system_is_refused_on_this_machine(tmp_path: Path, mocker: Any) -> None:
-    mocker.patch("os.path.exists", return_value=True)
-    mocker.patch.object(mk, "has_filesystem", return_value="ext4")
-    with pytest.raises(KdumpError, match="raw target /dev/sdc holds a ext4 file system"):
-        plan_for("raw /dev/sdc\n", tmp_path)
-
-
 def test_no_target_records_the_file_system_holding_path(tmp_path: Path, mocker: Any) -> None:
     from kdump_agent.host.blockdev import HostFilesystem
 

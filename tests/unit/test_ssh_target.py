@@ -164,6 +164,40 @@ def test_ssh_pinned_host_keys_unreadable_file_is_an_error(tmp_path: Path) -> Non
         pinned_host_keys(str(tmp_path / "missing"), destination(tmp_path))
 
 
+def revoked_line(names: str, key: paramiko.PKey, separator: str = " ") -> str:
+    return separator.join(["@revoked", names, key.get_name(), key.get_base64()]) + "\n"
+
+
+@pytest.mark.parametrize("revoked_for", ["[192.0.2.7]:2222", "*", "other.example.com"])
+def test_ssh_a_revoked_key_is_never_pinned_whatever_names_its_line_lists(tmp_path: Path, caplog: Any,
+                                                                         revoked_for: str) -> None:
+    stolen, current = ed25519_key(tmp_path / "stolen"), ed25519_key(tmp_path / "current")
+    (tmp_path / "known_hosts").write_text(
+        known_hosts_line("[192.0.2.7]:2222", stolen) + known_hosts_line("[192.0.2.7]:2222", current)
+        + revoked_line(revoked_for, stolen))
+    pinned = pinned_host_keys(str(tmp_path / "known_hosts"), destination(tmp_path, port=2222))
+    assert [k.asbytes() for k in pinned] == [current.asbytes()]
+    assert (f"{tmp_path}/known_hosts:1: not pinning ssh-ed25519 {stolen.fingerprint} for [192.0.2.7]:2222: "
+            f"it is revoked ({tmp_path}/known_hosts:3)") in caplog.messages
+
+
+def test_ssh_a_revocation_with_tabs_and_before_the_key_counts_too(tmp_path: Path) -> None:
+    stolen = ed25519_key(tmp_path / "stolen")
+    (tmp_path / "known_hosts").write_text(revoked_line("192.0.2.7", stolen, "\t")
+                                          + known_hosts_line("192.0.2.7", stolen))
+    assert pinned_host_keys(str(tmp_path / "known_hosts"), destination(tmp_path)) == []
+
+
+def test_ssh_cert_authority_lines_pin_nothing_and_say_why(tmp_path: Path, caplog: Any) -> None:
+    authority = ed25519_key(tmp_path / "ca")
+    (tmp_path / "known_hosts").write_text(f"@cert-authority *.example.com {authority.get_name()} "
+                                          f"{authority.get_base64()}\n")
+    dumps = destination(tmp_path, host="dumps.example.com")
+    assert pinned_host_keys(str(tmp_path / "known_hosts"), dumps) == []
+    assert (f"{tmp_path}/known_hosts:1: @cert-authority pins nothing for dumps.example.com: the capture "
+            "kernel checks the server's own host key, not host certificates; pin that key") in caplog.messages
+
+
 def test_ssh_host_key_check_accepts_a_pinned_key(tmp_path: Path) -> None:
     key = paramiko.ECDSAKey.generate()
     same = paramiko.PKey.from_type_string(key.get_name(), key.asbytes())
@@ -420,6 +454,18 @@ def test_ssh_target_rejects_changed_host_key_before_authenticating(tmp_path: Pat
                                                                    server: InProcessServer) -> None:
     with pytest.raises(TransferError, match="HOST KEY MISMATCH"):
         SshTarget.connect(client_setup(tmp_path, server, paramiko.ECDSAKey.generate()), timeout=30)
+    server.thread.join(30)
+    assert server.interface.attempts == []
+
+
+def test_ssh_target_refuses_a_server_whose_pinned_key_is_revoked(tmp_path: Path,
+                                                                 server: InProcessServer) -> None:
+    """`@revoked host KEY` beside `host KEY`: OpenSSH refuses this server, and so do we."""
+    destination = client_setup(tmp_path, server, server.host_key)
+    with open(destination.known_hosts_path, "a") as known_hosts:
+        known_hosts.write(revoked_line(f"[127.0.0.1]:{server.port}", server.host_key))
+    with pytest.raises(TransferError, match="unknown host: .* pins no key for"):
+        SshTarget.connect(destination, timeout=30)
     server.thread.join(30)
     assert server.interface.attempts == []
 

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import platform
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,10 +31,10 @@ from ..errors import KdumpError
 from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
 from ..targets.local import FilesystemTarget
+from ..targets.raw import signature
 from .blockdev import drivers_for, filesystem_holding, resolve_spec
 from .hostpaths import HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
-from .restore_raw import has_filesystem
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
 
 log = logging.getLogger("kdump-agent")
@@ -110,17 +111,22 @@ def overlay_dracut_dir(into: Path, module: Path, system_dir: Path = SYSTEM_DRACU
 
 
 def refuse_raw_with_filesystem(config: Config, device: str) -> None:
-    """A raw target is overwritten from its first byte: never point it at a file system.
+    """A raw target is overwritten from its first byte: it must be a block device that holds
+    nothing blkid recognises (a file system, a RAID or LVM member, a partition table).
 
     Checked when building for this machine (hostonly); an image for another machine cannot
-    see that machine's disks.
+    see that machine's disks (the capture kernel asks blkid again before writing).
     """
     if not os.path.exists(device):
         return  # hostonly resolution below reports a missing device
-    found = has_filesystem(device)
+    where = f"{config.source}:{config.target.line}" if config.target else config.source
+    if not stat.S_ISBLK(os.stat(device).st_mode):
+        raise KdumpError(f"{where}: raw target {device} is not a block device; a raw dump would "
+                         "write over it. Point `raw` at an empty partition or LV.")
+    found = signature(device)
     if found:
-        raise KdumpError(f"{config.source}: raw target {device} holds a {found} file system; a raw "
-                         "dump would destroy it. Point `raw` at an empty partition.")
+        raise KdumpError(f"{where}: raw target {device} holds {found} (blkid); a raw dump would "
+                         "destroy it. Point `raw` at an empty partition or LV.")
 
 
 def record_filesystem(path: str, source: str) -> FilesystemTarget:

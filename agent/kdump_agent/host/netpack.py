@@ -95,24 +95,33 @@ def _resolve_here(host: str, where: str) -> str:
 
 
 def _ssh_files(destination: SshDestination, where: str, known_hosts_files: Sequence[str]) -> tuple[str, str]:
-    """The key file (checked) and the pinned host keys as known_hosts lines."""
-    from ..targets.ssh import load_client_key, pinned_host_keys  # paramiko: SSH targets only
+    """The key file (checked) and the pinned host keys as known_hosts lines.
+
+    A key that a `@revoked` line in any of the files names is never pinned, whichever file
+    lists it (a revocation in /etc/ssh/ssh_known_hosts removes a key ~/.ssh/known_hosts has),
+    as OpenSSH, which reads them together, would refuse such a server.
+    """
+    from ..targets.ssh import load_client_key, not_revoked, read_known_hosts  # paramiko: SSH only
 
     if not os.path.isfile(destination.key_path):
         raise KdumpError(f"{where}: the SSH key {destination.key_path} (sshkey) does not exist: create it "
                          f"with `ssh-keygen -t ed25519 -N '' -f {destination.key_path}` and install its "
                          f".pub in {destination.user}'s authorized_keys on {destination.host}")
     load_client_key(destination.key_path)
-    lines: list[str] = []
-    for path in known_hosts_files:
-        if not os.path.isfile(path):
-            continue
-        for key in pinned_host_keys(path, destination):
-            line = f"{destination.known_hosts_name} {key.get_name()} {key.get_base64()}"
-            if line not in lines:
-                lines.append(line)
+    found = [read_known_hosts(path, destination) for path in known_hosts_files if os.path.isfile(path)]
+    listed = [known for each in found for known in each.listed]
+    revoked = [known for each in found for known in each.revoked]
+    lines = [f"{destination.known_hosts_name} {key.get_name()} {key.get_base64()}"
+             for key in not_revoked(listed, revoked, destination)]
+    port = "" if destination.port == 22 else f"-p {destination.port} "
+    if not lines and listed:
+        keys = {known.key.asbytes() for known in listed}
+        revocations = ", ".join(known.where for known in revoked if known.key.asbytes() in keys)
+        raise KdumpError(
+            f"{where}: every host key for {destination.known_hosts_name} in {', '.join(known_hosts_files)} "
+            f"is revoked ({revocations}); the capture kernel would refuse the server. Pin its new key "
+            f"(`ssh-keyscan {port}{destination.host}` output, after checking it), then rebuild")
     if not lines:
-        port = "" if destination.port == 22 else f"-p {destination.port} "
         raise KdumpError(
             f"{where}: no host key for {destination.known_hosts_name} in {', '.join(known_hosts_files)}; "
             f"the capture kernel trusts only a pinned key. Connect once with `ssh {port}-i "

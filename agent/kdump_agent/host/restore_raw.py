@@ -6,6 +6,20 @@ local dump would have had (`<path>/127.0.0.1-<date>/vmcore`, mode 0700, files 06
 records where it came from. Only once all that is on disk does it clear the device's first
 block, so each dump is restored exactly once and never lost: whatever goes wrong before
 that (an incomplete stream, a full disk) leaves the device as it was, to retry.
+
+A restore that fails is retried at every boot (`kdump-agent start`), so a failure must not
+pile up directories. The rule:
+
+- The record headers are read first (seeking over the payloads): a file system under
+  `path` without room for every record's payload plus the log and the record is refused
+  before anything is written, with both sizes.
+- The vmcore is rebuilt in one fixed directory, `<path>/restore-raw.partial`. Each try
+  first removes what the one before left there: it is never more than the device holds.
+- Complete, the vmcore moves into its dated dump directory and the partial one goes.
+- A stream that ends early (an incomplete dump) keeps what was readable in
+  `restore-raw.partial/vmcore-incomplete`, with its record, until the next try.
+- A read or write error part-way (a disk that filled up after all) removes
+  `restore-raw.partial`: the device still holds the whole dump.
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import enum
 import json
 import logging
 import os
+import shutil
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,12 +44,15 @@ from ..steps.dmesg import DMESG_NAME, DMESG_PARTIAL
 from ..steps.dumpdir import LOCAL_HOST_ADDRESS, dump_dir_name, make_dump_dir
 from ..steps.finalize import VMCORE_NAME
 from ..steps.record import MANIFEST_FORMAT, MANIFEST_NAME
+from ..targets.raw import signature
 
 log = logging.getLogger("kdump-agent")
 
-BLKID_TIMEOUT = 30
 DMESG_TIMEOUT = 300
-BLKID_NOTHING_FOUND = 2
+PARTIAL_DIR_NAME = "restore-raw.partial"  # the one directory a restore works in
+ROOM_FOR_LOG_AND_RECORD = 16 << 20  # vmcore-dmesg.txt and kdump-agent.json beside the vmcore
+MIB = 1 << 20
+_RECORD_HEADER = struct.Struct(">qq")  # flat.py's record header: offset, size
 
 
 class Outcome(enum.Enum):
@@ -58,44 +77,80 @@ def restore_raw(device: str, dump_root: str, *,
     """Rebuild the dump on device into a new directory under dump_root, then clear device.
 
     A device without the flattened signature is left alone: it holds nothing to restore,
-    or (refused loudly) a file system that a misconfigured `raw` line must not destroy.
-    An incomplete stream is kept as `vmcore-incomplete`, and the device is not cleared.
+    or (refused loudly) something blkid recognises that a misconfigured `raw` line must not
+    destroy. An incomplete stream is kept as `vmcore-incomplete`, and the device is not
+    cleared. The module docstring says what each failure leaves under dump_root.
     """
+    root = Path(dump_root)
     try:
         with open(device, "rb") as stream:
             first_block = stream.read(flat.HEADER_SIZE)
             if not flat.is_flattened(first_block):
                 return _not_a_dump(device)
             flat.check_header(first_block, device)
+            _remove_partial(root)
+            _require_room(device, root, _payload_bytes(stream.fileno()))
+            partial = make_dump_dir(root, PARTIAL_DIR_NAME)
             stream.seek(0)
-            dump_dir = make_dump_dir(Path(dump_root), dump_dir_name(LOCAL_HOST_ADDRESS, clock()))
-            log.info("restoring the dump on %s into %s", device, dump_dir)
+            log.info("restoring the dump on %s into %s", device, partial)
             try:
-                summary = _rebuild(stream, dump_dir / VMCORE_PARTIAL)
+                summary = _rebuild(stream, partial / VMCORE_PARTIAL)
             except flat.FlatFormatError as error:
-                return _keep_partial(device, dump_dir, error)
-        return _finish(device, dump_dir, summary)
+                return _keep_partial(device, partial, error)
+            except OSError:
+                _remove_partial(root)
+                raise
+        return _finish(device, root, partial, summary, clock())
     except OSError as error:
         raise KdumpError(f"restoring {device} into {dump_root} failed: {error}; "
                          f"{device} is left as it was") from error
 
 
-def has_filesystem(device: str) -> str | None:
-    """The type of file system blkid finds on device, probing the device itself, or None."""
-    argv = ["blkid", "-p", "-o", "value", "-s", "TYPE", device]
-    result = system.run(argv, timeout=BLKID_TIMEOUT, check=False)
-    if result.returncode == BLKID_NOTHING_FOUND:
-        return None
-    if result.returncode != 0:
-        errors = result.stderr.decode(errors="replace").strip().splitlines()
-        raise CommandFailed(argv, result.returncode, errors[-1] if errors else "")
-    return result.stdout.decode().strip() or None
+def _remove_partial(root: Path) -> None:
+    """Remove what an earlier try left in the partial directory: it never holds more than
+    the device still does, and keeping it would pile up a copy per boot."""
+    partial = root / PARTIAL_DIR_NAME
+    if partial.exists() or partial.is_symlink():
+        log.info("removing %s, left by an earlier restore", partial)
+        shutil.rmtree(partial)  # refuses a symlink: only our own directory is removed
+
+
+def _payload_bytes(fd: int) -> int:
+    """The most the rebuilt vmcore can take on disk: every record's payload, up to the end
+    marker or to where the stream stops being one, found by reading only record headers."""
+    position, total = flat.HEADER_SIZE, 0
+    while True:
+        header = os.pread(fd, _RECORD_HEADER.size, position)
+        if len(header) < _RECORD_HEADER.size or header == flat.END_MARKER:
+            return total
+        offset, size = _RECORD_HEADER.unpack(header)
+        if offset < 0 or size <= 0 or offset + size > flat.MAX_DUMP_END:
+            return total  # not a record: the rebuild stops here too (an incomplete dump)
+        total += size
+        position += _RECORD_HEADER.size + size
+
+
+def _require_room(device: str, root: Path, payload: int) -> None:
+    """Refuse before writing anything when the file system under root cannot hold the dump."""
+    needed = payload + ROOM_FOR_LOG_AND_RECORD
+    existing = next(path for path in (root, *root.parents) if path.exists())
+    usage = os.statvfs(existing)
+    free = usage.f_bavail * usage.f_frsize
+    if free < needed:
+        raise KdumpError(f"the dump on {device} needs {_mib(needed)} in {root}, which has {_mib(free)} "
+                         f"free: make room there (or set `path` to a larger file system), then run "
+                         f"kdump-agent restore-raw; {device} is left as it was")
+
+
+def _mib(size: int) -> str:
+    """Rounded up: a size just short of what is needed must not read as enough."""
+    return f"{-(-size // MIB)} MiB"
 
 
 def _not_a_dump(device: str) -> RestoreResult:
-    fstype = has_filesystem(device)
-    if fstype:
-        raise KdumpError(f"{device} holds a {fstype} file system, not a raw dump: refusing to touch it")
+    found = signature(device)
+    if found:
+        raise KdumpError(f"{device} holds {found} (blkid), not a raw dump: refusing to touch it")
     log.info("%s holds no dump: nothing to restore", device)
     return RestoreResult(Outcome.NOTHING, None, f"{device}: nothing to restore")
 
@@ -113,17 +168,22 @@ def _keep_partial(device: str, dump_dir: Path, error: flat.FlatFormatError) -> R
     """Record what was readable and leave the device alone: it may yet read better."""
     written = error.written or flat.FlatSummary()
     _write_manifest(dump_dir, device, written, [VMCORE_PARTIAL], failure=str(error))
-    message = (f"{error}; kept what was readable in {dump_dir / VMCORE_PARTIAL}; {device} is left "
-               f"as it was (restore-raw finds this dump again until its first {flat.HEADER_SIZE} "
-               f"bytes are zeroed)")
+    message = (f"{error}; kept what was readable in {dump_dir / VMCORE_PARTIAL} until the next try; "
+               f"{device} is left as it was (restore-raw finds this dump again until its first "
+               f"{flat.HEADER_SIZE} bytes are zeroed)")
     log.error("%s", message)
     return RestoreResult(Outcome.INCOMPLETE, dump_dir, message)
 
 
-def _finish(device: str, dump_dir: Path, summary: flat.FlatSummary) -> RestoreResult:
-    """Name the complete dump, save its log and record, then clear the device."""
-    os.rename(dump_dir / VMCORE_PARTIAL, dump_dir / VMCORE_NAME)
+def _finish(device: str, root: Path, partial: Path, summary: flat.FlatSummary,
+            when: time.struct_time) -> RestoreResult:
+    """Move the complete dump into its dated directory, save its log and record, then clear
+    the device."""
+    dump_dir = make_dump_dir(root, dump_dir_name(LOCAL_HOST_ADDRESS, when))
+    os.rename(partial / VMCORE_PARTIAL, dump_dir / VMCORE_NAME)
+    os.rmdir(partial)
     system.fsync(dump_dir)
+    system.fsync(root)
     notes = _save_dmesg(dump_dir)
     _write_manifest(dump_dir, device, summary, [DMESG_NAME, VMCORE_NAME], notes=notes)
     _clear(device, summary)

@@ -3,9 +3,14 @@
 start, in kdumpctl's order: refuse without a reservation; restore a dump left on a raw
 target (before anything could overwrite it); rebuild the capture initramfs if its inputs
 changed; load the capture kernel. It fails loudly (non-zero, one line saying why) so that
-`systemctl status` shows a machine that will not be dumped. One failure keeps the machine
-protected anyway: when the rebuild fails but an earlier image exists, that image is
-loaded first, then the failure is reported.
+`systemctl status` shows a machine that will not be dumped, or a dump left unrestored.
+
+Nothing but a missing reservation keeps the machine unprotected:
+- a restore that fails (a full `path`, an incomplete dump) is logged, kdump is armed all
+  the same, and the failure is reported after; the dump stays on the device for the next
+  try (restore_raw's rules);
+- when the rebuild fails, whatever the reason, but an earlier image exists, that image is
+  loaded first, then the failure is reported.
 """
 
 from __future__ import annotations
@@ -24,40 +29,72 @@ from .restore_raw import Outcome, restore_raw
 log = logging.getLogger("kdump-agent")
 
 
-def restore_raw_dump(config: Config) -> None:
+def restore_raw_dump(config: Config) -> str | None:
     """A dump the capture kernel wrote to a raw device becomes a vmcore under `path`.
 
-    An incomplete one is kept as vmcore-incomplete and the device left as it was
-    (restore_raw's rules); the capture kernel is loaded all the same.
+    Returns why it did not (logged already), or None. Any error counts: nothing here may
+    stop start from arming kdump.
     """
     if config.target is None or config.target.kind is not TargetKind.RAW:
-        return
-    result = restore_raw(config.target.spec, config.path)
+        return None
+    try:
+        result = restore_raw(config.target.spec, config.path)
+    except Exception as error:  # noqa: BLE001 - arming must go on whatever the restore ran into
+        failure = f"restore-raw {config.target.spec}: {_one_line(error)}"
+        log.error("%s", failure)
+        return failure
     if result.outcome is Outcome.INCOMPLETE:
         log.warning("%s", result.message)
-    else:
-        log.info("%s", result.message)
+        return result.message
+    log.info("%s", result.message)
+    return None
 
 
 def start(config: Config, paths: HostPaths, *, binary: Path | None = None, kver: str | None = None) -> str:
-    """Arm kdump for this boot; returns the line to print. Raises KdumpError."""
+    """Arm kdump for this boot; returns the line to print. Raises KdumpError, also when kdump
+    is armed but a raw dump could not be restored."""
     require_reservation(paths)
-    restore_raw_dump(config)
-    kver = kver or platform.release()
+    restore_failure = restore_raw_dump(config)
+    try:
+        armed = arm(config, paths, binary=binary, kver=kver or platform.release())
+    except KdumpError as error:
+        if restore_failure is None:
+            raise
+        raise KdumpError(f"{error}; {restore_failure}") from error
+    if restore_failure is not None:
+        raise KdumpError(f"{armed}; but {restore_failure}")
+    return armed
+
+
+def arm(config: Config, paths: HostPaths, *, binary: Path | None, kver: str) -> str:
+    """Rebuild the capture initramfs if needed and load it; returns the line to print.
+
+    A rebuild that fails for any reason (KdumpError, OSError, a bug) falls back to the
+    image built before, if there is one: an old image dumps; no image does not.
+    """
     image = default_output(kver, paths)
     try:
         built = mkinitrd(config, output=image, binary=binary, kver=kver, paths=paths)
         rebuilt = built.skipped is None
-    except KdumpError as error:
+    except Exception as error:  # noqa: BLE001 - any failure falls back (see the docstring)
         if not image.exists():
             raise
-        log.error("rebuilding %s failed: %s; loading the image built before", image, error)
+        reason = _one_line(error)
+        log.error("rebuilding %s failed: %s; loading the image built before", image, reason)
         load(plan_load(paths, kernel=default_kernel(paths, kver), initrd=str(image)), paths)
         raise KdumpError(f"the capture kernel is loaded with the previous {image}, which may not match "
-                         f"{config.source}: {error}") from error
+                         f"{config.source}: {reason}") from error
     how = load(plan_load(paths, kernel=default_kernel(paths, kver), initrd=str(image)), paths)
     return (f"kdump armed: capture kernel {default_kernel(paths, kver)} loaded ({how}) with {image} "
             f"({'rebuilt' if rebuilt else 'up to date'})")
+
+
+def _one_line(error: BaseException) -> str:
+    """An error as the admin reads it: our errors and the system's speak for themselves; a
+    bug is named by its type, since its text alone may say nothing."""
+    if isinstance(error, (KdumpError, OSError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def stop(paths: HostPaths) -> str:

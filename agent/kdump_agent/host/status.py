@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config as kdump_config
-from ..config import Config, TargetKind
+from .. import flat
+from ..config import Config, Target, TargetKind
 from ..errors import KdumpError
 from ..targets.nfs import NfsTarget
+from ..targets.raw import signature
 from .blockdev import filesystem_holding, resolve_spec
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
@@ -121,9 +123,8 @@ def check_target(config: Config | None, connect: Callable[[str, int, float], Non
             return Check(name, True, f"virtiofs tag {target.spec}: only the capture kernel can check it")
         if target.kind in (TargetKind.FILESYSTEM, TargetKind.RAW):
             device = resolve_spec(target.spec)
-            if target.kind is TargetKind.RAW and not stat.S_ISBLK(os.stat(device).st_mode):
-                return Check(name, False, f"{device} is not a block device",
-                             f"point `raw` in {config.source}:{target.line} at a partition or LV")
+            if target.kind is TargetKind.RAW:
+                return check_raw_device(config, target, device)
             return Check(name, True, f"{target.spec} is {device}")
         server = server_of(config)
     except (KdumpError, OSError) as error:
@@ -139,6 +140,43 @@ def check_target(config: Config | None, connect: Callable[[str, int, float], Non
     except OSError as error:
         return Check(name, False, f"{host} port {port}: {_reason(error)}", fix)
     return Check(name, True, f"{host} port {port} answers")
+
+
+def check_raw_device(config: Config, target: Target, device: str) -> Check:
+    """A raw dump writes over the device from its first byte: it must be a block device that
+    holds nothing blkid recognises, as mkinitrd and the capture kernel insist too.
+
+    Raises KdumpError (blkid cannot probe) or OSError, which check_target reports.
+    """
+    name = "target reachable"
+    fix = f"point `raw` in {config.source}:{target.line} at an empty partition or LV"
+    if not stat.S_ISBLK(os.stat(device).st_mode):
+        return Check(name, False, f"{device} is not a block device", fix)
+    found = signature(device)
+    if found:
+        return Check(name, False, f"{device} holds {found} (blkid): a raw dump would destroy it", fix)
+    return Check(name, True, f"{target.spec} is {device}, a block device blkid finds nothing on")
+
+
+def check_raw_restored(config: Config | None) -> list[Check]:
+    """A dump left on a raw target (its first block is a flattened header) waits for
+    restore-raw: the next panic writes over it. No line for other targets."""
+    if config is None or config.target is None or config.target.kind is not TargetKind.RAW:
+        return []
+    target = config.target
+    name = "raw dump restored"
+    try:
+        with open(target.spec, "rb") as device:
+            first_block = device.read(flat.HEADER_SIZE)
+    except OSError as error:
+        return [Check(name, False, f"cannot read {target.spec}: {_reason(error)}",
+                      f"check the target in {config.source}:{target.line}")]
+    if flat.is_flattened(first_block):
+        return [Check(name, False, f"a dump on {target.spec} waits to be restored (the next panic "
+                                   "writes over it)",
+                      f"kdump-agent restore-raw (start runs it too); free space in {config.path} if it "
+                      "says the dump does not fit")]
+    return [Check(name, True, f"no dump waits on {target.spec}")]
 
 
 def _reason(error: Exception) -> str:
@@ -236,6 +274,7 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         config_check,
         check_image(config, image, changes or (lambda c, i: image_changes(c, output=i))),
         check_target(config),
+        *check_raw_restored(config),
         check_size(estimate(config)),
         check_nmi_watchdog(paths),
         check_sysrq(paths),

@@ -174,32 +174,101 @@ def _glob(pattern: str) -> re.Pattern[str]:
                               for c in pattern.lower()), re.DOTALL)
 
 
-def pinned_host_keys(known_hosts: str, destination: SshDestination) -> list[paramiko.PKey]:
-    """The host keys pinned for the destination in a known_hosts-format file.
+REVOKED = "@revoked"
+CERT_AUTHORITY = "@cert-authority"
 
-    Lines with a marker (`@revoked`, `@cert-authority`) and key types paramiko cannot read
-    pin nothing. A file that cannot be read raises TransferError: without it no server can
-    be trusted.
+
+@dataclass(frozen=True)
+class KnownKey:
+    """A key on one known_hosts line, and where that line is (`file:number`)."""
+
+    key: paramiko.PKey
+    where: str
+
+
+@dataclass(frozen=True)
+class KnownHosts:
+    """What one known_hosts-format file says about one destination."""
+
+    listed: list[KnownKey]  # the keys of the unmarked lines whose names match it
+    revoked: list[KnownKey]  # the key of every `@revoked` line, whatever names the line lists
+
+
+def read_known_hosts(known_hosts: str, destination: SshDestination) -> KnownHosts:
+    """The destination's keys and every revoked key in a known_hosts-format file.
+
+    OpenSSH applies a `@revoked` line to the names it matches; a revoked key stands for a
+    stolen private key, so here it is refused for every host. `@cert-authority` lines pin
+    nothing (host certificates are not checked) and say so when they name the destination.
+    Lines paramiko cannot read are skipped with a warning. A file that cannot be read
+    raises TransferError: without it no server can be trusted.
     """
     try:
         text = Path(known_hosts).read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         raise TransferError(f"{destination}: cannot read the pinned host keys: {error}") from error
-    keys: list[paramiko.PKey] = []
+    found = KnownHosts(listed=[], revoked=[])
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not line or line.startswith(("#", "@")):
+        if not line or line.startswith("#"):
             continue
-        try:
-            entry = HostKeyEntry.from_line(line, number)
-        except paramiko.SSHException:
-            entry = None
-        if entry is None or entry.key is None:
-            log.warning("%s:%d: not a host key line paramiko can read; ignored", known_hosts, number)
+        where = f"{known_hosts}:{number}"
+        marker, rest = _split_marker(line)
+        entry = _host_key_entry(rest, number)
+        if marker not in ("", REVOKED, CERT_AUTHORITY) or entry is None:
+            log.warning("%s: not a host key line paramiko can read; ignored", where)
             continue
-        if _name_matches(destination.known_hosts_name, entry.hostnames):
-            keys.append(entry.key)
+        if marker == REVOKED:
+            found.revoked.append(KnownKey(entry.key, where))
+            continue
+        if not _name_matches(destination.known_hosts_name, entry.hostnames):
+            continue
+        if marker == CERT_AUTHORITY:
+            log.warning("%s: %s pins nothing for %s: the capture kernel checks the server's own host "
+                        "key, not host certificates; pin that key", where, CERT_AUTHORITY,
+                        destination.known_hosts_name)
+            continue
+        found.listed.append(KnownKey(entry.key, where))
+    return found
+
+
+def _split_marker(line: str) -> tuple[str, str]:
+    """A line's marker (`@revoked`, `@cert-authority`; "" for none) and the rest of it."""
+    if not line.startswith("@"):
+        return "", line
+    marker, _, rest = line.replace("\t", " ").partition(" ")
+    return marker, rest.strip()
+
+
+def _host_key_entry(line: str, number: int) -> HostKeyEntry | None:
+    """The line as paramiko reads it, or None when it cannot (unknown key type, garbage)."""
+    try:
+        entry = HostKeyEntry.from_line(line, number)
+    except paramiko.SSHException:
+        return None
+    return entry if entry is not None and entry.key is not None else None
+
+
+def not_revoked(listed: Sequence[KnownKey], revoked: Sequence[KnownKey],
+                destination: SshDestination) -> list[paramiko.PKey]:
+    """The listed keys no revocation names, each once; every one refused is logged."""
+    refused = {known.key.asbytes(): known.where for known in revoked}
+    keys: list[paramiko.PKey] = []
+    for known in listed:
+        revocation = refused.get(known.key.asbytes())
+        if revocation is not None:
+            log.warning("%s: not pinning %s for %s: it is revoked (%s)", known.where,
+                        describe_key(known.key), destination.known_hosts_name, revocation)
+        elif all(key.asbytes() != known.key.asbytes() for key in keys):
+            keys.append(known.key)
     return keys
+
+
+def pinned_host_keys(known_hosts: str, destination: SshDestination) -> list[paramiko.PKey]:
+    """The host keys pinned for the destination in a known_hosts-format file: its lines
+    for the destination, less every key a `@revoked` line in the file names."""
+    found = read_known_hosts(known_hosts, destination)
+    return not_revoked(found.listed, found.revoked, destination)
 
 
 def host_key_preference(pinned: Sequence[paramiko.PKey], available: Sequence[str]) -> tuple[str, ...]:
