@@ -118,15 +118,14 @@ def check_image_mode(config: Config | None, image: Path) -> Check:
                  f"chmod {IMAGE_MODE:04o} {image}", blocking=holds_key)
 
 
-def check_collector(config: Config | None,
-                    resolve: Callable[[Config], str] = collector_program) -> Check:
+def check_collector(config: Config | None) -> Check:
     """core_collector's program must be on this host: mkinitrd packs that file, and the
     capture kernel runs the same argv (a missing one fails the dump with 127)."""
     name = "core_collector on this host"
     if config is None:
         return Check(name, False, "not checked: the config is invalid", "fix the config")
     try:
-        found = resolve(config)
+        found = collector_program(config)
     except KdumpError as error:
         program = config.core_collector[0]
         return Check(name, False, str(error),
