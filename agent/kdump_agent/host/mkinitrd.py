@@ -235,9 +235,9 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         refuse_raw_with_filesystem(config, target.spec)
     reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
 
-    # The admin's dracut_args come first: one ending in an option that takes a value (
-    # `--add-drivers`) then swallows our --force (dracut refuses to overwrite the temporary
-    # file and fails), never the output, which is always the one word after `--`.
+    # The admin's dracut_args come first: if they end in an option that takes a value
+    # (`--add-drivers`), it swallows our --force (dracut then refuses to overwrite the
+    # temporary file and fails), never the output, which is always the one word after `--`.
     argv = ["dracut", *config.dracut_args, "--force", "--kver", kver, "--modules", MODULE_NAME,
             "--no-early-microcode"]
     argv += ["--hostonly"] if hostonly else []
