@@ -3,7 +3,8 @@
 #
 # `kdump-agent mkinitrd` calls dracut with `-m kdump-agent` and passes what to pack in the
 # environment: KDUMP_AGENT_BINARY (the frozen agent), KDUMP_AGENT_CONF (the validated
-# kdump.conf), KDUMP_AGENT_INSTALL (extra_bins and hook programs, one path a line, installed
+# kdump.conf), KDUMP_AGENT_INSTALL (extra_bins, the core_collector program unless it is the
+# makedumpfile installed below, and hook programs, one path a line, installed
 # at the same path with what they need) and, when kdump.conf names no target,
 # KDUMP_AGENT_TARGET (the file system that holds `path` on this machine, recorded as JSON);
 # for the failure actions that need it, KDUMP_AGENT_ROOTFS (the root file system). For
@@ -33,7 +34,11 @@ install() {
     inst_binary "$KDUMP_AGENT_BINARY" /usr/sbin/kdump-agent
     # The frozen binary carries libpython, which needs libm; ldd cannot see inside the archive.
     inst_libdir_file "libm.so.*"
-    inst_multiple makedumpfile blkid
+    inst_multiple blkid
+    # The default collector, and what extracts the kernel log. mkinitrd refused a config whose
+    # core_collector is not on this host and packs any other one through KDUMP_AGENT_INSTALL,
+    # so a host without makedumpfile can still build an image for `core_collector cp`.
+    inst_multiple -o makedumpfile
     inst_simple "$KDUMP_AGENT_CONF" /etc/kdump.conf
     if [[ -n $KDUMP_AGENT_TARGET ]]; then
         inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json

@@ -126,6 +126,22 @@ def test_initramfs_that_is_not_an_archive_is_reported_with_its_offset(tmp_path: 
         initramfs_unpacked_bytes(str(image))
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda a: a[:54] + b"zzzzzzzz" + a[62:],
+     r"broken cpio header at byte 0 \(b'zzzzzzzz' is not a hex number\)"),
+    (lambda a: a[:94] + b"-0000001" + a[102:],
+     r"broken cpio header at byte 0 \(b'-0000001' is not a hex number\)"),
+    (lambda a: a[:94] + b"00010000" + a[102:], r"the cpio entry at byte 0 is cut short"),
+    (lambda a: gzip.compress(a)[:-12], r"the compressed archive at byte 0 is cut short"),
+], ids=["garbage size", "negative name size", "name past the end", "truncated gzip"])
+def test_corrupt_or_truncated_initramfs_is_a_kdump_error_naming_the_image(tmp_path: Path, damage: Any,
+                                                                          message: str) -> None:
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(damage(cpio({"init": b"#!/bin/sh\n"})))
+    with pytest.raises(KdumpError, match=rf"^{tmp_path}/initramfs.img: {message}"):
+        initramfs_unpacked_bytes(str(image))
+
+
 def test_missing_files_are_counted_as_the_benchmark_machine_and_say_so(tmp_path: Path) -> None:
     paths = HostPaths(iomem=str(tmp_path / "iomem"), crash_size=str(tmp_path / "kexec_crash_size"))
     (tmp_path / "iomem").write_text("00000000-00000fff : Reserved\n00001000-3fffffff : System RAM\n"

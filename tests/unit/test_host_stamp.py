@@ -13,7 +13,7 @@ from kdump_agent import config as kdump_config
 from kdump_agent.errors import CommandFailed
 from kdump_agent.host import mkinitrd as mk
 from kdump_agent.host.hostpaths import HostPaths
-from kdump_agent.host.stamp import config_changed, read_stamp, stamp_path
+from kdump_agent.host.stamp import config_changed, read_stamp, stamp_path, write_stamp
 
 KVER = "6.1.0-56-cloud-amd64"
 
@@ -33,6 +33,8 @@ class Machine:
         self.kmoddir.mkdir()
         (self.kmoddir / "modules.dep").write_text("kernel/fs/ext4/ext4.ko:\n")
         self.image = tmp_path / "boot" / f"initramfs-{KVER}kdump.img"
+        # The default collector, where module-setup.sh finds it: nothing to pack.
+        mocker.patch.object(mk, "find_program", return_value="/usr/bin/makedumpfile")
         self.dracut = mocker.patch("kdump_agent.system.run", side_effect=self._dracut)
         self.fail_dracut = False
 
@@ -112,15 +114,32 @@ def test_dry_run_says_why_and_builds_nothing(machine: Machine) -> None:
     machine.dracut.assert_not_called()
 
 
-def test_a_failed_build_leaves_no_stamp_so_the_old_image_is_not_taken_as_current(machine: Machine) -> None:
+def test_a_failed_build_keeps_the_old_image_and_its_stamp_so_it_stays_current(machine: Machine) -> None:
     machine.build()
+    before = (machine.image.read_bytes(), stamp_path(machine.image).read_text())
     machine.write_config("path /var/crash/other")
     machine.fail_dracut = True
     with pytest.raises(CommandFailed):
         machine.build()
-    assert read_stamp(machine.image) is None
+    assert (machine.image.read_bytes(), stamp_path(machine.image).read_text()) == before
+    assert sorted(p.name for p in machine.image.parent.iterdir()) == [machine.image.name,
+                                                                       stamp_path(machine.image).name]
     machine.write_config("path /var/crash")  # back to what the old image was built from
-    assert machine.changes() == ["it has no stamp (built by an older version, or its build did not finish)"]
+    assert machine.changes() == []
+
+
+def test_the_stamp_is_not_written_through_a_link_planted_at_a_temporary_name(machine: Machine,
+                                                                              tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    machine.image.parent.mkdir(parents=True)
+    planted = stamp_path(machine.image).with_name(stamp_path(machine.image).name + ".tmp")
+    planted.symlink_to(victim)
+    write_stamp(machine.image, {"kernel version": KVER}, machine.binary)
+    assert victim.read_text() == "precious\n"
+    assert read_stamp(machine.image) == {"format": 1, "image": str(machine.image),
+                                         "binary": str(machine.binary), "inputs": {"kernel version": KVER}}
+    assert {p.name for p in machine.image.parent.iterdir()} == {planted.name, stamp_path(machine.image).name}
 
 
 def test_default_output_is_boot_unless_boot_is_read_only(tmp_path: Path, mocker: Any) -> None:

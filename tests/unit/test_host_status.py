@@ -136,7 +136,9 @@ def test_all_checks_on_an_armed_machine(tmp_path: Path, mocker: Any) -> None:
     conf.write_text("ext4 UUID=abc\n")
     image = tmp_path / "initramfs.img"
     image.write_bytes(b"image")
+    image.chmod(0o600)
     mocker.patch.object(status, "resolve_spec", return_value="/dev/vdb")
+    mocker.patch.object(status, "collector_program", return_value="/usr/bin/makedumpfile")
     checks = status.run_checks(str(conf), paths, image=image,
                                estimate=lambda c: Estimate(1 << 30, (Part("p", 140 * MIB, ""),), 256 * MIB),
                                changes=lambda c, i: [])
@@ -196,3 +198,35 @@ def test_run_checks_reports_a_pending_raw_dump(tmp_path: Path, mocker: Any) -> N
                                image=tmp_path / "initramfs.img", estimate=lambda c: "not measured",
                                changes=lambda c, i: [])
     assert "raw dump restored" in [c.name for c in checks if not c.ok]
+
+
+@pytest.mark.parametrize(("conf", "blocking"),
+                         [("ssh kdump@dumps.example\n", True), ("ext4 UUID=abc\n", False)],
+                         ids=["ssh: holds the key", "local"])
+def test_an_image_others_can_read_is_a_problem_blocking_when_it_holds_the_ssh_key(
+        tmp_path: Path, conf: str, blocking: bool) -> None:
+    config = parse(conf, "/etc/kdump.conf")
+    image = tmp_path / "initramfs.img"
+    assert status.check_image_mode(config, image).ok  # not built yet: check_image says so
+    image.write_bytes(b"image")
+    image.chmod(0o644)
+    check = status.check_image_mode(config, image)
+    assert (check.ok, check.blocking, check.fix) == (False, blocking, f"chmod 0600 {image}")
+    assert check.detail.startswith(f"{image} is mode 0644: group and others can read it")
+    assert ("/root/.ssh/kdump_id_rsa" in check.detail) is blocking
+    image.chmod(0o600)
+    assert status.check_image_mode(config, image).ok
+
+
+def test_a_core_collector_missing_on_this_host_is_a_problem_with_the_fix(mocker: Any) -> None:
+    from kdump_agent.host import mkinitrd as mk
+
+    mocker.patch.object(mk, "find_program", return_value=None)
+    check = status.check_collector(parse("core_collector cp\n", "/etc/kdump.conf"))
+    assert (check.ok, check.name) == (False, "core_collector on this host")
+    assert check.detail == "/etc/kdump.conf: core_collector cp is not installed on this host " \
+                           "(not in /usr/sbin:/usr/bin:/sbin:/bin)"
+    assert check.fix.startswith("install cp, or set core_collector in /etc/kdump.conf")
+    mocker.patch.object(mk, "find_program", return_value="/usr/bin/makedumpfile")
+    assert status.check_collector(parse("", "/etc/kdump.conf")) == status.Check(
+        "core_collector on this host", True, "/usr/bin/makedumpfile")

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kdump_agent import config as kdump_config
 from kdump_agent.config import parse
-from kdump_agent.errors import KdumpError
+from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import mkinitrd as mk
+
+
+@pytest.fixture(autouse=True)
+def host_programs(mocker: Any) -> Any:
+    """The host's programs, as find_program sees them: makedumpfile, cp and cat in /usr/bin."""
+    return mocker.patch.object(mk, "find_program", side_effect=lambda name: (
+        f"/usr/bin/{name}" if name in ("makedumpfile", "cp", "cat") else None))
 
 
 def plan_for(text: str, tmp_path: Path) -> mk.BuildPlan:
@@ -22,11 +34,11 @@ def test_lean_image_for_another_machine(tmp_path: Path) -> None:
     built = plan_for('ext4 UUID=abc\ndracut_args --no-hostonly --drivers "virtio_blk virtio_pci"\n',
                      tmp_path)
     argv = built.argv
-    assert argv[:2] == ["dracut", "--force"]
+    assert argv[:5] == ["dracut", "--no-hostonly", "--drivers", "virtio_blk virtio_pci", "--force"]
     assert argv[argv.index("--modules") + 1] == "kdump-agent"
     assert argv[argv.index("--filesystems") + 1] == "ext4"
     assert "--hostonly" not in argv
-    assert argv[-4:] == ["--no-hostonly", "--drivers", "virtio_blk virtio_pci", str(tmp_path / "out.img")]
+    assert argv[-2:] == ["--", str(tmp_path / "out.img")]
     assert built.env["KDUMP_AGENT_BINARY"] == "/usr/sbin/kdump-agent"
     assert built.recorded_target is None
 
@@ -130,3 +142,161 @@ def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(tmp_p
     assert argv[argv.index("--add-drivers") + 1] == "nfs nfsv3 nfsv4 virtio_net virtio_pci"
     written = Path(built.env["KDUMP_AGENT_NETWORK"]).read_text()
     assert '"host": "filer.example"' in written and '"target": "192.0.2.9"' in written
+
+
+# ---- where `path` really is: symlinks and bind mounts ---------------------------------------
+
+def findmnt_and_blkid(mounts: dict[str, str]) -> Any:
+    """system.run as findmnt and blkid answer on this machine. mounts maps a mount point to
+    findmnt's `SOURCE FSTYPE`; like the real findmnt, --target follows symlinks."""
+    uuids = {"/dev/vda1": "root-uuid", "/dev/vdb1": "data-uuid"}
+
+    def run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
+        if argv[0] == "findmnt":
+            target = os.path.realpath(argv[-1])
+            point = max((m for m in mounts if target == m or target.startswith(m.rstrip("/") + "/")), key=len)
+            out = f"{mounts[point]} {point}\n"
+        else:
+            out = uuids.get(argv[-1], "") + "\n"
+        return subprocess.CompletedProcess(argv, 0, out.encode(), b"")
+    return run
+
+
+@pytest.mark.parametrize("made", [True, False], ids=["crash dir exists", "crash dir not made yet"])
+def test_path_through_a_symlink_is_recorded_on_the_disk_it_points_to(tmp_path: Path, mocker: Any,
+                                                                       made: bool) -> None:
+    data = tmp_path / "data"
+    (data / "crash" if made else data).mkdir(parents=True)
+    link = tmp_path / "varcrash"
+    link.symlink_to(data / "crash")
+    mocker.patch("kdump_agent.system.run",
+                 side_effect=findmnt_and_blkid({"/": "/dev/vda1 ext4", str(data): "/dev/vdb1 ext4"}))
+    for path, directory in ((str(link), "/crash"), (f"{link}/host1", "/crash/host1")):
+        recorded = mk.record_filesystem(path, "/etc/kdump.conf")
+        assert (recorded.spec, recorded.directory) == ("UUID=data-uuid", directory)
+
+
+def test_path_on_a_bind_mount_is_recorded_inside_the_mounted_directory(tmp_path: Path, mocker: Any) -> None:
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    mocker.patch("kdump_agent.system.run", side_effect=findmnt_and_blkid(
+        {"/": "/dev/vda1 ext4", str(bound): "/dev/vdb1[/exports/crash] xfs"}))
+    recorded = mk.record_filesystem(f"{bound}/host1", "/etc/kdump.conf")
+    assert (recorded.spec, recorded.fstype, recorded.directory) == ("UUID=data-uuid", "xfs",
+                                                                    "/exports/crash/host1")
+
+
+def test_a_directory_above_its_mount_point_is_refused_never_recorded() -> None:
+    assert mk.directory_on("/var/crash", "/var/crash", "/", "/") == "/var/crash"
+    with pytest.raises(KdumpError, match="/x/varcrash resolves to /x/varcrash, which is not under /x/data"):
+        mk.directory_on("/x/varcrash", "/x/varcrash", "/x/data", "/")
+
+
+# ---- dracut writes only our own output -------------------------------------------------------
+
+# dracut's options that take a value (its getopt spec), among those these tests use.
+DRACUT_VALUE_OPTIONS = frozenset({"--kver", "--modules", "-m", "--add-drivers", "--drivers", "-d",
+                                  "--filesystems", "--kmoddir", "-k", "--omit", "-o", "--add", "-a"})
+
+
+def positionals(argv: list[str]) -> list[str]:
+    """The words dracut takes as <image> [<kernel version>], parsed as GNU getopt does."""
+    found: list[str] = []
+    words = iter(argv[1:])
+    for word in words:
+        if word == "--":
+            return found + list(words)
+        if word in DRACUT_VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            found.append(word)
+    return found
+
+
+def test_dracut_args_ending_in_an_option_cannot_take_the_output(tmp_path: Path, mocker: Any) -> None:
+    """`dracut_args --add-drivers` once took our output as its value: dracut then wrote its
+    default image, the system's boot initramfs."""
+    run = mocker.patch("kdump_agent.system.run", side_effect=dracut_writing(b"image"))
+    output = build_in(tmp_path, "ext4 UUID=abc", dracut_args=("--no-hostonly", "--add-drivers"))
+    argv = run.call_args.args[0]
+    partial = argv[-1]
+    assert argv[-2] == "--" and Path(partial).parent == output.parent
+    assert Path(partial).name.startswith(".out.img.")
+    assert positionals(argv) == [partial]
+    assert argv[1:4] == ["--no-hostonly", "--add-drivers", "--force"]  # the option swallows ours
+
+
+def build_in(tmp_path: Path, text: str, old_image: bytes | None = None, **settings: Any) -> Path:
+    """mkinitrd (forced) of kdump.conf text with settings replaced, into tmp_path/boot/out.img."""
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(text + "\n")
+    output = tmp_path / "boot" / "out.img"
+    output.parent.mkdir(exist_ok=True)
+    if old_image is not None:
+        output.write_bytes(old_image)
+    config = dataclasses.replace(kdump_config.load(str(conf)), **settings)
+    mk.mkinitrd(config, output=output, binary=Path("/bin/true"), kver="6.1.0", force=True)
+    return output
+
+
+# ---- a failed build keeps the old image -----------------------------------------------------
+
+def dracut_writing(content: bytes) -> Any:
+    """system.run as dracut: writes content to its output as a new file (the umask's mode)."""
+    def run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
+        Path(argv[-1]).unlink()
+        Path(argv[-1]).write_bytes(content)
+        Path(argv[-1]).chmod(0o644)
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+    return run
+
+
+def test_a_built_image_replaces_the_old_one_mode_0600(tmp_path: Path, mocker: Any) -> None:
+    mocker.patch("kdump_agent.system.run", side_effect=dracut_writing(b"new image"))
+    output = build_in(tmp_path, "ext4 UUID=abc\ndracut_args -N", old_image=b"old image")
+    assert output.read_bytes() == b"new image"
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    assert sorted(p.name for p in output.parent.iterdir()) == ["out.img", "out.img.stamp"]
+
+
+@pytest.mark.parametrize("dracut", [dracut_writing(b""),
+                                    CommandFailed(["dracut"], 1, "No space left on device")],
+                         ids=["writes nothing", "fails"])
+def test_a_failed_build_leaves_the_old_image_and_its_stamp(tmp_path: Path, mocker: Any, dracut: Any) -> None:
+    mocker.patch("kdump_agent.system.run", side_effect=dracut)
+    stamp = tmp_path / "boot" / "out.img.stamp"
+    stamp.parent.mkdir()
+    stamp.write_text('{"format": 1}\n')
+    with pytest.raises(KdumpError, match="No space left|wrote nothing"):
+        build_in(tmp_path, "ext4 UUID=abc\ndracut_args -N", old_image=b"old image")
+    assert (tmp_path / "boot" / "out.img").read_bytes() == b"old image"
+    assert stamp.read_text() == '{"format": 1}\n'
+    assert sorted(p.name for p in stamp.parent.iterdir()) == ["out.img", "out.img.stamp"]
+
+
+# ---- core_collector must be on this host ----------------------------------------------------
+
+def test_a_collector_program_missing_on_this_host_is_refused(tmp_path: Path, host_programs: Any) -> None:
+    with pytest.raises(KdumpError, match=rf"/etc/kdump.conf: core_collector {tmp_path}/sbin/makedumpfile: "
+                                         "no such executable on this host"):
+        plan_for(f"ext4 UUID=abc\ncore_collector {tmp_path}/sbin/makedumpfile -l -d 31\ndracut_args -N\n",
+                 tmp_path)
+    host_programs.side_effect = lambda name: None
+    with pytest.raises(KdumpError, match="/etc/kdump.conf: core_collector cp is not installed on this host"):
+        plan_for("ext4 UUID=abc\ncore_collector cp\ndracut_args -N\n", tmp_path)
+
+
+def test_the_collector_is_packed_unless_it_is_the_makedumpfile_the_module_installs(
+        tmp_path: Path, host_programs: Any) -> None:
+    elsewhere = tmp_path / "opt" / "makedumpfile"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("#!/bin/sh\n")
+    elsewhere.chmod(0o755)
+    built = plan_for(f"ext4 UUID=abc\ncore_collector {elsewhere} -l\ndracut_args -N\n", tmp_path)
+    assert built.env["KDUMP_AGENT_INSTALL"].splitlines() == [str(elsewhere)]
+    copy = tmp_path / "opt" / "cp"
+    copy.write_text("#!/bin/sh\n")
+    host_programs.side_effect = lambda name: {"makedumpfile": str(elsewhere), "cp": str(copy)}.get(name)
+    assert plan_for("ext4 UUID=abc\ndracut_args -N\n", tmp_path).env["KDUMP_AGENT_INSTALL"] == ""
+    assert plan_for("ext4 UUID=abc\ncore_collector cp\ndracut_args -N\n", tmp_path).env[
+        "KDUMP_AGENT_INSTALL"] == str(copy)

@@ -17,6 +17,7 @@ archive must be the image's last, as dracut writes it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -37,6 +38,7 @@ _INIT_SIZE_PROTOCOL = 0x020A  # the first boot protocol with init_size
 _CPIO_MAGICS = (b"070701", b"070702")
 _CPIO_HEADER = 110
 _CPIO_TRAILER = b"TRAILER!!!"
+_HEX8 = re.compile(rb"[0-9A-Fa-f]{8}")
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 # Magic -> (program that decompresses it with -dc, Debian package that has the program).
@@ -104,12 +106,23 @@ def _cpio_end(data: memoryview, start: int, path: str) -> int:
         header = bytes(data[at:at + _CPIO_HEADER])
         if len(header) < _CPIO_HEADER or header[:6] not in _CPIO_MAGICS:
             raise KdumpError(f"{path}: broken cpio header at byte {at}")
-        file_size, name_size = int(header[54:62], 16), int(header[94:102], 16)
+        file_size, name_size = _cpio_field(header, 54, path, at), _cpio_field(header, 94, path, at)
+        if name_size == 0 or at + _CPIO_HEADER + name_size > len(data):
+            raise KdumpError(f"{path}: the cpio entry at byte {at} is cut short")
         name_end = at + _CPIO_HEADER + name_size
         name = bytes(data[at + _CPIO_HEADER:name_end - 1])
         at = aligned(aligned(name_end) + file_size)
         if name == _CPIO_TRAILER:
             return min(at, len(data))
+
+
+def _cpio_field(header: bytes, offset: int, path: str, at: int) -> int:
+    """One of a newc header's numbers: exactly 8 hex digits (int() would take a sign or
+    blanks, and a negative size would walk the archive backwards)."""
+    field = header[offset:offset + 8]
+    if _HEX8.fullmatch(field) is None:
+        raise KdumpError(f"{path}: broken cpio header at byte {at} ({field!r} is not a hex number)")
+    return int(field, 16)
 
 
 def _gunzip(data: memoryview, path: str, start: int) -> tuple[int, int]:

@@ -8,6 +8,9 @@ collector can use.
 Like kdumpctl, it rebuilds only when something the image is made of changed: the build's
 inputs are compared with the stamp kept next to the image (stamp.py), and dracut, which
 takes a minute, does not run when they are equal.
+
+dracut writes a temporary file next to the image, and only a finished build replaces the
+image: a failed one (a full /boot) leaves the old image and its stamp as they were.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import dataclasses
 import logging
 import os
 import platform
+import posixpath
+import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -32,7 +38,7 @@ from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
 from ..targets.local import FilesystemTarget
 from ..targets.raw import signature
-from .blockdev import drivers_for, filesystem_holding, resolve_spec
+from .blockdev import drivers_for, filesystem_holding, nearest_existing, resolve_spec, uuid_of
 from .hostpaths import HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
@@ -46,6 +52,10 @@ DRACUT_TIMEOUT = 900.0
 NO_HOSTONLY_FLAGS = frozenset({"--no-hostonly", "-N"})
 ROOTFS_ACTIONS = frozenset({Action.DUMP_TO_ROOTFS, Action.MOUNT_ROOT_RUN_INIT})
 LOCAL_KINDS = frozenset({TargetKind.FILESYSTEM, TargetKind.RAW})  # disks, whose drivers sysfs names
+IMAGE_MODE = 0o600  # an ssh target's image holds the private key
+MODULE_COLLECTOR = "makedumpfile"  # module-setup.sh installs it wherever it is on the host
+# findmnt's SOURCE for a bind mount: the device, then the mounted directory of its file system.
+_BIND_SOURCE = re.compile(r"^(?P<device>[^\[]+)\[(?P<root>/.*)\]$")
 
 
 @dataclass(frozen=True)
@@ -132,29 +142,80 @@ def refuse_raw_with_filesystem(config: Config, device: str) -> None:
 def record_filesystem(path: str, source: str) -> FilesystemTarget:
     """The file system that holds path on this machine, as the capture kernel finds it.
 
-    It is recorded by UUID, which survives device renames in the capture kernel; a file
-    system without one is recorded by its device path.
+    path is resolved first (symlinks followed, as far as it exists): /var/crash linked to a
+    data disk must be recorded on that disk, not on the file system of the link. It is
+    recorded by UUID, which survives device renames in the capture kernel; a file system
+    without one is recorded by its device path.
     """
-    held_by = filesystem_holding(path)
-    if held_by.uuid:
-        spec = f"UUID={held_by.uuid}"
-    elif held_by.device.startswith("/dev/"):
-        spec = held_by.device
-        log.warning("%s has no file system UUID: recording it as %s", held_by.device, spec)
+    resolved = os.path.realpath(path)
+    held_by = filesystem_holding(resolved)
+    bind = _BIND_SOURCE.match(held_by.device)
+    device = bind["device"] if bind else held_by.device
+    uuid = uuid_of(device) if bind else held_by.uuid
+    if uuid:
+        spec = f"UUID={uuid}"
+    elif device.startswith("/dev/"):
+        spec = device
+        log.warning("%s has no file system UUID: recording it as %s", device, spec)
     else:
-        raise KdumpError(f"{path} is on {held_by.device} ({held_by.fstype}), which the "
+        raise KdumpError(f"{path} is on {device} ({held_by.fstype}), which the "
                          f"capture kernel cannot mount: name a target in {source}")
-    relative = os.path.relpath(path, held_by.mountpoint)
-    directory = "/" if relative == "." else "/" + relative
-    log.info("%s is on %s (%s, %s) at %s", path, held_by.device, held_by.fstype, spec, directory)
+    directory = directory_on(path, resolved, held_by.mountpoint, bind["root"] if bind else "/")
+    log.info("%s is on %s (%s, %s) at %s", path, device, held_by.fstype, spec, directory)
     return FilesystemTarget(spec=spec, fstype=held_by.fstype, directory=directory)
 
 
+def directory_on(path: str, resolved: str, mountpoint: str, fs_root: str) -> str:
+    """Where resolved lies inside its file system: below the directory of the file system
+    mounted at mountpoint (fs_root, "/" unless it is a bind mount). Never above it."""
+    relative = os.path.relpath(resolved, mountpoint)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        raise KdumpError(f"{path} resolves to {resolved}, which is not under {mountpoint}, "
+                         "the mount point findmnt gave for it")
+    return posixpath.normpath(posixpath.join(fs_root, relative))
+
+
+def find_program(name: str) -> str | None:
+    """A program by bare name, on the PATH the agent and dracut use."""
+    return shutil.which(name, path=system.CLEAN_PATH)
+
+
+def collector_program(config: Config) -> str:
+    """The host file core_collector's program is, as the capture kernel will run it.
+
+    A bare name is looked up on the agent's PATH, an absolute path must be an executable
+    file: a collector that is not there fails every dump with 127, after the panic.
+    """
+    program = config.core_collector[0]
+    if os.path.isabs(program):
+        if os.path.isfile(program) and os.access(program, os.X_OK):
+            return program
+        raise KdumpError(f"{config.source}: core_collector {program}: no such executable on this host "
+                         "(install it, or give its path here: `command -v "
+                         f"{os.path.basename(program)}`)")
+    found = find_program(program)
+    if found is None:
+        raise KdumpError(f"{config.source}: core_collector {program} is not installed on this host "
+                         f"(not in {system.CLEAN_PATH})")
+    return found
+
+
+def collector_to_pack(config: Config) -> list[str]:
+    """core_collector's program, unless it is the makedumpfile module-setup.sh installs anyway."""
+    program = collector_program(config)
+    if os.path.basename(program) == MODULE_COLLECTOR:
+        installed = find_program(MODULE_COLLECTOR)
+        if installed and os.path.realpath(installed) == os.path.realpath(program):
+            return []
+    return [program]
+
+
 def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
-    """extra_bins and every hook program, installed at the same paths (with their libraries
-    or interpreters, which dracut resolves). A missing one stops the build: a hook that is
-    not there in the capture kernel would fail the dump."""
+    """extra_bins, the collector's program and every hook program, installed at the same
+    paths (with their libraries or interpreters, which dracut resolves). A missing one stops
+    the build: a program that is not there in the capture kernel would fail the dump."""
     files = list(config.extra_bins)
+    files += [f for f in collector_to_pack(config) if f not in files]
     for kind in HOOK_KINDS:
         files += [f for f in hook_programs(kind, config, hook_root) if f not in files]
     missing = [f for f in files if not os.path.exists(f)]
@@ -180,7 +241,11 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         refuse_raw_with_filesystem(config, target.spec)
     reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
 
-    argv = ["dracut", "--force", "--kver", kver, "--modules", MODULE_NAME, "--no-early-microcode"]
+    # The admin's dracut_args come first: if they end in an option that takes a value
+    # (`--add-drivers`), it swallows our --force (dracut then refuses to overwrite the
+    # temporary file and fails), never the output, which is always the one word after `--`.
+    argv = ["dracut", *config.dracut_args, "--force", "--kver", kver, "--modules", MODULE_NAME,
+            "--no-early-microcode"]
     argv += ["--hostonly"] if hostonly else []
     if kmoddir:
         argv += ["--kmoddir", kmoddir]
@@ -195,7 +260,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
                 drivers += [d for d in drivers_for(resolve_spec(needed)) if d not in drivers]
     if drivers:
         argv += ["--add-drivers", " ".join(drivers)]
-    argv += [*config.dracut_args, str(output)]
+    argv += ["--", str(output)]
 
     env = {
         "dracutbasedir": str(dracut_dir),
@@ -254,6 +319,44 @@ def image_changes(config: Config, *, output: Path, binary: Path | None = None, k
         return _rebuild_reasons(output, inputs)
 
 
+def make_output_dir(output: Path) -> None:
+    """The image's directory, created if needed; an ancestor that is a file is named."""
+    existing = Path(nearest_existing(str(output.parent)))
+    if not existing.is_dir():
+        raise KdumpError(f"cannot write {output}: {existing} is not a directory")
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+
+def build_image(build_plan: BuildPlan, output: Path) -> None:
+    """Run dracut into a temporary file next to output, then put it in place.
+
+    The image is replaced only by a finished, non-empty build (dracut deletes its output
+    when it fails: building in place would leave nothing to load). Its stamp goes just
+    before the rename, so an image is never taken for one built from other inputs.
+    """
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        system.run([*build_plan.argv[:-1], name], timeout=DRACUT_TIMEOUT, stdout=None,
+                   extra_env=build_plan.env)
+        _seal(partial, output)
+        remove_stamp(output)
+        os.replace(partial, output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    system.fsync(output.parent)
+
+
+def _seal(partial: Path, output: Path) -> None:
+    """A built image: non-empty, 0600 whatever umask dracut ran with, and on disk."""
+    if partial.stat().st_size == 0:
+        raise KdumpError(f"dracut exited 0 but wrote nothing to {partial}: {output} is left as it was")
+    os.chmod(partial, IMAGE_MODE)
+    system.fsync(partial)
+
+
 def mkinitrd(config: Config, *, output: Path | None = None, binary: Path | None = None,
              kver: str | None = None, kmoddir: str | None = None, dry_run: bool = False,
              known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS, force: bool = False,
@@ -281,10 +384,9 @@ def mkinitrd(config: Config, *, output: Path | None = None, binary: Path | None 
         if dry_run:
             return build_plan
         log.info("building %s: %s", output, "; ".join(reasons))
-        remove_stamp(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
+        make_output_dir(output)
         overlay_dracut_dir(staging / "dracut", bundled_module_dir())
-        system.run(build_plan.argv, timeout=DRACUT_TIMEOUT, stdout=None, extra_env=build_plan.env)
+        build_image(build_plan, output)
         write_stamp(output, inputs, binary.resolve())
     log.info("capture initramfs written to %s (%d bytes)", output, output.stat().st_size)
     return build_plan

@@ -5,8 +5,9 @@ instead (sha256 of each input, and the records mkinitrd would write now) also ca
 what a timestamp cannot: a target that moved to another disk, a DHCP lease that changed
 the recorded route, a server whose host key was pinned anew, a kernel package rebuilt
 under the same version. `mkinitrd` skips dracut when the stamp equals what it would build
-now; `status` asks the same question. The stamp is removed before dracut runs and written
-only after it succeeded, so a failed build never passes for a current one.
+now; `status` asks the same question. The stamp is removed just before a new image replaces
+the old one and written after, so an image never passes for one built from other inputs;
+a failed build leaves the old image and its stamp as they were.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import json
 import os
 import shlex
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..system import file_sha256
 
 STAMP_FORMAT = 1
 STAMP_SUFFIX = ".stamp"
+STAMP_MODE = 0o644  # hashes only; `status` reads it without root
 
 # The environment mkinitrd gives dracut names the inputs: files packed as they are ...
 _FILE_INPUTS = {"KDUMP_AGENT_CONF": "kdump.conf", "KDUMP_AGENT_BINARY": "agent binary",
@@ -91,16 +94,25 @@ def read_stamp(image: Path) -> dict[str, object] | None:
 
 
 def write_stamp(image: Path, inputs: Mapping[str, str], binary: Path) -> None:
-    """Record a finished build (written to a temporary name, then renamed into place)."""
+    """Record a finished build: written to a new temporary file (mkstemp: never through a
+    file or link already at some name), then renamed into place."""
     document = {"format": STAMP_FORMAT, "image": str(image), "binary": str(binary), "inputs": dict(inputs)}
     final = stamp_path(image)
-    partial = final.with_name(final.name + ".tmp")
-    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, final)
+    handle, partial = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(document, indent=2) + "\n")
+            out.flush()
+            os.fchmod(out.fileno(), STAMP_MODE)
+            os.fsync(out.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def remove_stamp(image: Path) -> None:
-    """Forget what image was built from, before it is rebuilt."""
+    """Forget what image was built from, just before a new build replaces it."""
     stamp_path(image).unlink(missing_ok=True)
 
 

@@ -24,7 +24,7 @@ from ..targets.raw import signature
 from .blockdev import filesystem_holding, resolve_spec
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
-from .mkinitrd import image_changes
+from .mkinitrd import IMAGE_MODE, collector_program, image_changes
 from .netpack import server_of
 
 CONNECT_TIMEOUT = 3.0
@@ -98,6 +98,42 @@ def check_image(config: Config | None, image: Path,
         return Check(name, False, f"{image} is stale: {'; '.join(reasons)}",
                      fix + ", then kdump-agent load")
     return Check(name, True, str(image))
+
+
+def check_image_mode(config: Config | None, image: Path) -> Check:
+    """Only root may read the image: for an ssh target it holds the private key, which is
+    why that case blocks. For the others it is advisory: the image then holds kdump.conf,
+    the hooks and the records, no more secret than those files on the host."""
+    name = "initramfs private"
+    holds_key = config is not None and config.target is not None and config.target.kind is TargetKind.SSH
+    try:
+        mode = stat.S_IMODE(image.stat().st_mode)
+    except FileNotFoundError:
+        return Check(name, True, f"{image} not built yet", blocking=holds_key)
+    except OSError as error:
+        return Check(name, False, f"{image}: {_reason(error)}", f"chmod {IMAGE_MODE:04o} {image}",
+                     blocking=holds_key)
+    if mode & 0o077 == 0:
+        return Check(name, True, f"{image} is mode {mode:04o}", blocking=holds_key)
+    what = f"and holds the private key {config.sshkey}" if holds_key and config else "(advisory)"
+    return Check(name, False, f"{image} is mode {mode:04o}: group and others can read it {what}",
+                 f"chmod {IMAGE_MODE:04o} {image}", blocking=holds_key)
+
+
+def check_collector(config: Config | None) -> Check:
+    """core_collector's program must be on this host: mkinitrd packs that file, and the
+    capture kernel runs the same argv (a missing one fails the dump with 127)."""
+    name = "core_collector on this host"
+    if config is None:
+        return Check(name, False, "not checked: the config is invalid", "fix the config")
+    try:
+        found = collector_program(config)
+    except KdumpError as error:
+        program = config.core_collector[0]
+        return Check(name, False, str(error),
+                     f"install {os.path.basename(program)}, or set core_collector in {config.source} "
+                     "to a program this host has (`command -v makedumpfile`)")
+    return Check(name, True, found)
 
 
 def tcp_connect(host: str, port: int, timeout: float) -> None:
@@ -273,6 +309,8 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         check_loaded(paths),
         config_check,
         check_image(config, image, changes or (lambda c, i: image_changes(c, output=i))),
+        check_image_mode(config, image),
+        check_collector(config),
         check_target(config),
         *check_raw_restored(config),
         check_size(estimate(config)),
