@@ -1,10 +1,11 @@
 """kdump.conf's dracut_args checked against dracut's own options before dracut sees them.
 
-mkinitrd puts dracut_args after its own options and before the output image, and dracut reads
-them with getopt. A word dracut does not expect there changes what it builds and where: an
-option that takes a value, left last (`--add-drivers`), takes the output path as its value,
-and dracut writes its default image instead, the system's boot initramfs; a positional word
-becomes the output image or the kernel version. So every word must be an option below, every
+dracut reads its arguments with getopt, and a word it does not expect changes what it builds
+and where: an option that takes a value, followed by the output path (`--add-drivers` last),
+takes the path as its value, and dracut writes its default image instead, the system's boot
+initramfs; a positional word becomes the output image or the kernel version. mkinitrd puts
+dracut_args first and ends with `-- <output>` (host/mkinitrd.py), and on top of that every
+word must be an option below, every
 option that takes a value must have one, and options that change what, where or whether
 dracut writes, or that mkinitrd sets itself, are refused.
 

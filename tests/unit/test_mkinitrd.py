@@ -217,6 +217,11 @@ def test_dracut_args_ending_in_an_option_cannot_take_the_output(tmp_path: Path, 
     """`dracut_args --add-drivers` once took our output as its value: dracut then wrote its
     default image, the system's boot initramfs."""
     run = mocker.patch("kdump_agent.system.run", side_effect=dracut_writing(b"image"))
+    with pytest.raises(KdumpError, match="dracut_args: .*--add-drivers"):  # refused first of all
+        build_in(tmp_path, "ext4 UUID=abc", dracut_args=("--no-hostonly", "--add-drivers"))
+    run.assert_not_called()
+    # and were the check ever to miss a case, the order still keeps the output out of reach:
+    mocker.patch.object(mk, "check_dracut_args", return_value=[])
     output = build_in(tmp_path, "ext4 UUID=abc", dracut_args=("--no-hostonly", "--add-drivers"))
     argv = run.call_args.args[0]
     partial = argv[-1]
@@ -237,6 +242,13 @@ def build_in(tmp_path: Path, text: str, old_image: bytes | None = None, **settin
     config = dataclasses.replace(kdump_config.load(str(conf)), **settings)
     mk.mkinitrd(config, output=output, binary=Path("/bin/true"), kver="6.1.0", force=True)
     return output
+
+
+@pytest.mark.parametrize(("words", "hostonly"), [
+    ((), True), (("-N",), False), (("--no-host-only",), False), (("-N", "--hostonly"), True),
+    (("--hostonly", "--no-hostonly"), False)])
+def test_the_last_hostonly_word_wins_as_dracut_reads_it(words: tuple[str, ...], hostonly: bool) -> None:
+    assert mk.hostonly_wanted(words) is hostonly
 
 
 # ---- a failed build keeps the old image -----------------------------------------------------

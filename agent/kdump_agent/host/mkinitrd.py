@@ -33,6 +33,7 @@ from pathlib import Path
 from .. import system
 from ..config import Action, Config, TargetKind
 from ..context import HOOK_ROOT
+from ..dracutargs import check_dracut_args
 from ..errors import KdumpError
 from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
@@ -49,7 +50,8 @@ MODULE_NAME = "kdump-agent"
 MODULE_DIR_NAME = "55kdump-agent"
 SYSTEM_DRACUT_DIR = Path("/usr/lib/dracut")
 DRACUT_TIMEOUT = 900.0
-NO_HOSTONLY_FLAGS = frozenset({"--no-hostonly", "-N"})
+HOSTONLY_FLAGS = {"--hostonly": True, "--host-only": True, "-H": True,
+                  "--no-hostonly": False, "--no-host-only": False, "-N": False}
 ROOTFS_ACTIONS = frozenset({Action.DUMP_TO_ROOTFS, Action.MOUNT_ROOT_RUN_INIT})
 LOCAL_KINDS = frozenset({TargetKind.FILESYSTEM, TargetKind.RAW})  # disks, whose drivers sysfs names
 IMAGE_MODE = 0o600  # an ssh target's image holds the private key
@@ -224,6 +226,15 @@ def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
     return files
 
 
+def hostonly_wanted(dracut_args: Sequence[str]) -> bool:
+    """Whether dracut builds for this machine: hostonly unless dracut_args say otherwise,
+    and as dracut reads them, the last word of the two kinds wins."""
+    wanted = True
+    for word in dracut_args:
+        wanted = HOSTONLY_FLAGS.get(word, wanted)
+    return wanted
+
+
 def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver: str,
          kmoddir: str | None, staging: Path, dracut_dir: Path,
          known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> BuildPlan:
@@ -236,7 +247,10 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     # The failure actions that need the root file system find it by this record.
     rootfs = record_filesystem("/", config.source) if config.failure_action in ROOTFS_ACTIONS else None
     fstype = recorded.fstype if recorded else target.fstype if target else None
-    hostonly = not NO_HOSTONLY_FLAGS.intersection(config.dracut_args)
+    problems = check_dracut_args(config.dracut_args)  # config.load refused them already; a
+    if problems:                                       # Config made otherwise gets the same rule
+        raise KdumpError(f"{config.source}: dracut_args: {'; '.join(problems)}")
+    hostonly = hostonly_wanted(config.dracut_args)
     if hostonly and target is not None and target.kind is TargetKind.RAW:
         refuse_raw_with_filesystem(config, target.spec)
     reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
