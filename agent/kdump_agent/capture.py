@@ -16,8 +16,8 @@ from .config import Config
 from .context import Capture, Paths
 from .deadlines import HOOKS_SECONDS, deadline_for
 from .errors import KdumpError
-from .machine import State
-from .runner import HandOver, Journal, Runner, Step, on_commit
+from .machine import ROOTFS_DUMP, State
+from .runner import Branch, Journal, Runner, Step, on_commit
 from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, network_up, setup
 
 log = logging.getLogger("kdump-agent")
@@ -29,13 +29,13 @@ def loaded(capture: Capture) -> Config:
     return capture.config
 
 
-CaptureStep = Callable[[Capture], "str | HandOver | None"]
+CaptureStep = Callable[[Capture], "str | Branch | None"]
 
 
 def isolated(capture: Capture, work: CaptureStep) -> Step:
     """The state's step: `work` fills in a fork of the capture, which the runner adopts
     only if the state ends within its deadline (runner.on_commit)."""
-    def step() -> str | HandOver | None:
+    def step() -> str | Branch | None:
         fork = capture.fork()
         on_commit(partial(capture.adopt, fork))
         return work(fork)
@@ -47,18 +47,28 @@ def steps_for(capture: Capture) -> dict[State, Step]:
     def timeout(state: State) -> float:
         return deadline_for(capture, state)
 
-    work: dict[State, CaptureStep] = {
-        State.LOAD_CONFIG: setup.load_config,
-        State.RUN_PRE: lambda c: hooks.run_pre(loaded(c), HOOKS_SECONDS, c.paths.hooks),
-        State.NETWORK_UP: lambda c: network_up.network_up(c, timeout(State.NETWORK_UP)),
+    dump_steps: dict[State, CaptureStep] = {
         State.MOUNT_TARGET: mount.mount,
         State.PREPARE_DIR: dumpdir.prepare,
         State.SAVE_DMESG: lambda c: dmesg.save_dmesg(c, timeout(State.SAVE_DMESG)),
         State.COLLECT: lambda c: collect.collect(c, timeout(State.COLLECT)),
         State.FINALIZE: lambda c: finalize.finalize(c, timeout(State.FINALIZE)),
+    }
+    work: dict[State, CaptureStep] = {
+        State.LOAD_CONFIG: setup.load_config,
+        State.RUN_PRE: lambda c: hooks.run_pre(loaded(c), HOOKS_SECONDS, c.paths.hooks),
+        State.NETWORK_UP: lambda c: network_up.network_up(c, timeout(State.NETWORK_UP)),
+        **dump_steps,
         State.RUN_POST: lambda c: hooks.run_post(loaded(c), 0, HOOKS_SECONDS, c.paths.hooks),
         State.FINAL_ACTION: actions.final_action,
         State.FAILURE_ACTION: actions.failure_action,
+        State.REBOOT: lambda c: actions.power(c, "reboot"),
+        State.HALT: lambda c: actions.power(c, "halt"),
+        State.POWEROFF: lambda c: actions.power(c, "poweroff"),
+        State.SHELL: actions.shell,
+        State.DUMP_TO_ROOTFS: actions.dump_to_rootfs,
+        **{again: dump_steps[twin] for again, twin in ROOTFS_DUMP.items()},
+        State.MOUNT_ROOT_RUN_INIT: actions.mount_root_run_init,
     }
     return {state: isolated(capture, step) for state, step in work.items()}
 

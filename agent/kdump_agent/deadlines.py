@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import os
 
-from .config import Action
 from .context import Capture
-from .machine import State
+from .machine import ROOTFS_DUMP, State
 from .targets.local import DEFAULT_DISK_TIMEOUT
 
 # The admin's hooks of one kind (kdump_pre and pre.d, ...) get this much in all.
@@ -33,7 +32,13 @@ BASE_DEADLINES: dict[State, float] = {
     State.FINALIZE: 120,  # fsync, rename; plus READBACK_SECONDS_PER_GIB for the sha256
     State.RUN_POST: HOOKS_SECONDS,
     State.FINAL_ACTION: 120,
-    State.FAILURE_ACTION: 120 + 2 * HOOKS_SECONDS,  # kdump_post and kdump_emergency first
+    State.FAILURE_ACTION: 120 + 2 * HOOKS_SECONDS,  # the record, kdump_post and kdump_emergency
+    State.REBOOT: 120,  # a sync (at most 60 s), then reboot(2)
+    State.HALT: 120,
+    State.POWEROFF: 120,
+    State.SHELL: SHELL_SECONDS + 60,  # the shell itself is closed after SHELL_SECONDS
+    State.DUMP_TO_ROOTFS: 10,  # reads the root file system's record; the ROOTFS_* states dump
+    State.MOUNT_ROOT_RUN_INIT: 60,  # plus disk_timeout
     State.ROOT_INIT: 10,
 }
 
@@ -64,29 +69,16 @@ def finalize_seconds(vmcore: str) -> float:
 
 
 def deadline_for(capture: Capture, state: State) -> float:
-    """The deadline of a state, asked as the state is entered (some depend on the config)."""
+    """The deadline of a state, asked as the state is entered (some depend on the config).
+    The dump_to_rootfs states have their twins' deadlines."""
+    state = ROOTFS_DUMP.get(state, state)
     base = BASE_DEADLINES[state]
     if state is State.NETWORK_UP:
         return base + float(capture.config.link_delay or 0 if capture.config else 0)
-    if state is State.MOUNT_TARGET:
+    if state in (State.MOUNT_TARGET, State.MOUNT_ROOT_RUN_INIT):
         return base + disk_timeout(capture)
     if state is State.COLLECT:
         return collect_seconds(capture.paths.vmcore)
     if state is State.FINALIZE:
         return finalize_seconds(capture.paths.vmcore)
-    if state is State.FAILURE_ACTION:
-        return base + _failure_action_work(capture)
     return base
-
-
-def _failure_action_work(capture: Capture) -> float:
-    """The extra time the configured failure action needs beyond recording and hooks."""
-    action = capture.failure_action
-    if action is Action.SHELL:
-        return SHELL_SECONDS
-    if action is Action.DUMP_TO_ROOTFS:
-        return (deadline_for(capture, State.MOUNT_TARGET) + BASE_DEADLINES[State.SAVE_DMESG]
-                + collect_seconds(capture.paths.vmcore) + finalize_seconds(capture.paths.vmcore))
-    if action is Action.MOUNT_ROOT_RUN_INIT:
-        return deadline_for(capture, State.MOUNT_TARGET)
-    return 0.0

@@ -2,9 +2,11 @@
 
 This module does no I/O. The flow is the seed article's numbered operation flow
 (panic -> capture kernel -> initramfs -> dump to the target -> vmcore by core_collector ->
-success: reboot / failure: the configured default action). All transition logic lives in
-the table below; `Machine` only walks it, and an illegal step raises without changing the
-state (the model is h11's state machine). `kdump-agent states` prints the table.
+success: reboot / failure: the configured default action: reboot, halt, a shell, or the
+root file system's init), with RHEL's later actions (poweroff, dump_to_rootfs) beside them.
+All transition logic lives in the table below; `Machine` only walks it, and an illegal
+step raises without changing the state (the model is h11's state machine). `kdump-agent
+states` prints the table, and the README's picture is drawn from it.
 """
 
 from __future__ import annotations
@@ -28,17 +30,35 @@ class State(enum.Enum):
     FINALIZE = "FINALIZE"  # sync, rename vmcore-incomplete -> vmcore
     RUN_POST = "RUN_POST"  # kdump_post hooks
     FINAL_ACTION = "FINAL_ACTION"  # 6 -> 14: final_action (reboot by default)
-    FAILURE_ACTION = "FAILURE_ACTION"  # 6 -> 7..10: the configured default/failure_action
+    FAILURE_ACTION = "FAILURE_ACTION"  # 6 -> 7..10: record, hooks, branch by the configured action
+    REBOOT = "REBOOT"  # 8 -> 14: default reboot
+    HALT = "HALT"  # 7 -> 16: default halt
+    POWEROFF = "POWEROFF"  # RHEL's addition: 16, with the power off
+    SHELL = "SHELL"  # 9 -> 15: a shell; final_action when it exits
+    DUMP_TO_ROOTFS = "DUMP_TO_ROOTFS"  # RHEL 7's addition: the dump again, onto the root file system
+    ROOTFS_MOUNT = "ROOTFS_MOUNT"  # the dump states again, against the root file system
+    ROOTFS_PREPARE = "ROOTFS_PREPARE"
+    ROOTFS_DMESG = "ROOTFS_DMESG"
+    ROOTFS_COLLECT = "ROOTFS_COLLECT"
+    ROOTFS_FINALIZE = "ROOTFS_FINALIZE"
+    MOUNT_ROOT_RUN_INIT = "MOUNT_ROOT_RUN_INIT"  # 10 -> 11: mount the root file system on /sysroot
     ROOT_INIT = "ROOT_INIT"  # 11: hand over to the root file system's /sbin/init (12-14 there)
 
 
 class Outcome(enum.Enum):
-    """How a state's work ended."""
+    """How a state's work ended. FAILURE_ACTION ends by naming the configured action,
+    which is how the table branches to it."""
 
     DONE = "done"  # the work succeeded, or there was nothing to do
     FAILED = "failed"  # the work raised an error
     TIMED_OUT = "timed_out"  # the work overran the state's deadline
     HANDED_OVER = "handed_over"  # mount_root_run_init: the root's init carries on from here
+    REBOOT = "reboot"
+    HALT = "halt"
+    POWEROFF = "poweroff"
+    SHELL = "shell"
+    DUMP_TO_ROOTFS = "dump_to_rootfs"
+    MOUNT_ROOT_RUN_INIT = "mount_root_run_init"
 
 
 SUCCESS_PATH: tuple[State, ...] = (
@@ -55,23 +75,62 @@ SUCCESS_PATH: tuple[State, ...] = (
     State.FINAL_ACTION,
 )
 
+# dump_to_rootfs runs these states again, each doing what its twin on the success path does.
+ROOTFS_DUMP: dict[State, State] = {
+    State.ROOTFS_MOUNT: State.MOUNT_TARGET,
+    State.ROOTFS_PREPARE: State.PREPARE_DIR,
+    State.ROOTFS_DMESG: State.SAVE_DMESG,
+    State.ROOTFS_COLLECT: State.COLLECT,
+    State.ROOTFS_FINALIZE: State.FINALIZE,
+}
+
+# The failure action's branch for each configured action (failure_action / default).
+ACTION_BRANCHES: dict[Outcome, State] = {
+    Outcome.REBOOT: State.REBOOT,
+    Outcome.HALT: State.HALT,
+    Outcome.POWEROFF: State.POWEROFF,
+    Outcome.SHELL: State.SHELL,
+    Outcome.DUMP_TO_ROOTFS: State.DUMP_TO_ROOTFS,
+    Outcome.MOUNT_ROOT_RUN_INIT: State.MOUNT_ROOT_RUN_INIT,
+}
+
 # The agent's work ends in these: final_action ends the capture kernel (reboot(2)), and
 # ROOT_INIT leaves it to dracut's init to switch to the root file system.
 TERMINAL: frozenset[State] = frozenset({State.FINAL_ACTION, State.ROOT_INIT})
 
+_ENDINGS = (Outcome.DONE, Outcome.FAILED, Outcome.TIMED_OUT)
+
+
+def _chain(states: tuple[State, ...], on_failure: State) -> dict[tuple[State, Outcome], State]:
+    """Each state leads to the next when done, and to on_failure otherwise."""
+    table: dict[tuple[State, Outcome], State] = {}
+    for here, after in zip(states, states[1:]):
+        table[(here, Outcome.DONE)] = after
+        table[(here, Outcome.FAILED)] = on_failure
+        table[(here, Outcome.TIMED_OUT)] = on_failure
+    return table
+
 
 def _build_table() -> dict[tuple[State, Outcome], State]:
-    table: dict[tuple[State, Outcome], State] = {}
-    for here, after in zip(SUCCESS_PATH, SUCCESS_PATH[1:]):
-        table[(here, Outcome.DONE)] = after
-        table[(here, Outcome.FAILED)] = State.FAILURE_ACTION
-        table[(here, Outcome.TIMED_OUT)] = State.FAILURE_ACTION
-    # A failure action that hands back control (shell exits, dump_to_rootfs ends, or the
-    # action itself fails) ends in final_action: the machine never stays stuck.
-    for outcome in (Outcome.DONE, Outcome.FAILED, Outcome.TIMED_OUT):
-        table[(State.FAILURE_ACTION, outcome)] = State.FINAL_ACTION
+    table = _chain(SUCCESS_PATH, State.FAILURE_ACTION)
+    # The failure action records the attempt and runs the hooks, then branches by the
+    # configured action; if that work itself breaks, final_action runs.
+    table |= {(State.FAILURE_ACTION, outcome): branch for outcome, branch in ACTION_BRANCHES.items()}
+    # A failure action that names none (no config was read) takes the seed's default.
+    table[(State.FAILURE_ACTION, Outcome.DONE)] = State.REBOOT
+    table |= {(State.FAILURE_ACTION, outcome): State.FINAL_ACTION
+              for outcome in (Outcome.FAILED, Outcome.TIMED_OUT)}
+    # reboot, halt and poweroff end the machine; a shell hands back control; if any of them
+    # returns, fails or overruns, final_action runs: the machine never stays stuck.
+    for action in (State.REBOOT, State.HALT, State.POWEROFF, State.SHELL):
+        table |= {(action, outcome): State.FINAL_ACTION for outcome in _ENDINGS}
+    # dump_to_rootfs: the dump states again against the root file system, then final_action
+    # whatever happens on the way.
+    rootfs = (State.DUMP_TO_ROOTFS, *ROOTFS_DUMP, State.FINAL_ACTION)
+    table |= _chain(rootfs, State.FINAL_ACTION)
     # mount_root_run_init mounted the root and found its init: the seed's step 11.
-    table[(State.FAILURE_ACTION, Outcome.HANDED_OVER)] = State.ROOT_INIT
+    table |= {(State.MOUNT_ROOT_RUN_INIT, outcome): State.FINAL_ACTION for outcome in _ENDINGS}
+    table[(State.MOUNT_ROOT_RUN_INIT, Outcome.HANDED_OVER)] = State.ROOT_INIT
     return table
 
 

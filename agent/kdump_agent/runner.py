@@ -28,14 +28,16 @@ log = logging.getLogger("kdump-agent")
 
 
 @dataclass(frozen=True)
-class HandOver:
-    """What a step returns when the flow goes on outside the agent (the root's init)."""
+class Branch:
+    """What a step returns when its outcome is a choice, not just "done": the failure
+    action's branch for the configured action, or HANDED_OVER to the root's init."""
 
-    note: str
+    outcome: Outcome
+    note: str = ""
 
 
-# A step does its state's work; it may return a short note for the journal.
-Step = Callable[[], "str | HandOver | None"]
+# A step does its state's work; it may return a short note for the journal, or a Branch.
+Step = Callable[[], "str | Branch | None"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,6 @@ class Runner:
             log.error("%s failed: %s", state.value, error)
             return Outcome.FAILED, str(error) or type(error).__name__, seconds
         note = fence.note
-        if isinstance(note, HandOver):
-            return Outcome.HANDED_OVER, note.note, seconds
+        if isinstance(note, Branch):
+            return note.outcome, note.note, seconds
         return Outcome.DONE, note if isinstance(note, str) else "", seconds

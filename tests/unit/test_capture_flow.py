@@ -135,7 +135,8 @@ def test_shell_failure_action_opens_a_shell_then_runs_final_action(
     assert "the dump failed: COLLECT failed: makedumpfile exited 1" in banner
     assert "final_action poweroff runs" in banner
     assert machine.powered == [system.Power.POWEROFF]
-    assert [e.state for e in done.journal.entries][-2:] == [State.FAILURE_ACTION, State.FINAL_ACTION]
+    assert [e.state for e in done.journal.entries][-3:] == [State.FAILURE_ACTION, State.SHELL,
+                                                            State.FINAL_ACTION]
     manifest = json.loads((done.dump_dir / "kdump-agent.json").read_text())  # type: ignore[operator]
     assert manifest["result"] == "failure"
 

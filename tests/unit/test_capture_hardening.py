@@ -31,9 +31,11 @@ from kdump_agent.errors import KdumpError
 from kdump_agent.machine import Outcome, State
 from kdump_agent.runner import Journal, Runner
 from kdump_agent.steps import dumpdir, finalize
-from kdump_agent.steps.dumpdir import check_on_target, check_raw_device, resolve_within
-from kdump_agent.targets.local import FilesystemTarget
-from kdump_agent.targets.raw import RawTarget
+from kdump_agent.targets import directory
+from kdump_agent.targets.directory import check_on_target, resolve_within
+from kdump_agent.targets.local import FilesystemTarget, LocalDirectory
+from kdump_agent.targets.raw import RawDevice, RawTarget
+from kdump_agent.targets.raw import check_empty as check_raw_device
 
 # ---- the dump path, followed inside the target ------------------------------------------
 
@@ -72,13 +74,13 @@ def test_a_link_loop_on_the_target_is_an_error_not_a_hang(tmp_path: Path) -> Non
         resolve_within(root, "/a/crash")
 
 
-def local_capture(tmp_path: Path, directory: str) -> Capture:
+def local_capture(tmp_path: Path, path: str) -> Capture:
     root = tmp_path / "kdumproot"
     root.mkdir(exist_ok=True)
     capture = Capture(paths=Paths(), journal=Journal())
-    capture.target = FilesystemTarget(spec="/dev/vdb", fstype="ext4", directory=directory)
-    capture.target_root = str(root)
-    capture.mounted = [str(root)]
+    capture.destination = LocalDirectory(FilesystemTarget(spec="/dev/vdb", fstype="ext4", directory=path))
+    capture.dump.root = str(root)
+    capture.dump.mounted = [str(root)]
     return capture
 
 
@@ -97,8 +99,8 @@ def test_prepare_makes_the_dump_directory_where_the_targets_link_points(tmp_path
 def test_prepare_refuses_a_dump_directory_on_another_file_system(tmp_path: Path, mocker: Any) -> None:
     capture = local_capture(tmp_path, "/var/crash")
     root = str(tmp_path / "kdumproot")
-    real = dumpdir.device_of
-    mocker.patch.object(dumpdir, "device_of",  # the mount's device differs from the directory's
+    real = directory.device_of
+    mocker.patch.object(directory, "device_of",  # the mount's device differs from the directory's
                         side_effect=lambda path: real(path) + (1 if path == root else 0))
     with pytest.raises(KdumpError, match="is not on the dump target mounted on"):
         dumpdir.prepare(capture)
@@ -109,13 +111,13 @@ def test_prepare_refuses_a_dump_directory_on_another_file_system(tmp_path: Path,
 def test_check_on_target_lets_nfs_cross_into_exports_below_but_not_into_ram(tmp_path: Path,
                                                                             mocker: Any) -> None:
     devices = {"d": 7, "m": 8, "/": 9}
-    mocker.patch.object(dumpdir, "device_of", side_effect=lambda path: devices[path])
-    check_on_target(Path("d"), "m", network=True)
+    mocker.patch.object(directory, "device_of", side_effect=lambda path: devices[path])
+    check_on_target(Path("d"), "m", crosses_mounts=True)
     with pytest.raises(KdumpError):
-        check_on_target(Path("d"), "m", network=False)
+        check_on_target(Path("d"), "m", crosses_mounts=False)
     devices["d"] = 9
     with pytest.raises(KdumpError):
-        check_on_target(Path("d"), "m", network=True)
+        check_on_target(Path("d"), "m", crosses_mounts=True)
 
 
 # ---- a raw target that holds something --------------------------------------------------
@@ -127,7 +129,7 @@ def test_raw_target_holding_ext4_is_refused_and_left_untouched(tmp_path: Path) -
     subprocess.run(["mkfs.ext4", "-q", "-F", str(device)], check=True)
     before = device.read_bytes()
     capture = Capture(paths=Paths(), journal=Journal())
-    capture.target = RawTarget(device=str(device))
+    capture.destination = RawDevice(RawTarget(device=str(device)))
     with pytest.raises(KdumpError, match="holds ext4"):
         dumpdir.prepare(capture)
     assert device.read_bytes() == before
@@ -164,16 +166,17 @@ def test_finalize_deadline_grows_with_the_crashed_kernels_memory(tmp_path: Path)
 
 def test_a_checksum_that_runs_out_of_time_leaves_the_dump_saved(tmp_path: Path, mocker: Any) -> None:
     capture = local_capture(tmp_path, "/")
-    capture.dump_dir = tmp_path / "dump"
-    capture.dump_dir.mkdir()
-    (capture.dump_dir / "vmcore-incomplete").write_bytes(b"KDUMP   " * 1000)
+    dump_dir = tmp_path / "dump"
+    dump_dir.mkdir()
+    capture.dump.directory = str(dump_dir)
+    (dump_dir / "vmcore-incomplete").write_bytes(b"KDUMP   " * 1000)
     mocker.patch.object(system, "file_sha256", side_effect=TimeoutError("reading it back took too long"))
     note = finalize.finalize(capture, timeout=30)
     assert capture.vmcore_saved
-    assert (capture.dump_dir / "vmcore").exists()
-    assert [(f.name, f.size, f.sha256) for f in capture.files] == [("vmcore", 8000, None)]
+    assert (dump_dir / "vmcore").exists()
+    assert [(f.name, f.size, f.sha256) for f in capture.dump.files] == [("vmcore", 8000, None)]
     assert "not hashed" in note
-    assert any("vmcore not hashed" in n for n in capture.notes)
+    assert any("vmcore not hashed" in n for n in capture.dump.notes)
 
 
 def test_file_sha256_gives_up_at_its_time(tmp_path: Path) -> None:
@@ -191,8 +194,8 @@ def test_a_state_that_overran_cannot_change_the_capture_afterwards() -> None:
 
     def slow_collect(fork: Capture) -> str:
         release.wait(10)
-        fork.collector_returncode = 0  # what a late collector would record...
-        fork.vmcore_saved = True
+        fork.dump.collector_returncode = 0  # what a late collector would record...
+        fork.dump.vmcore_saved = True
         fork.notes.append("late")
         finished.set()
         return "too late"
@@ -212,7 +215,7 @@ def test_a_state_that_overran_cannot_change_the_capture_afterwards() -> None:
     assert (journal.first_failure().state, journal.first_failure().outcome) == (  # type: ignore[union-attr]
         State.COLLECT, Outcome.TIMED_OUT)
     assert seen == {"saved": False, "notes": []}
-    assert capture.vmcore_saved is False and capture.collector_returncode is None
+    assert capture.vmcore_saved is False and capture.dump.collector_returncode is None
     assert capture.notes == []
 
 
@@ -220,11 +223,11 @@ def test_a_failed_state_keeps_what_it_recorded_for_the_failure_record() -> None:
     capture = Capture(paths=Paths(), journal=Journal())
 
     def failing_collect(fork: Capture) -> str:
-        fork.collector_returncode = 1
+        fork.dump.collector_returncode = 1
         raise KdumpError("makedumpfile exited 1")
 
     Runner(steps={State.COLLECT: isolated(capture, failing_collect)}, deadline_for=lambda s: 5).run()
-    assert capture.collector_returncode == 1
+    assert capture.dump.collector_returncode == 1
 
 
 # ---- `capture` on a running system ------------------------------------------------------

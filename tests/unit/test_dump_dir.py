@@ -4,7 +4,8 @@ import stat
 import time
 from pathlib import Path
 
-from kdump_agent.steps.dumpdir import dump_dir_name, make_dump_dir
+from kdump_agent.layout import dump_dir_name
+from kdump_agent.targets.directory import make_dump_dir
 
 
 def test_dump_dir_name_is_ip_dash_date_time() -> None:

@@ -16,6 +16,7 @@ from kdump_agent.runner import Journal
 from kdump_agent.steps import network_up
 from kdump_agent.targets.local import FilesystemTarget
 from kdump_agent.targets.nfs import NfsTarget
+from kdump_agent.targets.registry import destination_for
 from kdump_agent.targets.sshdest import SshDestination
 
 RECORD = {"target": "192.0.2.9", "host": "filer.example", "interface": "ens3", "mac": "52:54:00:12:34:56",
@@ -31,7 +32,7 @@ def capture_for(tmp_path: Path, target: Any, cmdline: str = "console=ttyS0", rec
     paths = Paths(recorded_network=str(tmp_path / "network.json"), cmdline=str(tmp_path / "cmdline"),
                   resolv_conf=str(tmp_path / "resolv.conf"))
     capture = Capture(paths=paths, journal=Journal(), config=parse(config, "k"))
-    capture.target = target
+    capture.destination = destination_for(target)
     return capture
 
 
@@ -56,7 +57,7 @@ def test_cmdline_plan_and_an_address_target(tmp_path: Path, net: Any) -> None:
     plan, address = net.bring_up.call_args.args
     assert plan.dhcp and address == "192.0.2.9"
     assert net.bring_up.call_args.kwargs["link_delay"] == 5.0
-    assert (capture.target_address, capture.local_address) == ("192.0.2.9", "192.0.2.10")
+    assert (capture.dump.server_address, capture.dump.local_address) == ("192.0.2.9", "192.0.2.10")
     net.wait_for_route.assert_not_called()
 
 
@@ -73,7 +74,7 @@ def test_a_name_is_resolved_after_bring_up_and_its_route_waited_for(tmp_path: Pa
     note = network_up.network_up(capture, 60)
     plan, route_probe = net.bring_up.call_args.args
     assert plan.mac == "52:54:00:12:34:56" and route_probe == "192.0.2.9"  # the recorded address first
-    assert capture.target_address == "198.51.100.7"
+    assert capture.dump.server_address == "198.51.100.7"
     assert net.wait_for_route.call_args.args[0] == "198.51.100.7"
     assert "filer.example is 198.51.100.7" in note
 
@@ -83,7 +84,7 @@ def test_dns_failing_falls_back_to_the_address_recorded_by_mkinitrd(tmp_path: Pa
     mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
     capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), record=RECORD)
     network_up.network_up(capture, 60)
-    assert capture.target_address == "192.0.2.9"
+    assert capture.dump.server_address == "192.0.2.9"
 
 
 def test_dns_failing_without_a_record_fails_the_state(tmp_path: Path, net: Any, mocker: Any) -> None:

@@ -23,8 +23,9 @@ def test_exception_in_a_step_becomes_failure_action() -> None:
         raise RuntimeError("disk on fire")
 
     journal = Runner(steps={State.MOUNT_TARGET: broken}, deadline_for=lambda s: 5).run()
-    assert states_of(journal)[-3:] == [(State.MOUNT_TARGET, Outcome.FAILED),
+    assert states_of(journal)[-4:] == [(State.MOUNT_TARGET, Outcome.FAILED),
                                       (State.FAILURE_ACTION, Outcome.DONE),
+                                      (State.REBOOT, Outcome.DONE),  # no action named: the default
                                       (State.FINAL_ACTION, Outcome.DONE)]
     assert journal.first_failure().detail == "disk on fire"
 

@@ -37,13 +37,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import __version__, flat, system
-from ..context import FileRecord
 from ..errors import CommandFailed, KdumpError
-from ..steps.collect import VMCORE_PARTIAL
-from ..steps.dmesg import DMESG_NAME, DMESG_PARTIAL
-from ..steps.dumpdir import LOCAL_HOST_ADDRESS, dump_dir_name, make_dump_dir
-from ..steps.finalize import VMCORE_NAME
-from ..steps.record import MANIFEST_FORMAT, MANIFEST_NAME
+from ..layout import (
+    DMESG,
+    INCOMPLETE,
+    LOCAL_HOST_ADDRESS,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    SUCCESS,
+    VMCORE,
+    dump_dir_name,
+)
+from ..layout import partial as partial_name
+from ..targets.base import FileRecord
+from ..targets.directory import make_dump_dir
 from ..targets.raw import signature
 
 log = logging.getLogger("kdump-agent")
@@ -94,7 +101,7 @@ def restore_raw(device: str, dump_root: str, *,
             stream.seek(0)
             log.info("restoring the dump on %s into %s", device, partial)
             try:
-                summary = _rebuild(stream, partial / VMCORE_PARTIAL)
+                summary = _rebuild(stream, partial / partial_name(VMCORE))
             except flat.FlatFormatError as error:
                 return _keep_partial(device, partial, error)
             except OSError:
@@ -167,8 +174,8 @@ def _rebuild(stream: BinaryIO, path: Path) -> flat.FlatSummary:
 def _keep_partial(device: str, dump_dir: Path, error: flat.FlatFormatError) -> RestoreResult:
     """Record what was readable and leave the device alone: it may yet read better."""
     written = error.written or flat.FlatSummary()
-    _write_manifest(dump_dir, device, written, [VMCORE_PARTIAL], failure=str(error))
-    message = (f"{error}; kept what was readable in {dump_dir / VMCORE_PARTIAL} until the next try; "
+    _write_manifest(dump_dir, device, written, [partial_name(VMCORE)], failure=str(error))
+    message = (f"{error}; kept what was readable in {dump_dir / partial_name(VMCORE)} until the next try; "
                f"{device} is left as it was (restore-raw finds this dump again until its first "
                f"{flat.HEADER_SIZE} bytes are zeroed)")
     log.error("%s", message)
@@ -180,30 +187,30 @@ def _finish(device: str, root: Path, partial: Path, summary: flat.FlatSummary,
     """Move the complete dump into its dated directory, save its log and record, then clear
     the device."""
     dump_dir = make_dump_dir(root, dump_dir_name(LOCAL_HOST_ADDRESS, when))
-    os.rename(partial / VMCORE_PARTIAL, dump_dir / VMCORE_NAME)
+    os.rename(partial / partial_name(VMCORE), dump_dir / VMCORE)
     os.rmdir(partial)
     system.fsync(dump_dir)
     system.fsync(root)
     notes = _save_dmesg(dump_dir)
-    _write_manifest(dump_dir, device, summary, [DMESG_NAME, VMCORE_NAME], notes=notes)
+    _write_manifest(dump_dir, device, summary, [DMESG, VMCORE], notes=notes)
     _clear(device, summary)
     message = (f"restored {summary.end} bytes ({summary.records} records) from {device} into "
-               f"{dump_dir / VMCORE_NAME}; {device} cleared")
+               f"{dump_dir / VMCORE}; {device} cleared")
     log.info("%s", message)
     return RestoreResult(Outcome.RESTORED, dump_dir, message)
 
 
 def _save_dmesg(dump_dir: Path) -> list[str]:
     """The crashed kernel's log beside the vmcore, as a local dump has it; notes on failure."""
-    partial = dump_dir / DMESG_PARTIAL
+    incomplete = dump_dir / partial_name(DMESG)
     try:
-        system.run(["makedumpfile", "--dump-dmesg", str(dump_dir / VMCORE_NAME), str(partial)],
+        system.run(["makedumpfile", "--dump-dmesg", str(dump_dir / VMCORE), str(incomplete)],
                    timeout=DMESG_TIMEOUT, stdout=None)
     except CommandFailed as error:
         log.warning("could not save the crashed kernel's log: %s; the vmcore is kept", error)
-        return [f"{DMESG_NAME} not saved: {error}"]
-    os.chmod(partial, 0o600)
-    os.rename(partial, dump_dir / DMESG_NAME)
+        return [f"{DMESG} not saved: {error}"]
+    os.chmod(incomplete, 0o600)
+    os.rename(incomplete, dump_dir / DMESG)
     return []
 
 
@@ -212,7 +219,7 @@ def _write_manifest(dump_dir: Path, device: str, summary: flat.FlatSummary, name
     """kdump-agent.json for a restored dump: where it came from and how to check the copy."""
     document = {
         "format": MANIFEST_FORMAT,
-        "result": "incomplete" if failure else "success",
+        "result": INCOMPLETE if failure else SUCCESS,
         "failure": None if failure is None else {"reason": failure},
         "restored_from": device,
         "restored": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -224,7 +231,7 @@ def _write_manifest(dump_dir: Path, device: str, summary: flat.FlatSummary, name
                                  if (dump_dir / name).exists())],
         "notes": notes or [],
     }
-    with open(dump_dir / MANIFEST_NAME, "x", opener=_private) as out:
+    with open(dump_dir / MANIFEST, "x", opener=_private) as out:
         out.write(json.dumps(document, indent=2) + "\n")
         out.flush()
         os.fsync(out.fileno())

@@ -1,52 +1,38 @@
 """SAVE_DMESG: the crashed kernel's log, saved before the vmcore.
 
 It is a few hundred kilobytes and often all an admin needs; if the vmcore then fails (a
-full disk, a dead collector) this file still tells why the machine died.
+full disk, a dead collector) this file still tells why the machine died. The destination
+says where makedumpfile writes it (the dump directory, or RAM for a file bound for an SSH
+server) and gives it its final name there.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 from .. import system
-from ..context import Capture, FileRecord
+from ..context import Capture
 from ..errors import CommandFailed
+from ..layout import DMESG, partial
 
 log = logging.getLogger("kdump-agent")
 
-DMESG_NAME = "vmcore-dmesg.txt"
-DMESG_PARTIAL = "vmcore-dmesg-incomplete.txt"
-
 
 def save_dmesg(capture: Capture, timeout: float) -> str:
-    """Extract the log with makedumpfile --dump-dmesg; a failure here does not stop the dump.
-
-    For an SSH target it is made in RAM first (a few hundred KiB) and then sent.
-    """
-    if capture.remote is not None:
-        directory = Path(capture.paths.scratch)
-    elif capture.dump_dir is not None:
-        directory = capture.dump_dir
-    else:
+    """Extract the log with makedumpfile --dump-dmesg; a failure here does not stop the dump."""
+    destination = capture.destination
+    assert destination is not None, "LOAD_CONFIG chose the destination"
+    directory = destination.dmesg_scratch(capture.dump, capture.paths.scratch)
+    if directory is None:
         return "no dump directory on this target (the log is inside the vmcore)"
-    partial = directory / DMESG_PARTIAL
+    incomplete = directory / partial(DMESG)
     try:
-        system.run(["makedumpfile", "--dump-dmesg", capture.paths.vmcore, str(partial)],
+        system.run(["makedumpfile", "--dump-dmesg", capture.paths.vmcore, str(incomplete)],
                    timeout=timeout, stdout=None)
     except CommandFailed as error:
         log.warning("could not save the crashed kernel's log: %s; going on with the vmcore", error)
-        capture.notes.append(f"vmcore-dmesg.txt not saved: {error}")
+        capture.notes.append(f"{DMESG} not saved: {error}")
         return f"not saved: {error}"
-    os.chmod(partial, 0o600)
-    if capture.remote is not None:
-        try:
-            size = capture.remote.put_file(partial, DMESG_NAME)
-            capture.files.append(FileRecord.of(partial, DMESG_NAME))
-        finally:
-            partial.unlink()
-        return f"{DMESG_NAME} sent ({size} bytes)"
-    os.rename(partial, directory / DMESG_NAME)
-    return DMESG_NAME
-
+    os.chmod(incomplete, 0o600)
+    return destination.keep_dmesg(capture.dump, incomplete, DMESG)

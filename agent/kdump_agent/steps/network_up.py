@@ -18,8 +18,6 @@ from .. import network, system
 from ..context import Capture
 from ..errors import KdumpError
 from ..network import NetworkPlan
-from ..targets.nfs import NfsTarget
-from ..targets.sshdest import SshDestination
 
 log = logging.getLogger("kdump-agent")
 
@@ -28,18 +26,8 @@ FALLBACK_PLAN = NetworkPlan(interface=None, mac=None, dhcp=True, addresses=(), g
                             hostname=None)
 
 
-def server_host(capture: Capture) -> str | None:
-    """The host a network target names, or None for targets that need no network."""
-    target = capture.target
-    if isinstance(target, NfsTarget):
-        return target.server
-    if isinstance(target, SshDestination):
-        return target.host
-    return None
-
-
 def network_up(capture: Capture, deadline: float) -> str:
-    host = server_host(capture)
+    host = capture.destination.server if capture.destination else None
     if host is None:
         return "no network target"
     started = time.monotonic()
@@ -57,8 +45,8 @@ def network_up(capture: Capture, deadline: float) -> str:
     address = literal or _resolved(host, recorded)
     if address != (literal or recorded):
         note += network.wait_for_route(address, max(1.0, deadline - (time.monotonic() - started)))
-    capture.target_address = address
-    capture.local_address = network.source_address(address)
+    capture.dump.server_address = address
+    capture.dump.local_address = network.source_address(address)
     return f"{note}; server {host} is {address}" if host != address else note
 
 

@@ -13,11 +13,13 @@ from .. import system, unpacked
 from ..config import TargetKind
 from ..context import Capture, Paths
 from ..errors import CommandFailed, ConfigError, KdumpError
-from ..targets.local import FilesystemTarget
+from ..targets.local import FilesystemTarget, RunningRoot
 from ..targets.netspec import parse_nfs_spec
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget
+from ..targets.registry import destination_for
 from ..targets.sshdest import SshDestination, parse_spec
+from . import mount
 
 log = logging.getLogger("kdump-agent")
 _Parsed = TypeVar("_Parsed")
@@ -44,21 +46,13 @@ def load_config(capture: Capture) -> str:
         log.warning("%s:%d: %s", loaded.source, notice.line, notice.message)
     if capture.from_rootfs:
         # The seed's steps 12-13: the root's kdump service saves the dump to `path` here.
-        capture.target = FilesystemTarget(spec="/", fstype="rootfs", directory=loaded.path)
+        capture.destination = RunningRoot(loaded.path, mount.ROOT)
         return f"running from the root file system: saving to {loaded.path}"
-    capture.target = resolve_target(loaded, capture.paths)
-    if not isinstance(capture.target, SshDestination):
+    capture.destination = destination_for(resolve_target(loaded, capture.paths))
+    if not capture.destination.uses_ssh:
         unpacked.release_ssh_libraries()
     load_extra_modules(loaded.extra_modules)
-    return f"target {describe_target(capture.target)}"
-
-
-def describe_target(target: FilesystemTarget | RawTarget | NfsTarget | SshDestination) -> str:
-    if isinstance(target, RawTarget):
-        return f"raw {target.device}"
-    if isinstance(target, SshDestination):
-        return f"ssh {target}, path {target.directory}, key {target.key_path}"
-    return f"{target.fstype} {target.spec}, path {target.directory}"
+    return f"target {capture.destination.describe()}"
 
 
 def load_extra_modules(modules: tuple[str, ...]) -> None:

@@ -1,7 +1,15 @@
-"""Local file-system targets: find the device by path, UUID= or LABEL=, wait for it, mount it.
+"""Local file-system targets: find the device by path, UUID= or LABEL=, wait for it, mount it,
+and save the dump in a directory on it (`LocalDirectory`).
 
 The capture kernel probes its disks in parallel with our start, so the device may appear
 seconds later: we wait for it, but never longer than disk_timeout.
+
+The vmcore counts as saved once it is renamed from vmcore-incomplete, after its fsync.
+Reading it back for the record's sha256 is work that grows with the dump (a 1 TiB
+machine's vmcore over 1 GbE NFS is hours of it); it gets a share of FINALIZE's deadline,
+which grows with the dump as the collector's does, and past it the record says the vmcore
+was not hashed. Nothing after the rename may fail the dump, or the failure action would
+save the same dump a second time.
 """
 
 from __future__ import annotations
@@ -12,14 +20,21 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from .. import system
 from ..errors import CommandFailed, MountError
+from ..layout import DMESG, KEXEC_DMESG, LOCAL_HOST_ADDRESS, MANIFEST, VMCORE, dump_dir_name, partial
+from .base import Destination, DumpState, FileRecord, FileSink, Sink, log_manifest, record_document
+from .directory import make_on_target, reserve, write_in_place
 
 log = logging.getLogger("kdump-agent")
 
 DEFAULT_DISK_TIMEOUT = 180.0
 POLL_SECONDS = 0.5
+# Kept back from FINALIZE's deadline for what follows the vmcore's sha256.
+HASH_MARGIN_SECONDS = 10.0
 
 # udev's persistent-storage rules make these links; blkid is the fallback when udev did not.
 _BY_LINK = {"UUID": "by-uuid", "LABEL": "by-label", "PARTUUID": "by-partuuid", "PARTLABEL": "by-partlabel"}
@@ -87,3 +102,128 @@ def mount_target(target: FilesystemTarget, mountpoint: str, disk_timeout: float)
     device = wait_for_device(target.spec, disk_timeout)
     system.mount(device, mountpoint, target.fstype)
     return mountpoint
+
+
+class MountedTarget(Protocol):
+    """What LocalDirectory needs of its target: a file system (on a disk, or NFS) and `path`."""
+
+    @property
+    def spec(self) -> str: ...
+    @property
+    def fstype(self) -> str: ...
+    @property
+    def directory(self) -> str: ...
+
+
+class LocalDirectory(Destination):
+    """A file system on a disk: mounted by the capture kernel, the dump in a directory on it."""
+
+    crosses_mounts = False  # the dump directory must be on the mounted device itself
+
+    def __init__(self, target: MountedTarget) -> None:
+        self.target = target
+
+    def describe(self) -> str:
+        return f"{self.target.fstype} {self.target.spec}, path {self.target.directory}"
+
+    def manifest_target(self) -> dict[str, str | None]:
+        return {"spec": self.target.spec, "fstype": self.target.fstype, "path": self.target.directory}
+
+    def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
+        device = wait_for_device(self.target.spec, disk_timeout)
+        system.mount(device, mountpoint, self.target.fstype)
+        state.mounted.append(mountpoint)
+        state.root = mountpoint
+        return f"{self.target.spec} on {mountpoint}"
+
+    def prepare(self, state: DumpState, when: time.struct_time) -> str:
+        assert state.root is not None, "MOUNT_TARGET ran"
+        name = dump_dir_name(state.local_address or LOCAL_HOST_ADDRESS, when)
+        made = make_on_target(state.root, self.target.directory, name, check=state.root in state.mounted,
+                              crosses_mounts=self.crosses_mounts)
+        state.directory = str(made)
+        reserve(made)
+        return str(made)
+
+    def local_directory(self, state: DumpState) -> Path | None:
+        return Path(state.directory) if state.directory else None
+
+    def dmesg_scratch(self, state: DumpState, scratch: str) -> Path | None:
+        return self.local_directory(state)
+
+    def keep_dmesg(self, state: DumpState, partial_path: Path, name: str) -> str:
+        os.rename(partial_path, partial_path.with_name(name))
+        return name
+
+    def sink(self, state: DumpState) -> Sink:
+        assert state.directory is not None, "PREPARE_DIR ran"
+        return FileSink(Path(state.directory) / partial(VMCORE))
+
+    def finalize(self, state: DumpState, timeout: float) -> str:
+        started = time.monotonic()
+        assert state.directory is not None, "PREPARE_DIR ran"
+        directory = Path(state.directory)
+        incomplete = directory / partial(VMCORE)
+        os.chmod(incomplete, 0o600)
+        system.fsync(incomplete)
+        os.rename(incomplete, directory / VMCORE)
+        system.fsync(directory)
+        state.vmcore_saved = True
+        give_up_at = started + max(0.0, timeout - HASH_MARGIN_SECONDS)
+        for name in (DMESG, VMCORE):
+            if (directory / name).exists():
+                state.files.append(_recorded(state, directory / name, give_up_at))
+        vmcore = state.files[-1]
+        return f"{VMCORE}: {vmcore.size} bytes" + ("" if vmcore.sha256 else ", not hashed")
+
+    def save_record(self, state: DumpState, manifest: dict[str, object], kernel_log: str) -> None:
+        if state.directory is None or not os.path.isdir(state.directory):
+            log_manifest(manifest)  # nowhere to write it: the kernel log keeps it
+            return
+        for name, data in ((MANIFEST, record_document(manifest)), (KEXEC_DMESG, kernel_log.encode())):
+            try:
+                write_in_place(Path(state.directory) / name, data)
+            except OSError as error:
+                log.error("could not write %s: %s", name, error)
+        system.sync()
+
+    def release(self, state: DumpState) -> None:
+        """Sync and unmount what we mounted; a busy mount is left as it is (it is synced)."""
+        system.sync()
+        self._unmount(state, force=False)
+
+    def _unmount(self, state: DumpState, *, force: bool) -> None:
+        while state.mounted:
+            mountpoint = state.mounted.pop()
+            try:
+                system.umount(mountpoint, force=force)
+            except OSError as error:
+                log.warning("%s", error)
+
+    def where(self, state: DumpState) -> str | None:
+        return state.directory
+
+
+class RunningRoot(LocalDirectory):
+    """`capture --from-rootfs`: the root file system this process runs on, mounted by its
+    own boot (the seed's steps 12-13 after mount_root_run_init)."""
+
+    def __init__(self, directory: str, root: str) -> None:
+        super().__init__(FilesystemTarget(spec="/", fstype="rootfs", directory=directory))
+        self.root = root
+
+    def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
+        state.root = self.root
+        return "the running root file system: nothing to mount"
+
+
+def _recorded(state: DumpState, path: Path, give_up_at: float) -> FileRecord:
+    """The file's size and sha256; without the sha256 (and a note saying why) when reading
+    it back fails or runs out of time."""
+    size = path.stat().st_size
+    try:
+        return FileRecord(path.name, size, system.file_sha256(path, give_up_at=give_up_at))
+    except (OSError, TimeoutError) as error:
+        log.warning("%s is saved, but not hashed: %s", path, error)
+        state.notes.append(f"{path.name} not hashed: {error}")
+        return FileRecord(path.name, size, None)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from .. import system
 from ..errors import CommandFailed, MountError
+from .base import DumpState
+from .local import LocalDirectory
 from .netspec import parse_nfs_spec
 
 log = logging.getLogger("kdump-agent")
@@ -98,3 +100,28 @@ def _load_modules(version: str) -> None:
             system.run(["modprobe", "-q", module], timeout=MODPROBE_SECONDS, echo=False)
         except CommandFailed as error:
             log.warning("modprobe %s: %s", module, error)
+
+
+class NfsDirectory(LocalDirectory):
+    """An NFS export: a local directory once mounted; only mounting and letting go differ.
+
+    NETWORK_UP resolved the server (state.server_address) and our address towards it.
+    """
+
+    crosses_mounts = True  # NFSv4 shows the exports below this one as mounts of their own
+
+    def __init__(self, target: NfsTarget) -> None:
+        super().__init__(target)
+        self.nfs = target
+        self.server = target.server
+
+    def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
+        assert state.server_address is not None, "NETWORK_UP resolved the server"
+        version = mount_nfs(self.nfs, state.server_address, state.local_address, mountpoint)
+        state.mounted.append(mountpoint)
+        state.root = mountpoint
+        return f"{self.nfs.spec} ({version}) on {mountpoint}"
+
+    def release(self, state: DumpState) -> None:
+        """No global sync (a dead server would hold it up for good); let go by force."""
+        self._unmount(state, force=True)

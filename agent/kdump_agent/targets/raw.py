@@ -13,10 +13,13 @@ kernel right before the collector runs, because an image built for another machi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .. import system
-from ..errors import CommandFailed
+from ..errors import CommandFailed, KdumpError
+from .base import Destination, DeviceSink, DumpState, Sink, log_manifest
+from .local import wait_for_device
 
 BLKID_TIMEOUT = 30.0
 BLKID_NOTHING_FOUND = 2  # blkid's exit status when the device carries no known signature
@@ -59,3 +62,55 @@ def signature(device: str) -> str | None:
         errors = result.stderr.decode(errors="replace").strip().splitlines()
         raise CommandFailed(argv, result.returncode, errors[-1] if errors else "")
     return parse_probe(result.stdout.decode(errors="replace"))
+
+
+def check_empty(device: str) -> str:
+    """Refuse a raw target that holds anything: a dump would overwrite it from byte 0."""
+    try:
+        found = signature(device)
+    except CommandFailed as error:
+        raise KdumpError(f"cannot tell what raw target {device} holds ({error}): "
+                         "not writing to it") from error
+    if found:
+        raise KdumpError(f"raw target {device} holds {found} (blkid): a raw dump would destroy it, "
+                         f"so it is left untouched; point `raw` at an empty partition or LV")
+    return f"raw device {device} holds no file system, RAID, LVM or partition table"
+
+
+class RawDevice(Destination):
+    """The flattened stream onto a block device; no directory, the record in the kernel log."""
+
+    def __init__(self, target: RawTarget) -> None:
+        self.target = target
+
+    def describe(self) -> str:
+        return f"raw {self.target.device}"
+
+    def manifest_target(self) -> dict[str, str | None]:
+        return {"raw": self.target.device}
+
+    def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
+        device = wait_for_device(self.target.device, disk_timeout)
+        return f"raw device {device} is there"
+
+    def prepare(self, state: DumpState, when: time.struct_time) -> str:
+        """Checked here, before the collector writes a byte: an image built for another
+        machine (--no-hostonly) could not look at this machine's disks when it was built."""
+        return check_empty(self.target.device)
+
+    def sink(self, state: DumpState) -> Sink:
+        return DeviceSink(self.target.device)
+
+    def finalize(self, state: DumpState, timeout: float) -> str:
+        system.fsync(self.target.device)
+        state.vmcore_saved = True
+        return f"{self.target.device} synced; `kdump-agent restore-raw` rebuilds the vmcore"
+
+    def save_record(self, state: DumpState, manifest: dict[str, object], kernel_log: str) -> None:
+        log_manifest(manifest)  # no file system to keep it in
+
+    def release(self, state: DumpState) -> None:
+        system.sync()
+
+    def where(self, state: DumpState) -> str | None:
+        return None

@@ -530,7 +530,7 @@ def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float = DE
     steps that also send vmcore-dmesg.txt and the record keep one SshTarget instead.
     """
     # Imported here: steps import the context, which may come to import this module.
-    from ..steps.dumpdir import dump_dir_name
+    from ..layout import dump_dir_name
 
     with SshTarget.connect(destination, timeout) as target:
         when = time.localtime(time.time() if started is None else started)

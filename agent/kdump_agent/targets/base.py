@@ -1,0 +1,188 @@
+"""What every kind of dump target does, chosen once: the Destination protocol.
+
+LOAD_CONFIG picks one Destination for the configured target (targets/registry.py) and the
+steps ask it, never which kind of target they have. A Destination is a strategy without
+state of its own: what one attempt at saving the dump has reached (the mount, the SSH
+connection, the dump directory, the files saved) is a `DumpState`, which lives in the
+capture, so a state that overran its deadline cannot change it (runner.py), and
+dump_to_rootfs starts a fresh one for the root file system.
+
+The lifecycle, state by state:
+
+    MOUNT_TARGET  attach        mount the file system, wait for the device, or log in
+    PREPARE_DIR   prepare       make the dump directory (a raw device: check it is empty)
+    SAVE_DMESG    dmesg_scratch where makedumpfile writes the log; keep_dmesg saves it
+    COLLECT       sink          the collector's output: a file, a device or a stream
+    FINALIZE      finalize      make the vmcore durable and give it its final name
+    the actions   save_record   the manifest and the capture kernel's log
+                  release       close, sync and unmount, before any action
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..system import file_sha256
+
+log = logging.getLogger("kdump-agent")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file saved in the dump directory, as the manifest lists it."""
+
+    name: str
+    size: int
+    sha256: str | None  # None: rebuilt on an SSH server from records, or not read back in time
+
+    @classmethod
+    def of(cls, path: Path, name: str | None = None) -> FileRecord:
+        """Size and sha256 of a file, so a copy of the dump can be checked later."""
+        return cls(name=name or path.name, size=path.stat().st_size, sha256=file_sha256(path))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How a dump sent as a stream travelled (SSH), for the manifest."""
+
+    path: str  # on the server: <dir>/vmcore, or <dir>/vmcore.flat without SFTP
+    size: int
+    records: int
+    stream_bytes: int
+    seconds: float
+    flattened: bool  # the server keeps the flattened stream, for `makedumpfile -R`
+    sha256: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "records": self.records,
+                "stream_bytes": self.stream_bytes, "seconds": round(self.seconds, 3),
+                "flattened": self.flattened, "sha256": self.sha256}
+
+
+@dataclass
+class DumpState:
+    """One attempt at saving the dump on one destination, as far as it got."""
+
+    root: str | None = None  # where the target file system is reachable (mounted or running)
+    mounted: list[str] = field(default_factory=list)  # what we mounted and must unmount
+    connection: Any = None  # SSH: the logged-in connection, from attach to release
+    directory: str | None = None  # the dump directory: a local path, or a path on the server
+    server_address: str | None = None  # network targets: the server's address, resolved
+    local_address: str | None = None  # ours towards the server: the dump directory's <host-ip>
+    collector_argv: list[str] = field(default_factory=list)
+    collector_returncode: int | None = None
+    collector_peak_kib: int | None = None  # peak RSS of the largest command run so far
+    memfree_at_collect_kib: int | None = None  # what the collector had to work with
+    transfer: Transfer | None = None
+    files: list[FileRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    vmcore_saved: bool = False  # a complete vmcore got its final name (FINALIZE)
+
+    def copy(self) -> DumpState:
+        """A copy whose lists are its own (the connection is shared: it is one socket)."""
+        copied = copy.copy(self)
+        copied.mounted, copied.collector_argv = list(self.mounted), list(self.collector_argv)
+        copied.files, copied.notes = list(self.files), list(self.notes)
+        return copied
+
+
+@dataclass(frozen=True)
+class FileSink:
+    """The collector writes this file itself (makedumpfile with a destination argument)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class DeviceSink:
+    """The collector's flattened stream goes onto this device from its first byte."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class StreamSink:
+    """The collector's flattened stream is read as it comes and handed on (SSH)."""
+
+    consume: Callable[[BinaryIO], Transfer]
+    where: str
+
+
+Sink = FileSink | DeviceSink | StreamSink
+
+
+class Destination(abc.ABC):
+    """How the dump reaches one kind of target; see the module docstring for the order."""
+
+    # The host NETWORK_UP must reach, or None for a target that needs no network.
+    server: str | None = None
+    # Whether this capture loads the SSH libraries (unpacked.py releases them otherwise).
+    uses_ssh = False
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line for the journal: `ext4 UUID=..., path /var/crash`."""
+
+    @abc.abstractmethod
+    def manifest_target(self) -> dict[str, str | None]:
+        """The target as the manifest records it."""
+
+    @abc.abstractmethod
+    def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
+        """Reach the target: mount it, wait for its device, or log in."""
+
+    @abc.abstractmethod
+    def prepare(self, state: DumpState, when: time.struct_time) -> str:
+        """Make the dump directory, named for `when` (a raw device: check it may be written)."""
+
+    def local_directory(self, state: DumpState) -> Path | None:
+        """The dump directory as this machine sees it, for a target mounted here."""
+        return None
+
+    def dmesg_scratch(self, state: DumpState, scratch: str) -> Path | None:
+        """The directory makedumpfile --dump-dmesg writes into; None: no log file here."""
+        return None
+
+    def keep_dmesg(self, state: DumpState, partial: Path, name: str) -> str:
+        """Give the log written at `partial` its final name on the target; a journal note."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no log file")
+
+    @abc.abstractmethod
+    def sink(self, state: DumpState) -> Sink:
+        """Where the collector's output goes."""
+
+    @abc.abstractmethod
+    def finalize(self, state: DumpState, timeout: float) -> str:
+        """Make the vmcore durable and complete under its final name (state.vmcore_saved)."""
+
+    @abc.abstractmethod
+    def save_record(self, state: DumpState, manifest: dict[str, object], kernel_log: str) -> None:
+        """Keep the manifest and the capture kernel's log with the dump. Errors are logged,
+        never raised: the action after it must run."""
+
+    @abc.abstractmethod
+    def release(self, state: DumpState) -> None:
+        """Let go of the target before any action: close, sync, unmount. Never raises."""
+
+    @abc.abstractmethod
+    def where(self, state: DumpState) -> str | None:
+        """The dump directory as an admin finds it (a path, or user@host:path), if made."""
+
+
+def log_manifest(manifest: dict[str, object]) -> None:
+    """The record in the kernel log too, for targets where it may not arrive (a raw device,
+    a connection that failed the dump)."""
+    log.info("manifest %s", json.dumps(manifest, separators=(",", ":")))
+
+
+def record_document(manifest: dict[str, object]) -> bytes:
+    """The manifest as the file holds it."""
+    return (json.dumps(manifest, indent=2) + "\n").encode()
