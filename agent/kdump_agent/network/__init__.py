@@ -12,6 +12,6 @@ Where the capture kernel's plan comes from, first match wins:
 `bringup` then configures the link in the capture kernel; `rtnetlink` opens the kernel's
 routing socket for both the host-side record and the bring-up.
 
-The modules import nothing from each other at import time that costs anything: pyroute2
-is imported only inside the functions that talk to the kernel (see `rtnetlink`).
+pyroute2 is imported only inside the functions that talk to the kernel (see `rtnetlink`),
+so importing these modules costs local captures and the host commands nothing.
 """
