@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kdump_agent.network import NetworkPlan
+from kdump_agent.network.cmdline import NetworkPlan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 for network namespaces")
@@ -40,19 +40,20 @@ DNSMASQ_READY_SECONDS = 20
 # Runs in the client namespace: one call into kdump_agent, the outcome as JSON on stdout.
 IN_NAMESPACE = """
 import json, sys, time
-from kdump_agent import network
 from kdump_agent.errors import KdumpError
+from kdump_agent.network import bringup, cmdline, record
 
 request = json.loads(sys.argv[1])
 start = time.monotonic()
 try:
     if request["call"] == "bring_up":
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in request["plan"].items()}
-        result = network.bring_up(network.NetworkPlan(**fields), request["target"],
+        result = bringup.bring_up(cmdline.NetworkPlan(**fields), request["target"],
                                   link_delay=request["link_delay"], deadline=request["deadline"],
                                   resolv_conf=request["resolv_conf"])
     else:
-        result = network.record_host_route(request["target"], resolv_conf=request["resolv_conf"])
+        result = record.record_host_route(request["host"], request["target"],
+                                          resolv_conf=request["resolv_conf"]).as_json()
     outcome = {"result": result}
 except KdumpError as error:
     outcome = {"error": str(error)}
@@ -84,7 +85,8 @@ class Namespaces:
         outcome: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         return outcome
 
-    def bring_up(self, plan: NetworkPlan, target: str, *, deadline: float, link_delay: float = 0) -> dict[str, Any]:
+    def bring_up(self, plan: NetworkPlan, target: str, *, deadline: float,
+                 link_delay: float = 0) -> dict[str, Any]:
         request = {"call": "bring_up", "plan": asdict(plan), "target": target, "deadline": deadline,
                    "link_delay": link_delay, "resolv_conf": str(self.work / "resolv.conf")}
         return self.run(request, deadline + link_delay + CHILD_GRACE_SECONDS)
@@ -220,10 +222,10 @@ def test_record_host_route_describes_the_nic_that_reaches_the_target(namespaces:
        "preferred_lft", "600")  # a lifetime, as DHCP clients add leases
     resolv_conf = namespaces.work / "host-resolv.conf"
     resolv_conf.write_text(f"nameserver 127.0.0.53\nnameserver {SERVER_DNS}\n")
-    outcome = namespaces.run({"call": "record", "target": SERVER, "resolv_conf": str(resolv_conf)},
-                             CHILD_GRACE_SECONDS)
+    outcome = namespaces.run({"call": "record", "host": "dumps.example", "target": SERVER,
+                              "resolv_conf": str(resolv_conf)}, CHILD_GRACE_SECONDS)
     record = json.loads(outcome["result"])
     assert {k: v for k, v in record.items() if k != "hostname"} == {
-        "target": SERVER, "interface": "cli0", "mac": namespaces.client_mac, "mtu": 1500,
-        "addresses": ["192.168.177.20/24"], "gateway": None, "dns": [SERVER_DNS], "dhcp": True,
+        "host": "dumps.example", "target": SERVER, "interface": "cli0", "mac": namespaces.client_mac,
+        "mtu": 1500, "addresses": ["192.168.177.20/24"], "gateway": None, "dns": [SERVER_DNS], "dhcp": True,
     }

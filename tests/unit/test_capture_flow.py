@@ -260,7 +260,7 @@ class FakeRemote:
 
 @pytest.fixture
 def ssh_machine(machine: FakeMachine, mocker: Any) -> tuple[FakeMachine, list[FakeRemote]]:
-    from kdump_agent import network
+    from kdump_agent.network import bringup
     from kdump_agent.targets.ssh import SshTarget
 
     remotes: list[FakeRemote] = []
@@ -270,8 +270,8 @@ def ssh_machine(machine: FakeMachine, mocker: Any) -> tuple[FakeMachine, list[Fa
         return remotes[-1]
 
     mocker.patch.object(SshTarget, "connect", side_effect=connect)
-    mocker.patch.object(network, "bring_up", return_value="eth0 10.0.2.15/24 via DHCP")
-    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
+    mocker.patch.object(bringup, "bring_up", return_value="eth0 10.0.2.15/24 via DHCP")
+    mocker.patch.object(bringup, "source_address", return_value="192.0.2.10")
 
     def streaming(argv: list[str], consume: Any, *, timeout: float) -> Any:
         import io
@@ -324,10 +324,10 @@ def test_ssh_transfer_failure_runs_the_failure_action_and_still_sends_the_record
 
 def test_nfs_capture_mounts_the_export_and_names_the_dump_by_our_address(
         tmp_path: Path, machine: FakeMachine, mocker: Any) -> None:
-    from kdump_agent import network
+    from kdump_agent.network import bringup
 
-    mocker.patch.object(network, "bring_up", return_value="eth0 up")
-    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
+    mocker.patch.object(bringup, "bring_up", return_value="eth0 up")
+    mocker.patch.object(bringup, "source_address", return_value="192.0.2.10")
     done = capture(network_paths(tmp_path, "nfs 192.0.2.9:/export\npath /dumps\n"))
     assert machine.mounted == [("192.0.2.9:/export", str(tmp_path / "kdumproot"), "nfs4")]
     assert done.dump_dir is not None and done.dump_dir.name.startswith("192.0.2.10-")

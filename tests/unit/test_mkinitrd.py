@@ -15,6 +15,7 @@ from kdump_agent import config as kdump_config
 from kdump_agent.config import parse
 from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import mkinitrd as mk
+from kdump_agent.network.record import HostRecord
 
 
 @pytest.fixture(autouse=True)
@@ -132,10 +133,11 @@ def test_ssh_target_needs_makedumpfile(tmp_path: Path) -> None:
 
 
 def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(tmp_path: Path, mocker: Any) -> None:
-    record = ('{"target": "192.0.2.9", "interface": "ens3", "mac": "52:54:00:12:34:56", "mtu": 1500, '
-              '"addresses": ["192.0.2.10/24"], "gateway": "192.0.2.1", "dns": [], "dhcp": false, "hostname": "h"}')
-    mocker.patch("kdump_agent.network.resolve", return_value="192.0.2.9")
-    mocker.patch("kdump_agent.network.record_host_route", return_value=record)
+    def record(host: str, address: str) -> HostRecord:
+        return HostRecord(host=host, target=address, interface="ens3", mac="52:54:00:12:34:56", mtu=1500,
+                          addresses=("192.0.2.10/24",), gateway="192.0.2.1", dns=(), dhcp=False, hostname="h")
+    mocker.patch("kdump_agent.network.bringup.resolve", return_value="192.0.2.9")
+    mocker.patch("kdump_agent.host.netpack.record_host_route", side_effect=record)
     mocker.patch("kdump_agent.host.netpack.nic_drivers", return_value=["virtio_net", "virtio_pci"])
     built = plan_with("nfs filer.example:/export\n", tmp_path, [])
     argv = built.argv

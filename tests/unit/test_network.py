@@ -1,12 +1,16 @@
 """Capture-kernel networking without a network: dracut's ip= forms, the host's record, the
 choice between them, and bring_up's netlink conversation against a fake IPRoute.
 
-The clock is fake too (`clock` fixture): waits cost no time and deadlines are exact.
+The fake IPRoute goes in where the real one would, as the `rtnetlink` argument; the DHCP
+client as the `lease` argument. The clock is fake too (`clock` fixture): waits cost no
+time and deadlines are exact.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,10 +21,13 @@ from typing import Any
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
-from kdump_agent import network
 from kdump_agent.errors import KdumpError
-from kdump_agent.network import NetworkPlan, bring_up, choose_plan, parse_cmdline, plan_from_record
+from kdump_agent.network import bringup, rtnetlink
+from kdump_agent.network.bringup import bring_up
+from kdump_agent.network.cmdline import NetworkPlan, choose_plan, parse_cmdline
+from kdump_agent.network.record import HostRecord, record_host_route
 
+AGENT = Path(__file__).resolve().parents[2] / "agent"
 MAC = "52:54:00:12:34:56"
 TARGET = "192.168.177.1"
 
@@ -135,8 +142,9 @@ class Msg(dict[str, Any]):
 class FakeNetlink:
     """One NIC behind a MagicMock IPRoute, so `ipr.mock_calls` keeps the order of requests.
 
-    The NIC turns UP `up_after` polls after it is set up; the route to the target exists
-    `route_after` polls after the first request for it (None: never).
+    `open` stands in for rtnetlink.open_rtnetlink. The NIC turns UP `up_after` polls after
+    it is set up; the route to the target exists `route_after` polls after the first request
+    for it (None: never).
     """
 
     def __init__(self, mocker: Any, *, up_after: int | None = 1, route_after: int | None = 0,
@@ -156,10 +164,11 @@ class FakeNetlink:
         self.ipr.get_links.side_effect = lambda: list(self.links)
         self.ipr.route.side_effect = self.route
         self.ipr.get_addr.side_effect = lambda **_: list(self.addresses)
-        mocker.patch.object(network, "_iproute", side_effect=self.iproute)
+        self.opened = 0
 
     @contextmanager
-    def iproute(self) -> Iterator[Any]:
+    def open(self) -> Iterator[Any]:
+        self.opened += 1
         yield self.ipr
 
     def link(self, command: str, **spec: Any) -> Any:
@@ -201,7 +210,7 @@ class FakeNetlink:
 
 
 def ether(index: int, name: str, mac: str) -> Msg:
-    return Msg(index=index, ifi_type=network.ARPHRD_ETHER, flags=0x1003, IFLA_IFNAME=name,
+    return Msg(index=index, ifi_type=rtnetlink.ARPHRD_ETHER, flags=0x1003, IFLA_IFNAME=name,
                IFLA_ADDRESS=mac, IFLA_MTU=1500)
 
 
@@ -224,7 +233,7 @@ class Clock:
 @pytest.fixture
 def clock(mocker: Any) -> Clock:
     fake = Clock()
-    mocker.patch.object(network, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep))
+    mocker.patch.object(bringup, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep))
     return fake
 
 
@@ -236,7 +245,7 @@ STATIC = plan(interface="eth0", addresses=("192.168.177.10/24",), gateway="192.1
 
 def test_bring_up_static_makes_its_requests_in_order(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker)
-    note = bring_up(STATIC, TARGET, link_delay=0, deadline=30)
+    note = bring_up(STATIC, TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert fake.requests() == [
         ("link_lookup", (), {"ifname": "eth0"}),
         ("link", ("set",), {"index": 3, "state": "up"}),
@@ -246,18 +255,19 @@ def test_bring_up_static_makes_its_requests_in_order(mocker: Any, clock: Clock) 
     ]
     assert fake.ipr.route.call_args_list[-1] == mocker.call("get", dst=TARGET)
     assert note == f"eth0 ({MAC}) 192.168.177.10/24 static, route to {TARGET} dev eth0"
+    assert fake.opened == 1
 
 
 def test_bring_up_sets_the_mtu_before_the_link_goes_up(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker)
-    bring_up(replace(STATIC, mtu=9000), TARGET, link_delay=0, deadline=30)
+    bring_up(replace(STATIC, mtu=9000), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert fake.requests()[1:3] == [("link", ("set",), {"index": 3, "mtu": 9000}),
                                     ("link", ("set",), {"index": 3, "state": "up"})]
 
 
 def test_bring_up_finds_the_nic_by_mac_whatever_its_name(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker, links=[ether(2, "eth0", "52:54:00:00:00:01"), ether(5, "ens9", MAC)])
-    note = bring_up(replace(STATIC, mac=MAC), TARGET, link_delay=0, deadline=30)
+    note = bring_up(replace(STATIC, mac=MAC), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert fake.requests()[0] == ("link_lookup", (), {"address": MAC})
     assert ("link", ("set",), {"index": 5, "state": "up"}) in fake.requests()
     assert note.startswith(f"ens9 ({MAC})")
@@ -268,53 +278,53 @@ def test_bring_up_waits_for_a_nic_whose_driver_is_still_loading(mocker: Any, clo
     appear = iter([[], [], [3]])
     fake.ipr.link_lookup.side_effect = lambda **_: next(appear)
     fake.links.append(ether(3, "eth0", MAC))
-    bring_up(replace(STATIC, mac=MAC), TARGET, link_delay=0, deadline=30)
+    bring_up(replace(STATIC, mac=MAC), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert fake.ipr.link_lookup.call_count == 3
 
 
 def test_bring_up_without_a_named_nic_uses_the_only_ethernet_one(mocker: Any, clock: Clock) -> None:
     loopback = Msg(index=1, ifi_type=772, flags=0x49, IFLA_IFNAME="lo", IFLA_ADDRESS="00:00:00:00:00:00")
-    FakeNetlink(mocker, links=[loopback, ether(2, "eth0", MAC)])
-    note = bring_up(plan(addresses=("10.0.0.5/24",)), TARGET, link_delay=0, deadline=30)
+    fake = FakeNetlink(mocker, links=[loopback, ether(2, "eth0", MAC)])
+    note = bring_up(plan(addresses=("10.0.0.5/24",)), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert note.startswith(f"eth0 ({MAC}) 10.0.0.5/24")
 
 
 def test_bring_up_without_a_named_nic_refuses_to_guess_among_several(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker, links=[ether(2, "eth0", MAC), ether(3, "eth1", "52:54:00:00:00:02")])
     with pytest.raises(KdumpError, match=r"several \(eth0, eth1\)"):
-        bring_up(plan(dhcp=True), TARGET, link_delay=0, deadline=30)
+        bring_up(plan(dhcp=True), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
     assert [name for name, _, _ in fake.requests()] == []
 
 
 def test_bring_up_sleeps_link_delay_after_the_link_is_up(mocker: Any, clock: Clock) -> None:
-    FakeNetlink(mocker, up_after=3)
-    bring_up(STATIC, TARGET, link_delay=7, deadline=30)
-    assert clock.slept == [network.POLL_SECONDS] * 3 + [7]
+    fake = FakeNetlink(mocker, up_after=3)
+    bring_up(STATIC, TARGET, link_delay=7, deadline=30, rtnetlink=fake.open)
+    assert clock.slept == [bringup.POLL_SECONDS] * 3 + [7]
 
 
 def test_bring_up_fails_when_link_delay_does_not_fit_in_the_deadline(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker)
     with pytest.raises(KdumpError, match="link_delay 60 s does not fit"):
-        bring_up(STATIC, TARGET, link_delay=60, deadline=30)
+        bring_up(STATIC, TARGET, link_delay=60, deadline=30, rtnetlink=fake.open)
     assert 60 not in clock.slept
     assert all(name != "addr" for name, _, _ in fake.requests())
 
 
 def test_bring_up_without_carrier_fails_at_the_deadline(mocker: Any, clock: Clock) -> None:
-    FakeNetlink(mocker, up_after=None)
+    fake = FakeNetlink(mocker, up_after=None)
     start = clock.now
     with pytest.raises(KdumpError) as error:
-        bring_up(STATIC, TARGET, link_delay=0, deadline=5)
+        bring_up(STATIC, TARGET, link_delay=0, deadline=5, rtnetlink=fake.open)
     assert str(error.value) == ("carrier on eth0: not done within the 5 s network deadline "
                                 "(operstate DOWN, no carrier)")
     assert clock.now - start == pytest.approx(5)
 
 
 def test_bring_up_without_a_route_fails_at_the_deadline(mocker: Any, clock: Clock) -> None:
-    FakeNetlink(mocker, route_after=None)
+    fake = FakeNetlink(mocker, route_after=None)
     start = clock.now
     with pytest.raises(KdumpError) as error:
-        bring_up(STATIC, TARGET, link_delay=2, deadline=10)
+        bring_up(STATIC, TARGET, link_delay=2, deadline=10, rtnetlink=fake.open)
     assert str(error.value) == (f"a route to {TARGET}: not done within the 10 s network deadline "
                                 "(Network is unreachable)")
     assert clock.now - start == pytest.approx(10)
@@ -322,7 +332,7 @@ def test_bring_up_without_a_route_fails_at_the_deadline(mocker: Any, clock: Cloc
 
 def test_bring_up_waits_for_the_route_to_appear(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker, route_after=4)
-    bring_up(STATIC, TARGET, link_delay=0, deadline=10)
+    bring_up(STATIC, TARGET, link_delay=0, deadline=10, rtnetlink=fake.open)
     assert fake.polls_route == 5
 
 
@@ -330,17 +340,16 @@ def test_bring_up_names_the_step_the_kernel_refused(mocker: Any, clock: Clock) -
     fake = FakeNetlink(mocker)
     fake.ipr.addr.side_effect = NetlinkError(13, "Permission denied")
     with pytest.raises(KdumpError, match="^adding 192.168.177.10/24 to eth0: Permission denied$"):
-        bring_up(STATIC, TARGET, link_delay=0, deadline=10)
+        bring_up(STATIC, TARGET, link_delay=0, deadline=10, rtnetlink=fake.open)
 
 
 def test_bring_up_dhcp_configures_the_lease(mocker: Any, clock: Clock, tmp_path: Path) -> None:
     fake = FakeNetlink(mocker)
-    lease = network._Addressing(addresses=("192.168.177.57/24",), gateway="192.168.177.1",
-                                dns=("192.168.177.53",))
-    obtain = mocker.patch.object(network, "_dhcp_lease", return_value=lease)
+    obtain = mocker.Mock(return_value=bringup.Addressing(addresses=("192.168.177.57/24",),
+                                                         gateway="192.168.177.1", dns=("192.168.177.53",)))
     resolv = tmp_path / "resolv.conf"
     note = bring_up(plan(interface="eth0", dhcp=True, hostname="crashed"), TARGET, link_delay=0,
-                    deadline=30, resolv_conf=str(resolv))
+                    deadline=30, resolv_conf=str(resolv), rtnetlink=fake.open, lease=obtain)
     assert obtain.call_args.args[0] == "eth0" and obtain.call_args.args[2] == "crashed"
     assert ("addr", ("replace",), {"index": 3, "address": "192.168.177.57", "prefixlen": 24,
                                    "broadcast": "192.168.177.255"}) in fake.requests()
@@ -350,33 +359,49 @@ def test_bring_up_dhcp_configures_the_lease(mocker: Any, clock: Clock, tmp_path:
 
 def test_bring_up_dhcp_keeps_the_plan_dns_when_the_lease_has_none(
         mocker: Any, clock: Clock, tmp_path: Path) -> None:
-    FakeNetlink(mocker)
-    lease = network._Addressing(addresses=("192.168.177.57/24",), gateway=None, dns=())
-    mocker.patch.object(network, "_dhcp_lease", return_value=lease)
+    fake = FakeNetlink(mocker)
+    leased = bringup.Addressing(addresses=("192.168.177.57/24",), gateway=None, dns=())
+    obtain = mocker.Mock(return_value=leased)
     resolv = tmp_path / "resolv.conf"
     bring_up(plan(interface="eth0", dhcp=True, dns=("10.0.0.53",)), TARGET, link_delay=0, deadline=30,
-             resolv_conf=str(resolv))
+             resolv_conf=str(resolv), rtnetlink=fake.open, lease=obtain)
     assert resolv.read_text().splitlines()[1:] == ["nameserver 10.0.0.53"]
 
 
 def test_bring_up_leaves_resolv_conf_alone_unless_asked(mocker: Any, clock: Clock, tmp_path: Path) -> None:
-    FakeNetlink(mocker)
-    writes = mocker.patch.object(network, "write_resolv_conf")
-    bring_up(replace(STATIC, dns=("10.0.0.53",)), TARGET, link_delay=0, deadline=10)
+    fake = FakeNetlink(mocker)
+    writes = mocker.patch.object(bringup, "write_resolv_conf")
+    bring_up(replace(STATIC, dns=("10.0.0.53",)), TARGET, link_delay=0, deadline=10, rtnetlink=fake.open)
     writes.assert_not_called()
 
 
 def test_bring_up_names_the_gateway_the_route_goes_through(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker)
     fake.routes.append(Msg(RTA_OIF=3, RTA_GATEWAY="192.168.177.254", proto=0))
-    note = bring_up(STATIC, "10.9.9.9", link_delay=0, deadline=10)
+    note = bring_up(STATIC, "10.9.9.9", link_delay=0, deadline=10, rtnetlink=fake.open)
     assert note.endswith("route to 10.9.9.9 via 192.168.177.254 dev eth0")
 
 
 def test_bring_up_wants_an_address_not_a_name(mocker: Any, clock: Clock) -> None:
-    FakeNetlink(mocker)
+    fake = FakeNetlink(mocker)
     with pytest.raises(KdumpError, match="target address: 'dumps.example' is not an IP address"):
-        bring_up(STATIC, "dumps.example", link_delay=0, deadline=10)
+        bring_up(STATIC, "dumps.example", link_delay=0, deadline=10, rtnetlink=fake.open)
+
+
+def test_wait_for_route_polls_until_the_kernel_routes_the_target(mocker: Any, clock: Clock) -> None:
+    fake = FakeNetlink(mocker, route_after=2)
+    fake.up_index = 3
+    note = bringup.wait_for_route(TARGET, 10, rtnetlink=fake.open)
+    assert (note, fake.polls_route) == (f", route to {TARGET} dev eth0", 3)
+
+
+def test_pyroute2_is_not_imported_until_a_socket_is_opened() -> None:
+    """A fresh interpreter: local captures and the host commands must not pay for pyroute2."""
+    probe = ("import sys, kdump_agent.cli, kdump_agent.capture, kdump_agent.host.netpack, "
+             "kdump_agent.network.bringup, kdump_agent.network.record; print('pyroute2' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": str(AGENT)})
+    assert result.stdout.strip() == "False"
 
 
 # --- the host's record --------------------------------------------------------------------
@@ -384,7 +409,7 @@ def test_bring_up_wants_an_address_not_a_name(mocker: Any, clock: Clock) -> None
 
 def address(cidr: str, *, permanent: bool = True, scope: int = 0) -> Msg:
     ip, prefix = cidr.split("/")
-    flags = network.IFA_F_PERMANENT if permanent else 0
+    flags = rtnetlink.IFA_F_PERMANENT if permanent else 0
     return Msg(IFA_LOCAL=ip, IFA_ADDRESS=ip, prefixlen=int(prefix), flags=flags, IFA_FLAGS=flags, scope=scope)
 
 
@@ -398,28 +423,29 @@ def resolv_conf(tmp_path: Path) -> str:
 
 def host(mocker: Any, *, permanent: bool = True, proto: int = 4) -> FakeNetlink:
     fake = FakeNetlink(mocker, links=[ether(2, "ens3", "52:54:00:AA:BB:CC")])
-    fake.addresses += [address("10.0.0.9/24", permanent=permanent), address("10.0.0.5/24", permanent=permanent),
-                       address("127.1.1.1/8", scope=254)]
+    fake.addresses += [address("10.0.0.9/24", permanent=permanent),
+                       address("10.0.0.5/24", permanent=permanent), address("127.1.1.1/8", scope=254)]
     fake.routes += [Msg(RTA_OIF=2, RTA_GATEWAY="10.0.0.1", RTA_PREFSRC="10.0.0.5", proto=0),
                     Msg(RTA_OIF=2, RTA_DST=None, RTA_GATEWAY="10.0.0.1", proto=proto)]
     return fake
 
 
+def recorded(fake: FakeNetlink, resolv_conf: str, target: str = "192.0.2.7") -> HostRecord:
+    return record_host_route("dumps.example", target, resolv_conf=resolv_conf, rtnetlink=fake.open)
+
+
 def test_record_round_trip_gives_the_host_interface_plan(mocker: Any, resolv_conf: str) -> None:
-    host(mocker)
-    text = network.record_host_route("192.0.2.7", resolv_conf=resolv_conf)
-    record = json.loads(text)
-    assert record["target"] == "192.0.2.7"
-    assert record["addresses"] == ["10.0.0.5/24", "10.0.0.9/24"]  # the route's source first
-    found = plan_from_record(text)
-    assert found == NetworkPlan(interface="ens3", mac="52:54:00:aa:bb:cc", dhcp=False,
-                                addresses=("10.0.0.5/24", "10.0.0.9/24"), gateway="10.0.0.1",
-                                dns=("10.0.0.53", "10.0.0.54"), hostname=record["hostname"], mtu=1500)
+    record = recorded(host(mocker), resolv_conf)
+    assert (record.host, record.target) == ("dumps.example", "192.0.2.7")
+    assert record.addresses == ("10.0.0.5/24", "10.0.0.9/24")  # the route's source first
+    assert HostRecord.from_json(record.as_json()) == record
+    assert record.plan() == NetworkPlan(interface="ens3", mac="52:54:00:aa:bb:cc", dhcp=False,
+                                        addresses=("10.0.0.5/24", "10.0.0.9/24"), gateway="10.0.0.1",
+                                        dns=("10.0.0.53", "10.0.0.54"), hostname=record.hostname, mtu=1500)
 
 
 def test_record_guesses_dhcp_from_an_address_with_a_lifetime(mocker: Any, resolv_conf: str) -> None:
-    host(mocker, permanent=False)
-    found = plan_from_record(network.record_host_route("192.0.2.7", resolv_conf=resolv_conf))
+    found = recorded(host(mocker, permanent=False), resolv_conf).plan()
     assert found.dhcp and found.addresses == ()  # the server hands out the address
 
 
@@ -427,35 +453,68 @@ def test_record_refuses_a_static_nic_without_an_address(mocker: Any, resolv_conf
     fake = host(mocker)
     fake.addresses.clear()
     with pytest.raises(KdumpError, match="ens3 routes to 192.0.2.7 but has no IPv4 address"):
-        network.record_host_route("192.0.2.7", resolv_conf=resolv_conf)
+        recorded(fake, resolv_conf)
 
 
 def test_record_guesses_dhcp_from_a_route_of_protocol_dhcp(mocker: Any, resolv_conf: str) -> None:
-    host(mocker, proto=network.RTPROT_DHCP)
-    assert plan_from_record(network.record_host_route("192.0.2.7", resolv_conf=resolv_conf)).dhcp
+    assert recorded(host(mocker, proto=rtnetlink.RTPROT_DHCP), resolv_conf).dhcp
 
 
 def test_record_refuses_a_target_on_this_host(mocker: Any, resolv_conf: str) -> None:
-    fake = FakeNetlink(mocker, links=[Msg(index=1, ifi_type=772, IFLA_IFNAME="lo", IFLA_ADDRESS="00:00:00:00:00:00")])
+    loopback = Msg(index=1, ifi_type=772, IFLA_IFNAME="lo", IFLA_ADDRESS="00:00:00:00:00:00")
+    fake = FakeNetlink(mocker, links=[loopback])
     fake.routes.append(Msg(RTA_OIF=1, proto=0))
     with pytest.raises(KdumpError, match="leaves through lo, which is not an Ethernet NIC"):
-        network.record_host_route("127.0.0.1", resolv_conf=resolv_conf)
+        recorded(fake, resolv_conf, "127.0.0.1")
 
 
 def test_record_without_a_route_says_so(mocker: Any, resolv_conf: str) -> None:
-    FakeNetlink(mocker, route_after=None)
+    fake = FakeNetlink(mocker, route_after=None)
     with pytest.raises(KdumpError, match="this host has no route to 192.0.2.7: Network is unreachable"):
-        network.record_host_route("192.0.2.7", resolv_conf=resolv_conf)
+        recorded(fake, resolv_conf)
 
 
 def test_record_without_resolv_conf_has_no_dns(mocker: Any, tmp_path: Path) -> None:
-    host(mocker)
-    record = json.loads(network.record_host_route("192.0.2.7", resolv_conf=str(tmp_path / "missing")))
-    assert record["dns"] == []
+    assert recorded(host(mocker), str(tmp_path / "missing")).dns == ()
 
 
-GOOD_RECORD = {"interface": "ens3", "mac": "52:54:00:aa:bb:cc", "dhcp": False, "addresses": ["10.0.0.5/24"],
-               "gateway": "10.0.0.1", "dns": [], "hostname": None, "mtu": None}
+# network.json exactly as mkinitrd wrote it before HostRecord existed: images built then are read.
+EARLIER_NETWORK_JSON = """{
+  "target": "192.0.2.9",
+  "interface": "ens3",
+  "mac": "52:54:00:aa:bb:cc",
+  "mtu": 1500,
+  "addresses": [
+    "10.0.0.5/24"
+  ],
+  "gateway": "10.0.0.1",
+  "dns": [
+    "10.0.0.53"
+  ],
+  "dhcp": false,
+  "hostname": "crashed",
+  "host": "filer.example"
+}
+"""
+
+
+def test_record_reads_and_writes_network_json_as_earlier_versions_did() -> None:
+    record = HostRecord.from_json(EARLIER_NETWORK_JSON)
+    assert record == HostRecord(host="filer.example", target="192.0.2.9", interface="ens3",
+                                mac="52:54:00:aa:bb:cc", mtu=1500, addresses=("10.0.0.5/24",),
+                                gateway="10.0.0.1", dns=("10.0.0.53",), dhcp=False, hostname="crashed")
+    assert record.as_json() == EARLIER_NETWORK_JSON
+
+
+def test_record_lends_its_address_only_for_its_own_server() -> None:
+    record = HostRecord.from_json(EARLIER_NETWORK_JSON)
+    assert record.address_for("filer.example") == "192.0.2.9"
+    assert record.address_for("other.example") is None
+
+
+GOOD_RECORD = {"host": "filer.example", "target": "192.0.2.9", "interface": "ens3",
+               "mac": "52:54:00:aa:bb:cc", "dhcp": False, "addresses": ["10.0.0.5/24"], "gateway": "10.0.0.1",
+               "dns": [], "hostname": None, "mtu": None}
 
 
 @pytest.mark.parametrize("change, reason", [
@@ -467,62 +526,57 @@ GOOD_RECORD = {"interface": "ens3", "mac": "52:54:00:aa:bb:cc", "dhcp": False, "
     ({"addresses": ["10.0.0.5/33"]}, "not IPv4 CIDR"),
     ({"gateway": "router"}, "not an IP address"),
     ({"mtu": True}, "mtu should be int"),
+    ({"host": 7}, "host should be str"),
+    ({"target": "filer.example"}, "target: 'filer.example' is not an IP address"),
 ], ids=str)
-def test_plan_from_record_rejects_a_damaged_record(change: dict[str, Any], reason: str) -> None:
+def test_record_from_json_rejects_a_damaged_record(change: dict[str, Any], reason: str) -> None:
     with pytest.raises(KdumpError, match=f"^network record: .*{reason}"):
-        plan_from_record(json.dumps({**GOOD_RECORD, **change}))
+        HostRecord.from_json(json.dumps({**GOOD_RECORD, **change}))
 
 
-def test_plan_from_record_rejects_missing_fields_and_non_json() -> None:
-    with pytest.raises(KdumpError, match="network record: mac is missing"):
-        plan_from_record(json.dumps({k: v for k, v in GOOD_RECORD.items() if k != "mac"}))
+def test_record_from_json_rejects_missing_fields_and_non_json() -> None:
+    for key in ("mac", "host", "target"):
+        with pytest.raises(KdumpError, match=f"network record: {key} is missing"):
+            HostRecord.from_json(json.dumps({k: v for k, v in GOOD_RECORD.items() if k != key}))
     with pytest.raises(KdumpError, match="network record: not JSON"):
-        plan_from_record("{")
+        HostRecord.from_json("{")
     with pytest.raises(KdumpError, match="network record: expected a JSON object"):
-        plan_from_record("[]")
+        HostRecord.from_json("[]")
 
 
 # --- choose_plan ------------------------------------------------------------------------
 
 
-RECORD = json.dumps({**GOOD_RECORD, "dhcp": True, "addresses": []})
+RECORDED = HostRecord.from_json(json.dumps({**GOOD_RECORD, "dhcp": True, "addresses": []})).plan()
 
 
 def test_choose_plan_prefers_the_command_line() -> None:
-    chosen = choose_plan("ip=10.1.1.5::10.1.1.1:24::eth5:none", RECORD)
+    chosen = choose_plan(parse_cmdline("ip=10.1.1.5::10.1.1.1:24::eth5:none"), RECORDED)
     assert chosen == plan(interface="eth5", addresses=("10.1.1.5/24",), gateway="10.1.1.1")
 
 
 def test_choose_plan_falls_back_to_the_record() -> None:
-    assert choose_plan("console=ttyS0 irqpoll", RECORD) == plan_from_record(RECORD)
+    assert choose_plan(parse_cmdline("console=ttyS0 irqpoll"), RECORDED) == RECORDED
 
 
 def test_choose_plan_without_either_has_no_plan() -> None:
-    assert choose_plan("console=ttyS0", None) is None
+    assert choose_plan(parse_cmdline("console=ttyS0"), None) is None
 
 
 def test_choose_plan_lends_the_recorded_nic_to_ip_dhcp() -> None:
-    assert choose_plan("ip=dhcp", RECORD) == plan(interface="ens3", mac="52:54:00:aa:bb:cc", dhcp=True)
+    chosen = choose_plan(parse_cmdline("ip=dhcp"), RECORDED)
+    assert chosen == plan(interface="ens3", mac="52:54:00:aa:bb:cc", dhcp=True)
 
 
 def test_choose_plan_lends_the_mac_when_both_name_the_same_interface() -> None:
-    chosen = choose_plan("ip=ens3:dhcp", RECORD)
+    chosen = choose_plan(parse_cmdline("ip=ens3:dhcp"), RECORDED)
     assert chosen == plan(interface="ens3", mac="52:54:00:aa:bb:cc", dhcp=True)
 
 
 def test_choose_plan_lends_nothing_to_another_interface() -> None:
-    assert choose_plan("ip=eth1:dhcp", RECORD) == plan(interface="eth1", dhcp=True)
+    assert choose_plan(parse_cmdline("ip=eth1:dhcp"), RECORDED) == plan(interface="eth1", dhcp=True)
 
 
 def test_choose_plan_keeps_the_command_line_mac() -> None:
-    assert choose_plan(f"ip=dhcp ifname=net0:{MAC}", RECORD) == plan(interface="net0", mac=MAC, dhcp=True)
-
-
-def test_choose_plan_reports_a_damaged_record_it_needs() -> None:
-    with pytest.raises(KdumpError, match="network record: not JSON"):
-        choose_plan("console=ttyS0", "{")
-
-
-def test_choose_plan_does_without_a_damaged_record_given_ip(caplog: pytest.LogCaptureFixture) -> None:
-    assert choose_plan("ip=eth0:dhcp", "{") == plan(interface="eth0", dhcp=True)
-    assert "network record: not JSON" in caplog.text
+    chosen = choose_plan(parse_cmdline(f"ip=dhcp ifname=net0:{MAC}"), RECORDED)
+    assert chosen == plan(interface="net0", mac=MAC, dhcp=True)

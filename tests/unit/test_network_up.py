@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from kdump_agent import network
 from kdump_agent.config import parse
 from kdump_agent.context import Capture, Paths
 from kdump_agent.errors import KdumpError
+from kdump_agent.network import bringup
 from kdump_agent.runner import Journal
 from kdump_agent.steps import network_up
 from kdump_agent.targets.local import FilesystemTarget
@@ -24,8 +24,8 @@ RECORD = {"target": "192.0.2.9", "host": "filer.example", "interface": "ens3", "
           "dhcp": False, "hostname": "crashed"}
 
 
-def capture_for(tmp_path: Path, target: Any, cmdline: str = "console=ttyS0", record: dict[str, Any] | None = None,
-                config: str = "") -> Capture:
+def capture_for(tmp_path: Path, target: Any, cmdline: str = "console=ttyS0",
+                record: dict[str, Any] | None = None, config: str = "") -> Capture:
     (tmp_path / "cmdline").write_text(cmdline + "\n")
     if record is not None:
         (tmp_path / "network.json").write_text(json.dumps(record))
@@ -38,10 +38,10 @@ def capture_for(tmp_path: Path, target: Any, cmdline: str = "console=ttyS0", rec
 
 @pytest.fixture
 def net(mocker: Any) -> Any:
-    mocker.patch.object(network, "bring_up", return_value="eth0 up")
-    mocker.patch.object(network, "wait_for_route", return_value=", route to it")
-    mocker.patch.object(network, "source_address", return_value="192.0.2.10")
-    return network
+    mocker.patch.object(bringup, "bring_up", return_value="eth0 up")
+    mocker.patch.object(bringup, "wait_for_route", return_value=", route to it")
+    mocker.patch.object(bringup, "source_address", return_value="192.0.2.10")
+    return bringup
 
 
 def test_local_targets_need_no_network(tmp_path: Path, net: Any) -> None:
@@ -69,7 +69,7 @@ def test_without_ip_or_record_dhcp_on_the_only_nic(tmp_path: Path, net: Any) -> 
 
 def test_a_name_is_resolved_after_bring_up_and_its_route_waited_for(tmp_path: Path, net: Any,
                                                                     mocker: Any) -> None:
-    mocker.patch.object(network, "resolve", return_value="198.51.100.7")
+    mocker.patch.object(bringup, "resolve", return_value="198.51.100.7")
     capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), record=RECORD)
     note = network_up.network_up(capture, 60)
     plan, route_probe = net.bring_up.call_args.args
@@ -81,14 +81,14 @@ def test_a_name_is_resolved_after_bring_up_and_its_route_waited_for(tmp_path: Pa
 
 def test_dns_failing_falls_back_to_the_address_recorded_by_mkinitrd(tmp_path: Path, net: Any,
                                                                    mocker: Any) -> None:
-    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    mocker.patch.object(bringup, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
     capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), record=RECORD)
     network_up.network_up(capture, 60)
     assert capture.dump.server_address == "192.0.2.9"
 
 
 def test_dns_failing_without_a_record_fails_the_state(tmp_path: Path, net: Any, mocker: Any) -> None:
-    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    mocker.patch.object(bringup, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
     capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), cmdline="ip=dhcp")
     with pytest.raises(KdumpError, match="cannot resolve filer.example"):
         network_up.network_up(capture, 60)
@@ -96,7 +96,26 @@ def test_dns_failing_without_a_record_fails_the_state(tmp_path: Path, net: Any, 
 
 
 def test_a_record_for_another_host_lends_no_address(tmp_path: Path, net: Any, mocker: Any) -> None:
-    mocker.patch.object(network, "resolve", side_effect=KdumpError("cannot resolve other.example"))
+    mocker.patch.object(bringup, "resolve", side_effect=KdumpError("cannot resolve other.example"))
     capture = capture_for(tmp_path, NfsTarget("other.example:/export", "nfs", "/"), record=RECORD)
     with pytest.raises(KdumpError):
         network_up.network_up(capture, 60)
+
+
+def test_a_damaged_record_fails_the_state_when_it_is_the_only_plan(tmp_path: Path, net: Any) -> None:
+    capture = capture_for(tmp_path, SshDestination("root", "192.0.2.9"), record={**RECORD, "mac": "52:54"})
+    with pytest.raises(KdumpError, match="network record: mac '52:54' is not a MAC address"):
+        network_up.network_up(capture, 60)
+    net.bring_up.assert_not_called()
+
+
+def test_a_damaged_record_is_done_without_given_ip(tmp_path: Path, net: Any, mocker: Any,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    mocker.patch.object(bringup, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    capture = capture_for(tmp_path, NfsTarget("filer.example:/export", "nfs", "/"), cmdline="ip=eth0:dhcp",
+                          record={**RECORD, "dhcp": "yes"})
+    with pytest.raises(KdumpError, match="cannot resolve filer.example"):  # no recorded address either
+        network_up.network_up(capture, 60)
+    plan, route_probe = net.bring_up.call_args.args
+    assert (plan.interface, plan.mac, route_probe) == ("eth0", None, None)
+    assert "network record: dhcp should be bool" in caplog.text

@@ -1,7 +1,7 @@
 """What `mkinitrd` packs for an NFS or SSH target, worked out on the host.
 
-- The network record (network.json): how this host reaches the server now, for a capture
-  kernel whose command line has no `ip=` (network.record_host_route), plus the server's
+- The network record (network.json, a network.record.HostRecord): how this host reaches
+  the server now, for a capture kernel whose command line has no `ip=`, plus the server's
   name and the address it resolved to here, the fallback when DNS fails in the capture
   kernel. Only in hostonly mode: a generic image is not for this machine.
 - The NIC's driver, and the NFS client modules for an NFS target.
@@ -12,16 +12,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import network
 from ..config import Config, TargetKind
 from ..errors import KdumpError
+from ..network import bringup
+from ..network.record import record_host_route
 from ..targets.nfs import NfsTarget, split_spec
 from ..targets.sshdest import SshDestination, parse_spec
 from .blockdev import nic_drivers
@@ -75,12 +75,11 @@ def network_pack(config: Config, *, hostonly: bool,
         pack.key_path, pack.known_hosts = _ssh_files(server, where, known_hosts_files)
     if hostonly:
         address = _resolve_here(host, where)
-        record = json.loads(network.record_host_route(address))
-        record["host"] = host
-        pack.record = json.dumps(record, indent=2) + "\n"
-        pack.drivers += [d for d in nic_drivers(record["interface"]) if d not in pack.drivers]
-        log.info("%s is %s, reached through %s (%s)", host, address, record["interface"],
-                 "DHCP" if record["dhcp"] else ", ".join(record["addresses"]))
+        record = record_host_route(host, address)
+        pack.record = record.as_json()
+        pack.drivers += [d for d in nic_drivers(record.interface) if d not in pack.drivers]
+        log.info("%s is %s, reached through %s (%s)", host, address, record.interface,
+                 "DHCP" if record.dhcp else ", ".join(record.addresses))
     elif not config.extra_modules:
         log.warning("%s: a generic (--no-hostonly) image knows no NIC driver: name yours in "
                     "extra_modules (virtio_net, e1000e, ...) unless it is built into the kernel", where)
@@ -89,7 +88,7 @@ def network_pack(config: Config, *, hostonly: bool,
 
 def _resolve_here(host: str, where: str) -> str:
     try:
-        return network.resolve(host)
+        return bringup.resolve(host)
     except KdumpError as error:
         raise KdumpError(f"{where}: {error}") from None
 
