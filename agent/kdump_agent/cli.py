@@ -19,7 +19,6 @@ from . import __version__
 from . import config as kdump_config
 from . import log as agent_log
 from .capture import capture, handed_over, last_resort, require_vmcore
-from .config import TargetKind
 from .context import DEFAULT_CONFIG_PATH, Paths
 from .host import crashtest, service, status
 from .host.estimate import Estimate, grub_advice, report
@@ -34,6 +33,7 @@ from .host.sizing import estimate_here
 from .host.stamp import config_changed
 from .machine import dot, mermaid, table_rows
 from .system import read_text
+from .targets.raw import RawTarget
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -186,10 +186,11 @@ def _restore_raw(args: argparse.Namespace) -> int:
         if loaded is None:
             return EXIT_BAD_CONFIG
         if device is None:
-            if loaded.target is None or loaded.target.kind is not TargetKind.RAW:
+            target = loaded.dump_target
+            if not isinstance(target, RawTarget):
                 print(f"{loaded.source}: no raw target: nothing to restore")
                 return EXIT_OK
-            device = loaded.target.spec
+            device = target.device
         path = path or loaded.path
     result = restore_raw(device, path)
     print(result.message)

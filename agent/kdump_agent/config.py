@@ -27,12 +27,16 @@ from typing import Any
 
 from .dracutargs import check_dracut_args
 from .errors import ConfigError, ConfigErrors
+from .targets.local import FilesystemTarget
 from .targets.netspec import parse_nfs_spec
+from .targets.nfs import NfsTarget
+from .targets.raw import RawTarget
+from .targets.sshdest import SshDestination
 from .targets.sshdest import parse_spec as parse_ssh_spec
 
 __all__ = ["COLLECTORS", "DEFAULT_COLLECTOR", "DEVICE_TAGS", "FILESYSTEM_TYPES", "FINAL_ACTIONS",
            "MAX_BYTES", "MAX_SECONDS", "NOTICES", "Action", "Config", "ConfigError", "ConfigErrors",
-           "Notice", "Target", "TargetKind", "load", "parse", "parse_bytes", "printable"]
+           "DumpTarget", "Notice", "Target", "TargetKind", "load", "parse", "parse_bytes", "printable"]
 
 DEFAULT_COLLECTOR: tuple[str, ...] = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
 # kdumpctl's list of file systems a dump can be written to directly.
@@ -95,6 +99,19 @@ class Target:
     line: int
 
 
+# The configured target as the objects that act on it (targets/registry.py maps each to its
+# Destination); `path` and `sshkey` are part of it.
+DumpTarget = FilesystemTarget | RawTarget | NfsTarget | SshDestination
+
+# Targets that take the collector's output as a stream of flattened records.
+_STREAM_TARGETS: dict[TargetKind, str] = {
+    TargetKind.RAW: "a raw target needs makedumpfile as core_collector: restore-raw reads its "
+                    "flattened (-F) output back",
+    TargetKind.SSH: "an ssh target needs makedumpfile as core_collector: its flattened (-F) stream "
+                    "is rebuilt into a vmcore on the server",
+}
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something the admin should know that is not an error: a setting this version ignores."""
@@ -130,6 +147,21 @@ class Config:
     auto_reset_crashkernel: bool | None = None
     notices: tuple[Notice, ...] = ()
     digest: str = ""  # sha256 of the file's bytes, so a dump's manifest names the exact config
+
+    @property
+    def dump_target(self) -> DumpTarget | None:
+        """The target line as a typed target, from the same parse check-config gave it; None
+        without a target line (RHEL's rule: the file system that holds `path`)."""
+        target = self.target
+        if target is None:
+            return None
+        if target.kind is TargetKind.RAW:
+            return RawTarget(device=target.spec)
+        if target.kind is TargetKind.NFS:
+            return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=self.path)
+        if target.kind is TargetKind.SSH:
+            return parse_ssh_spec(target.spec, directory=self.path, key_path=self.sshkey)
+        return FilesystemTarget(spec=target.spec, fstype=target.fstype or "", directory=self.path)
 
     def summary(self) -> list[str]:
         """What `check-config` prints: the settings that decide where the dump goes, always,
@@ -541,6 +573,10 @@ def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Co
         if notice:
             notices.append(notice)
 
+    target, collector = values.get("target"), values.get("core_collector", DEFAULT_COLLECTOR)
+    if target is not None and target.kind in _STREAM_TARGETS and \
+            posixpath.basename(collector[0]) != "makedumpfile":
+        fail(target.line, _STREAM_TARGETS[target.kind])
     if values.get("force_rebuild") and values.get("force_no_rebuild"):
         later = max(first_seen["force_rebuild"][1], first_seen["force_no_rebuild"][1])
         fail(later, "force_rebuild and force_no_rebuild cannot both be set; set only one to 1")

@@ -1,6 +1,7 @@
 """One verdict everywhere (issue 11): check-config and LOAD_CONFIG refuse the same network
-specs with the same message at the same line, because both go through the one parser of each
-spec kind (targets/sshdest.parse_spec, targets/netspec.parse_nfs_spec)."""
+specs with the same message at the same line, because both read the file with config.load,
+whose one parser of each spec kind (targets/sshdest.parse_spec, targets/netspec.parse_nfs_spec)
+also gives the typed target the capture acts on (Config.dump_target)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kdump_agent.config import Config, ConfigErrors, Target, TargetKind, load
-from kdump_agent.context import Paths
-from kdump_agent.errors import ConfigError
-from kdump_agent.steps.setup import resolve_target
+from kdump_agent.config import ConfigErrors, load
+from kdump_agent.context import Capture, Paths
+from kdump_agent.runner import Journal
+from kdump_agent.steps.setup import load_config
 
 Verdict = tuple[int, str] | None  # None: accepted; else the line and message of the refusal
 
@@ -43,7 +44,6 @@ SPECS = [
     ("nfs", "bad!host:/export", False),
     ("nfs", "server:/export/../etc", False),
 ]
-KINDS = {"ssh": TargetKind.SSH, "nfs": TargetKind.NFS, "nfs4": TargetKind.NFS}
 LINE = 3
 
 
@@ -60,13 +60,18 @@ def check_config_verdict(directive: str, spec: str, tmp_path: Path) -> Verdict:
 
 
 def load_config_verdict(directive: str, spec: str, tmp_path: Path) -> Verdict:
-    """What LOAD_CONFIG says when it turns the target line into the capture's target."""
-    fstype = directive if KINDS[directive] is TargetKind.NFS else None
-    config = Config(source=str(tmp_path / "kdump.conf"), target=Target(KINDS[directive], spec, fstype, LINE))
+    """What LOAD_CONFIG says in the capture kernel when it reads the same file and turns its
+    target line into the capture's Destination."""
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(f"# spec on line {LINE}\npath /var/crash\n{directive} {spec}\n")
+    capture = Capture(paths=Paths(config=str(conf), known_hosts=str(tmp_path / "known_hosts")),
+                      journal=Journal())
     try:
-        resolve_target(config, Paths(known_hosts=str(tmp_path / "known_hosts")))
-    except ConfigError as error:
+        load_config(capture)
+    except ConfigErrors as errors:
+        (error,) = errors.errors
         return error.line, error.message
+    assert capture.destination is not None and capture.destination.server is not None
     return None
 
 
@@ -86,3 +91,14 @@ def test_check_config_and_load_config_give_the_same_verdict(directive: str, spec
 def test_net_spelling_goes_through_the_same_parsers(spec: str, tmp_path: Path) -> None:
     directive = "ssh" if "@" in spec else "nfs"
     assert check_config_verdict("net", spec, tmp_path) == check_config_verdict(directive, spec, tmp_path)
+
+
+@pytest.mark.parametrize("target", ["raw /dev/vdc", "ssh root@dumps.example.com"])
+def test_a_stream_target_without_makedumpfile_is_refused_by_check_config_as_by_the_capture(
+        target: str, tmp_path: Path) -> None:
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(f"core_collector cp --sparse=always\n{target}\n")
+    with pytest.raises(ConfigErrors) as refused:
+        load(str(conf))
+    (error,) = refused.value.errors
+    assert error.line == 2 and "needs makedumpfile as core_collector" in error.message

@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import system
-from ..config import Action, Config, TargetKind
+from ..config import Action, Config, DumpTarget
 from ..context import HOOK_ROOT
 from ..dracutargs import check_dracut_args
 from ..errors import KdumpError
 from ..steps.hooks import HOOK_KINDS, hook_programs
-from ..steps.setup import SSH_NEEDS_MAKEDUMPFILE, require_makedumpfile
 from ..targets.local import FilesystemTarget
-from ..targets.raw import signature
+from ..targets.nfs import NfsTarget
+from ..targets.raw import RawTarget, signature
 from .blockdev import drivers_for, filesystem_holding, nearest_existing, resolve_spec, uuid_of
 from .hostpaths import HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
@@ -53,7 +53,6 @@ DRACUT_TIMEOUT = 900.0
 HOSTONLY_FLAGS = {"--hostonly": True, "--host-only": True, "-H": True,
                   "--no-hostonly": False, "--no-host-only": False, "-N": False}
 ROOTFS_ACTIONS = frozenset({Action.DUMP_TO_ROOTFS, Action.MOUNT_ROOT_RUN_INIT})
-LOCAL_KINDS = frozenset({TargetKind.FILESYSTEM, TargetKind.RAW})  # disks, whose drivers sysfs names
 IMAGE_MODE = 0o600  # an ssh target's image holds the private key
 MODULE_COLLECTOR = "makedumpfile"  # module-setup.sh installs it wherever it is on the host
 # findmnt's SOURCE for a bind mount: the device, then the mounted directory of its file system.
@@ -226,6 +225,16 @@ def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
     return files
 
 
+def local_device(target: DumpTarget | None) -> str:
+    """The disk a local target is on, as kdump.conf names it ("" for a network target):
+    its drivers go into a hostonly image."""
+    if isinstance(target, FilesystemTarget):
+        return target.spec
+    if isinstance(target, RawTarget):
+        return target.device
+    return ""
+
+
 def hostonly_wanted(dracut_args: Sequence[str]) -> bool:
     """Whether dracut builds for this machine: hostonly unless dracut_args say otherwise,
     and as dracut reads them, the last word of the two kinds wins."""
@@ -239,20 +248,18 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
          kmoddir: str | None, staging: Path, dracut_dir: Path,
          known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> BuildPlan:
     """Work out dracut's argv and environment for this config."""
-    target = config.target
-    if target is not None and target.kind is TargetKind.SSH:
-        require_makedumpfile(config, target, SSH_NEEDS_MAKEDUMPFILE)
+    target = config.dump_target
     # RHEL's rule for a config without a target: the file system that holds `path`.
     recorded = record_filesystem(config.path, config.source) if target is None else None
     # The failure actions that need the root file system find it by this record.
     rootfs = record_filesystem("/", config.source) if config.failure_action in ROOTFS_ACTIONS else None
-    fstype = recorded.fstype if recorded else target.fstype if target else None
+    mounted = recorded or (target if isinstance(target, (FilesystemTarget, NfsTarget)) else None)
     problems = check_dracut_args(config.dracut_args)  # config.load refused them already; a
     if problems:                                       # Config made otherwise gets the same rule
         raise KdumpError(f"{config.source}: dracut_args: {'; '.join(problems)}")
     hostonly = hostonly_wanted(config.dracut_args)
-    if hostonly and target is not None and target.kind is TargetKind.RAW:
-        refuse_raw_with_filesystem(config, target.spec)
+    if hostonly and isinstance(target, RawTarget):
+        refuse_raw_with_filesystem(config, target.device)
     reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
 
     # The admin's dracut_args come first: if they end in an option that takes a value
@@ -263,13 +270,13 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     argv += ["--hostonly"] if hostonly else []
     if kmoddir:
         argv += ["--kmoddir", kmoddir]
-    filesystems = [f for f in dict.fromkeys([fstype, rootfs.fstype if rootfs else None]) if f]
+    filesystems = [f for f in dict.fromkeys([mounted.fstype if mounted else None,
+                                             rootfs.fstype if rootfs else None]) if f]
     if filesystems:
         argv += ["--filesystems", " ".join(filesystems)]
     drivers = list(config.extra_modules) + [d for d in reach.drivers if d not in config.extra_modules]
     if hostonly:
-        spec = recorded.spec if recorded else target.spec if target and target.kind in LOCAL_KINDS else ""
-        for needed in [spec, rootfs.spec if rootfs else ""]:
+        for needed in [local_device(recorded or target), rootfs.spec if rootfs else ""]:
             if needed:
                 drivers += [d for d in drivers_for(resolve_spec(needed)) if d not in drivers]
     if drivers:

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, TargetKind
+from ..config import Config
 from ..errors import KdumpError
 from ..network import bringup
 from ..network.record import record_host_route
 from ..targets.nfs import NfsTarget, split_spec
-from ..targets.sshdest import SshDestination, parse_spec
+from ..targets.sshdest import SshDestination
 from .blockdev import nic_drivers
 
 log = logging.getLogger("kdump-agent")
@@ -43,18 +43,9 @@ class NetworkPack:
 
 
 def server_of(config: Config) -> NfsTarget | SshDestination | None:
-    """The network target the config names, parsed; None for other targets."""
-    target = config.target
-    if target is None:
-        return None
-    if target.kind is TargetKind.NFS:
-        return NfsTarget(spec=target.spec, fstype=target.fstype or "nfs", directory=config.path)
-    if target.kind is TargetKind.SSH:
-        try:
-            return parse_spec(target.spec, directory=config.path, key_path=config.sshkey)
-        except ValueError as error:
-            raise KdumpError(f"{config.source}:{target.line}: {error}") from None
-    return None
+    """The network target the config names; None for other targets."""
+    target = config.dump_target
+    return target if isinstance(target, (NfsTarget, SshDestination)) else None
 
 
 def network_pack(config: Config, *, hostonly: bool,

@@ -19,8 +19,9 @@ import logging
 import platform
 from pathlib import Path
 
-from ..config import Config, TargetKind
+from ..config import Config
 from ..errors import KdumpError
+from ..targets.raw import RawTarget
 from .hostpaths import HostPaths
 from .kexec import default_kernel, load, plan_load, require_reservation, unload
 from .mkinitrd import default_output, mkinitrd
@@ -35,12 +36,13 @@ def restore_raw_dump(config: Config) -> str | None:
     Returns why it did not (logged already), or None. Any error counts: nothing here may
     stop start from arming kdump.
     """
-    if config.target is None or config.target.kind is not TargetKind.RAW:
+    target = config.dump_target
+    if not isinstance(target, RawTarget):
         return None
     try:
-        result = restore_raw(config.target.spec, config.path)
+        result = restore_raw(target.device, config.path)
     except Exception as error:  # noqa: BLE001 - arming must go on whatever the restore ran into
-        failure = f"restore-raw {config.target.spec}: {_one_line(error)}"
+        failure = f"restore-raw {target.device}: {_one_line(error)}"
         log.error("%s", failure)
         return failure
     if result.outcome is Outcome.INCOMPLETE:

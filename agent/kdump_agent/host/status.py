@@ -17,15 +17,16 @@ from pathlib import Path
 
 from .. import config as kdump_config
 from .. import flat
-from ..config import Config, Target, TargetKind
+from ..config import Config
 from ..errors import KdumpError
+from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
-from ..targets.raw import signature
+from ..targets.raw import RawTarget, signature
+from ..targets.sshdest import SshDestination
 from .blockdev import filesystem_holding, resolve_spec
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
 from .mkinitrd import IMAGE_MODE, collector_program, image_changes
-from .netpack import server_of
 
 CONNECT_TIMEOUT = 3.0
 NFS_PORT = 2049
@@ -105,7 +106,7 @@ def check_image_mode(config: Config | None, image: Path) -> Check:
     why that case blocks. For the others it is advisory: the image then holds kdump.conf,
     the hooks and the records, no more secret than those files on the host."""
     name = "initramfs private"
-    holds_key = config is not None and config.target is not None and config.target.kind is TargetKind.SSH
+    holds_key = config is not None and isinstance(config.dump_target, SshDestination)
     try:
         mode = stat.S_IMODE(image.stat().st_mode)
     except FileNotFoundError:
@@ -148,29 +149,25 @@ def check_target(config: Config | None, connect: Callable[[str, int, float], Non
     name = "target reachable"
     if config is None:
         return Check(name, False, "not checked: the config is invalid", "fix the config")
-    target = config.target
-    where = f"{config.source}:{target.line}" if target else config.source
+    where = f"{config.source}:{config.target.line}" if config.target else config.source
     fix = f"check the target in {where} and that it is up"
+    target = config.dump_target
     try:
         if target is None:
             held = filesystem_holding(config.path)
             return Check(name, True, f"{config.path} is on {held.device} ({held.fstype})")
-        if target.kind is TargetKind.FILESYSTEM and target.fstype == "virtiofs":
+        if isinstance(target, FilesystemTarget) and target.fstype == "virtiofs":
             return Check(name, True, f"virtiofs tag {target.spec}: only the capture kernel can check it")
-        if target.kind in (TargetKind.FILESYSTEM, TargetKind.RAW):
-            device = resolve_spec(target.spec)
-            if target.kind is TargetKind.RAW:
-                return check_raw_device(config, target, device)
-            return Check(name, True, f"{target.spec} is {device}")
-        server = server_of(config)
+        if isinstance(target, FilesystemTarget):
+            return Check(name, True, f"{target.spec} is {resolve_spec(target.spec)}")
+        if isinstance(target, RawTarget):
+            return check_raw_device(config, target.device, resolve_spec(target.device))
     except (KdumpError, OSError) as error:
         return Check(name, False, _reason(error), fix)
-    if server is None:
-        return Check(name, False, f"cannot check a {target.kind.value} target", "")
-    if isinstance(server, NfsTarget):
-        host, port = server.server, NFS_PORT
+    if isinstance(target, NfsTarget):
+        host, port = target.server, NFS_PORT
     else:
-        host, port = server.host, server.port
+        host, port = target.host, target.port
     try:
         connect(host, port, CONNECT_TIMEOUT)
     except OSError as error:
@@ -178,43 +175,44 @@ def check_target(config: Config | None, connect: Callable[[str, int, float], Non
     return Check(name, True, f"{host} port {port} answers")
 
 
-def check_raw_device(config: Config, target: Target, device: str) -> Check:
+def check_raw_device(config: Config, spec: str, device: str) -> Check:
     """A raw dump writes over the device from its first byte: it must be a block device that
     holds nothing blkid recognises, as mkinitrd and the capture kernel insist too.
 
     Raises KdumpError (blkid cannot probe) or OSError, which check_target reports.
     """
     name = "target reachable"
-    fix = f"point `raw` in {config.source}:{target.line} at an empty partition or LV"
+    line = config.target.line if config.target else 0
+    fix = f"point `raw` in {config.source}:{line} at an empty partition or LV"
     if not stat.S_ISBLK(os.stat(device).st_mode):
         return Check(name, False, f"{device} is not a block device", fix)
     found = signature(device)
     if found:
         return Check(name, False, f"{device} holds {found} (blkid): a raw dump would destroy it", fix)
-    return Check(name, True, f"{target.spec} is {device}, a block device blkid finds nothing on")
+    return Check(name, True, f"{spec} is {device}, a block device blkid finds nothing on")
 
 
 def check_raw_restored(config: Config | None) -> list[Check]:
     """A dump left on a raw target (its first block is a flattened header) waits for
     restore-raw: the next panic writes over it. No line for other targets."""
-    if config is None or config.target is None or config.target.kind is not TargetKind.RAW:
+    target = config.dump_target if config else None
+    if config is None or config.target is None or not isinstance(target, RawTarget):
         return []
-    target = config.target
     name = "raw dump restored"
     try:
-        with open(target.spec, "rb") as device:
+        with open(target.device, "rb") as device:
             first_block = device.read(flat.HEADER_SIZE)
     except OSError as error:
-        return [Check(name, False, f"cannot read {target.spec}: {_reason(error)}",
-                      f"check the target in {config.source}:{target.line}")]
+        return [Check(name, False, f"cannot read {target.device}: {_reason(error)}",
+                      f"check the target in {config.source}:{config.target.line}")]
     if flat.is_flattened(first_block):
         # Advisory: the next panic is dumped all the same (over this one), and `status`
         # exits 1 only when a panic now would not be dumped.
-        return [Check(name, False, f"a dump on {target.spec} waits to be restored (the next panic "
+        return [Check(name, False, f"a dump on {target.device} waits to be restored (the next panic "
                                    "writes over it)",
                       f"kdump-agent restore-raw (start runs it too); free space in {config.path} if it "
                       "says the dump does not fit", blocking=False)]
-    return [Check(name, True, f"no dump waits on {target.spec}")]
+    return [Check(name, True, f"no dump waits on {target.device}")]
 
 
 def _reason(error: Exception) -> str:
