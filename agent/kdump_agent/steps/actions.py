@@ -12,19 +12,16 @@ capture kernel.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from .. import system
 from ..config import Config
 from ..context import Capture
 from ..deadlines import HOOKS_SECONDS, SHELL_SECONDS, disk_timeout
-from ..errors import KdumpError
 from ..layout import FAILURE, SUCCESS
 from ..machine import Outcome, State
 from ..runner import Branch
+from ..targets import registry
 from ..targets.base import DumpState
-from ..targets.local import FilesystemTarget, LocalDirectory, wait_for_device
 from . import hooks
 from .record import write_record
 
@@ -119,37 +116,21 @@ def shell(capture: Capture) -> str:
 def dump_to_rootfs(capture: Capture) -> str:
     """RHEL's dump_to_rootfs: after the target failed, the dump states run again (ROOTFS_*)
     against `path` on the root file system mkinitrd recorded, in a fresh DumpState."""
-    config, root = loaded(capture), recorded_rootfs(capture)
-    log.info("failure action: dump_to_rootfs (%s, %s)", root.spec, config.path)
-    capture.destination = LocalDirectory(FilesystemTarget(spec=root.spec, fstype=root.fstype,
-                                                          directory=config.path))
-    capture.dump = DumpState()
-    capture.notes.append(f"dump_to_rootfs: the dump again, to {root.spec} ({root.fstype}), path "
-                         f"{config.path}, after {failure_reason(capture)}")
-    return f"saving to {capture.destination.describe()}"
+    config = loaded(capture)
+    root = registry.recorded_root(capture.paths.recorded_rootfs, config.path)
+    log.info("failure action: dump_to_rootfs (%s)", root.describe())
+    reason = failure_reason(capture)
+    capture.destination, capture.dump = root, DumpState()
+    capture.notes.append(f"dump_to_rootfs: the dump again, to {root.describe()}, after {reason}")
+    return f"saving to {root.describe()}"
 
 
 def mount_root_run_init(capture: Capture) -> Branch:
     """The seed's steps 10-11: mount the root file system where dracut's init switches to
     it, and hand over; there our service saves the dump (steps 12-13) and reboots (14)."""
-    root = recorded_rootfs(capture)
-    newroot = capture.paths.newroot
-    log.info("failure action: mount_root_run_init (%s on %s)", root.spec, newroot)
-    device = wait_for_device(root.spec, disk_timeout(capture))
-    system.mount(device, newroot, root.fstype)
-    if not os.path.lexists(os.path.join(newroot, "sbin", "init")):
-        system.umount(newroot)
-        raise KdumpError(f"the root file system {root.spec} has no /sbin/init")
-    return Branch(Outcome.HANDED_OVER, f"{root.spec} mounted on {newroot}; its /sbin/init carries on")
-
-
-def recorded_rootfs(capture: Capture) -> FilesystemTarget:
-    """The root file system mkinitrd recorded for the actions that need it."""
-    try:
-        return FilesystemTarget.from_json(Path(capture.paths.recorded_rootfs).read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError) as error:
-        raise KdumpError(f"no root file system recorded by mkinitrd ({capture.paths.recorded_rootfs}: "
-                         f"{error})") from error
+    root = registry.recorded_root(capture.paths.recorded_rootfs, "/")
+    log.info("failure action: mount_root_run_init (%s on %s)", root.describe(), capture.paths.newroot)
+    return Branch(Outcome.HANDED_OVER, root.mount_for_init(capture.paths.newroot, disk_timeout(capture)))
 
 
 def loaded(capture: Capture) -> Config:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .. import system
-from ..errors import CommandFailed, MountError
+from ..errors import CommandFailed, KdumpError, MountError
 from ..layout import DMESG, KEXEC_DMESG, LOCAL_HOST_ADDRESS, MANIFEST, VMCORE, dump_dir_name, partial
 from .base import Destination, DumpState, FileRecord, FileSink, Sink, log_manifest, record_document
 from .directory import make_on_target, reserve, write_in_place
@@ -202,6 +202,16 @@ class LocalDirectory(Destination):
 
     def where(self, state: DumpState) -> str | None:
         return state.directory
+
+    def mount_for_init(self, newroot: str, disk_timeout: float) -> str:
+        """mount_root_run_init: mount this file system where dracut's init switches to it,
+        if it has an init to switch to."""
+        device = wait_for_device(self.target.spec, disk_timeout)
+        system.mount(device, newroot, self.target.fstype)
+        if not os.path.lexists(os.path.join(newroot, "sbin", "init")):
+            system.umount(newroot)
+            raise KdumpError(f"the root file system {self.target.spec} has no /sbin/init")
+        return f"{self.target.spec} mounted on {newroot}; its /sbin/init carries on"
 
 
 class RunningRoot(LocalDirectory):
