@@ -17,7 +17,7 @@ from .targets.raw import RawTarget
 from .targets.sshdest import DEFAULT_KNOWN_HOSTS_PATH, SshDestination
 
 if TYPE_CHECKING:  # paramiko is imported only by captures that go over SSH
-    from .targets.ssh import SshTarget
+    from .ssh.connection import SshTarget
 
 DEFAULT_CONFIG_PATH = "/etc/kdump.conf"
 RECORDED_TARGET_PATH = "/etc/kdump-agent/target.json"

@@ -245,7 +245,7 @@ class FakeRemote:
 
     def receive_flattened(self, stream: Any) -> Any:
         from kdump_agent.errors import TransferError
-        from kdump_agent.targets.ssh import TransferSummary
+        from kdump_agent.ssh.connection import TransferSummary
 
         data = stream.read()
         if self.fail_transfer:
@@ -260,7 +260,7 @@ class FakeRemote:
 @pytest.fixture
 def ssh_machine(machine: FakeMachine, mocker: Any) -> tuple[FakeMachine, list[FakeRemote]]:
     from kdump_agent import network
-    from kdump_agent.targets.ssh import SshTarget
+    from kdump_agent.ssh.connection import SshTarget
 
     remotes: list[FakeRemote] = []
 

@@ -14,7 +14,7 @@ from ..errors import CommandFailed
 from ..targets.raw import RawTarget
 
 if TYPE_CHECKING:
-    from ..targets.ssh import SshTarget, TransferSummary
+    from ..ssh.connection import SshTarget, TransferSummary
 
 VMCORE_PARTIAL = "vmcore-incomplete"
 

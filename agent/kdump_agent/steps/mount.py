@@ -23,7 +23,7 @@ def mount(capture: Capture) -> str:
         capture.target_root = ROOT
         return "the running root file system: nothing to mount"
     if isinstance(target, SshDestination):
-        from ..targets.ssh import SshTarget  # paramiko: only for SSH targets
+        from ..ssh.connection import SshTarget  # paramiko: only for SSH targets
 
         assert capture.target_address is not None, "NETWORK_UP resolved the server"
         capture.remote = SshTarget.connect(target, DEFAULT_TIMEOUT, address=capture.target_address)
