@@ -110,7 +110,7 @@ class ScriptedSftpClient:
 
 
 def remote(client: ScriptedSftpClient) -> SftpRemote:
-    return SftpRemote(cast(paramiko.SFTPClient, client), "root@192.0.2.7")
+    return SftpRemote(cast(paramiko.SFTPClient, client))
 
 
 class CollectorOutput(io.BytesIO):

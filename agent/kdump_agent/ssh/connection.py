@@ -18,9 +18,10 @@ first.
 No operation waits forever: connect, handshake, authentication and every channel have a
 timeout, and TCP_USER_TIMEOUT makes the kernel drop a connection whose data goes
 unacknowledged (a dead server) instead of paramiko retrying the write forever. This module
-is the one place where what paramiko and the socket raise becomes TransferError (the key
-file's errors in load_client_key, everything else in _transfer_errors); the caller runs
-the failure action.
+is the one place where what paramiko and the socket raise becomes TransferError: the key
+file's errors in load_client_key, resolving and connecting in open_socket, and everything
+the connection and its writers raise after that in _transfer_errors. The caller runs the
+failure action.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class SshTarget:
             try:
                 with ChannelDeadline(channel, self.timeout):
                     channel.invoke_subsystem("sftp")
-                return SftpRemote(paramiko.SFTPClient(channel), str(self.destination))
+                return SftpRemote(paramiko.SFTPClient(channel))
             except (paramiko.SSHException, EOFError) as error:
                 channel.close()
                 if not self._transport.is_active():
@@ -225,7 +226,7 @@ class SshTarget:
                 log.warning("%s has no SFTP subsystem (%s): the dump will be saved in the flattened "
                             "format as %s%s; `makedumpfile -R vmcore < vmcore.flat` rebuilds it",
                             self.destination, error, VMCORE_NAME, FLAT_SUFFIX)
-                return ShellRemote(self._transport, self.timeout, str(self.destination))
+                return ShellRemote(self._transport, self.timeout)
 
     def make_dump_dir(self, name: str) -> str:
         """Create `<directory>/<name>` (0700, parents as needed) and work in it from now on.

@@ -230,10 +230,9 @@ class _SftpFile:
 class SftpRemote:
     """The Remote of a server with the SFTP subsystem, on the SFTP client given to it."""
 
-    def __init__(self, client: paramiko.SFTPClient, where: str) -> None:
+    def __init__(self, client: paramiko.SFTPClient) -> None:
         self.client = client
         self.sftp = _Sftp(client)
-        self.where = where
         self.write_limit = self._write_limit()
 
     def _write_limit(self) -> int | None:

@@ -2,8 +2,8 @@
 
 The dump cannot be rebuilt there with positioned writes, so the flattened stream itself is
 passed through `cat` as it is read (still checked record by record, so a stream that stops
-short is noticed) and kept as `vmcore.flat`, what RHEL leaves, for `makedumpfile -R`.
-Every file is made under `umask 077`.
+short is noticed); the connection names the file `vmcore.flat`, what RHEL leaves, for
+`makedumpfile -R`. Every file is made under `umask 077`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ STREAM_BUFFER = 256 * 1024  # bytes gathered before one channel write
 
 
 class ShellRemote:
-    """The same operations as POSIX commands over exec channels, for servers without SFTP."""
+    """SftpRemote's operations as POSIX commands over exec channels, for servers without SFTP."""
 
-    def __init__(self, transport: paramiko.Transport, timeout: float, where: str) -> None:
+    def __init__(self, transport: paramiko.Transport, timeout: float) -> None:
         self.transport = transport
         self.timeout = timeout
-        self.where = where
 
     def close(self) -> None:
         pass
