@@ -340,7 +340,7 @@ def loopback_throughput(server: Sshd, key: ClientKey, vmcore: Path, work: Path) 
     Each timing covers connect, login and the whole transfer; the agent's also its fsync of
     the file on the server and the size check before the rename (its real code path).
     """
-    from kdump_agent.targets.ssh import SshTarget
+    from kdump_agent.ssh.connection import SshTarget
     from kdump_agent.targets.sshdest import SshDestination
 
     work.mkdir(parents=True, exist_ok=True)

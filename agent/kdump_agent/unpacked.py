@@ -6,7 +6,7 @@ libraries a capture needs is known once the config is read: a dump to a local di
 imports paramiko, so it never loads cryptography's 11 MiB extension, PyNaCl, bcrypt or
 cffi. Deleting those files returns their pages before the collector, the capture's one
 big consumer of memory, starts. Nothing loads them afterwards: paramiko is imported only
-on the SSH path (targets/ssh.py, imported inside the steps that need it).
+on the SSH path (the ssh package, imported inside the steps that need it).
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ from sshd import ClientKey, Sshd, free_port, keygen
 
 from kdump_agent import flat
 from kdump_agent.errors import TransferError
-from kdump_agent.targets.ssh import SshDestination, SshTarget, send_dump
+from kdump_agent.ssh.connection import SshTarget, TransferSummary
+from kdump_agent.steps.dumpdir import dump_dir_name
+from kdump_agent.targets.sshdest import SshDestination
 
 # The fixtures live with the server they start.
 client_key = servers.client_key
@@ -75,6 +77,14 @@ def destination(server: Sshd, key: ClientKey, tmp_path: Path, *pinned: str,
     return SshDestination("root", "127.0.0.1", port=server.port, key_path=str(key.path),
                           known_hosts_path=str(known_hosts),
                           directory=directory or str(tmp_path / "crash"))
+
+
+def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float) -> TransferSummary:
+    """What a capture does with one SshTarget: connect, make `<our-ip>-<date>/`, save the stream
+    there as vmcore (the steps also save vmcore-dmesg.txt and the record in between)."""
+    with SshTarget.connect(destination, timeout) as target:
+        target.make_dump_dir(dump_dir_name(target.local_address, time.localtime()))
+        return target.receive_flattened(stream)
 
 
 def mode(path: Path) -> int:

@@ -224,7 +224,7 @@ def test_no_target_line_uses_the_target_recorded_by_mkinitrd(
 # ---- network targets ---------------------------------------------------------------------
 
 class FakeRemote:
-    """Stands in for targets.ssh.SshTarget: keeps what would land on the server."""
+    """Stands in for ssh.connection.SshTarget: keeps what would land on the server."""
 
     local_address = "192.0.2.10"
 
@@ -246,7 +246,7 @@ class FakeRemote:
 
     def receive_flattened(self, stream: Any) -> Any:
         from kdump_agent.errors import TransferError
-        from kdump_agent.targets.ssh import TransferSummary
+        from kdump_agent.ssh.connection import TransferSummary
 
         data = stream.read()
         if self.fail_transfer:
@@ -261,7 +261,7 @@ class FakeRemote:
 @pytest.fixture
 def ssh_machine(machine: FakeMachine, mocker: Any) -> tuple[FakeMachine, list[FakeRemote]]:
     from kdump_agent.network import bringup
-    from kdump_agent.targets.ssh import SshTarget
+    from kdump_agent.ssh.connection import SshTarget
 
     remotes: list[FakeRemote] = []
 

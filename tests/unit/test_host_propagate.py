@@ -14,7 +14,7 @@ import pytest
 from kdump_agent.config import parse
 from kdump_agent.errors import KdumpError
 from kdump_agent.host import propagate as prop
-from kdump_agent.targets.ssh import describe_key, pinned_host_keys
+from kdump_agent.ssh.hostkeys import describe_key, pinned_host_keys
 from kdump_agent.targets.sshdest import parse_spec
 
 

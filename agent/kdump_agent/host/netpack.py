@@ -91,7 +91,8 @@ def _ssh_files(destination: SshDestination, where: str, known_hosts_files: Seque
     lists it (a revocation in /etc/ssh/ssh_known_hosts removes a key ~/.ssh/known_hosts has),
     as OpenSSH, which reads them together, would refuse such a server.
     """
-    from ..targets.ssh import load_client_key, not_revoked, read_known_hosts  # paramiko: SSH only
+    from ..ssh.connection import load_client_key  # paramiko: SSH only
+    from ..ssh.hostkeys import not_revoked, read_known_hosts
 
     if not os.path.isfile(destination.key_path):
         raise KdumpError(f"{where}: the SSH key {destination.key_path} (sshkey) does not exist: create it "

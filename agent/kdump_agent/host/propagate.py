@@ -101,7 +101,8 @@ def fetch_host_key(destination: SshDestination, prefer: Sequence[paramiko.PKey],
     """The host key the server shows, asking first for the types already recorded."""
     import paramiko
 
-    from ..targets.ssh import host_key_preference, open_socket
+    from ..ssh.connection import open_socket
+    from ..ssh.hostkeys import host_key_preference
 
     sock = open_socket(destination.host, destination.port, timeout)
     transport = paramiko.Transport(sock)
@@ -154,7 +155,7 @@ def server_key_file(key_type: str) -> str:
 
 def pin_host_key(destination: SshDestination, known_hosts: str, ask: Callable[[str], str]) -> None:
     """Record the server's host key after the admin confirmed its fingerprint."""
-    from ..targets.ssh import describe_key, pinned_host_keys
+    from ..ssh.hostkeys import describe_key, pinned_host_keys
 
     pinned = pinned_host_keys(known_hosts, destination) if os.path.isfile(known_hosts) else []
     offered = fetch_host_key(destination, pinned)
@@ -179,7 +180,7 @@ def pin_host_key(destination: SshDestination, known_hosts: str, ask: Callable[[s
 
 def check_login(destination: SshDestination, known_hosts: str, timeout: float = LOGIN_TIMEOUT) -> None:
     """Log in with the key alone, as the capture kernel will (SshTarget, pinned host key)."""
-    from ..targets.ssh import SshTarget
+    from ..ssh.connection import SshTarget
 
     with SshTarget.connect(dataclasses.replace(destination, known_hosts_path=known_hosts), timeout):
         pass

@@ -33,7 +33,7 @@ from .base import (
 from .sshdest import DEFAULT_TIMEOUT, SshDestination
 
 if TYPE_CHECKING:
-    from .ssh import SshTarget
+    from ..ssh.connection import SshTarget
 
 log = logging.getLogger("kdump-agent")
 
@@ -54,7 +54,7 @@ class SshServer(Destination):
         return {"ssh": str(self.target), "path": self.target.directory}
 
     def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
-        from .ssh import SshTarget  # paramiko: only for SSH targets
+        from ..ssh.connection import SshTarget  # paramiko: only for SSH targets
 
         assert state.server_address is not None, "NETWORK_UP resolved the server"
         state.connection = SshTarget.connect(self.target, DEFAULT_TIMEOUT, address=state.server_address)

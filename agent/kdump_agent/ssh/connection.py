@@ -1,0 +1,313 @@
+"""One SSH connection to the dump server: SshTarget, and the errors it may raise.
+
+The collector runs with `-F`; its flattened stream is read record by record and each record
+becomes a positioned SFTP write into `<dir>/vmcore-incomplete` (sftp.py, flat.py), so the
+server ends up with the file `makedumpfile -R` would rebuild, and no copy of the dump is
+ever held in the capture kernel's memory. Only after the end marker arrived, every write was
+acknowledged, the file was flushed and closed and its size on the server checks out, is it
+renamed to `vmcore`. A server without the SFTP subsystem gets the raw stream through `cat`
+instead (shell.py), kept as `vmcore.flat`.
+
+Trust, before a byte of the dump leaves: the server's host key must be one pinned for it
+(hostkeys.py), checked before we even authenticate; authentication is by key file only
+(`sshkey`), never a password, an agent or a prompt.
+
+Speed: paramiko never sets TCP_NODELAY, so we open the socket ourselves; aes128-gcm goes
+first.
+
+No operation waits forever: connect, handshake, authentication and every channel have a
+timeout, and TCP_USER_TIMEOUT makes the kernel drop a connection whose data goes
+unacknowledged (a dead server) instead of paramiko retrying the write forever. This module
+is the one place where what paramiko and the socket raise becomes TransferError: the key
+file's errors in load_client_key, resolving and connecting in open_socket, and everything
+the connection and its writers raise after that in _transfer_errors. The caller runs the
+failure action.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import posixpath
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Self, cast
+
+import paramiko
+
+from ..errors import KdumpError, TransferError
+from ..layout import FLAT_SUFFIX, VMCORE
+from ..layout import partial as partial_name
+from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
+from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
+from .remote import CONNECTION_ERRORS, ChannelDeadline, Progress, Remote
+from .sftp import SftpRemote
+from .shell import ShellRemote
+
+log = logging.getLogger("kdump-agent")
+
+# First the AES-GCM ciphers (fast with AES-NI; paramiko lists them last), then paramiko's order.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    """What the server holds after receive_flattened(): enough for the manifest."""
+
+    path: str  # on the server: <dir>/vmcore, or <dir>/vmcore.flat without SFTP
+    size: int  # its size on the server, checked
+    records: int  # flattened records applied (or passed through)
+    stream_bytes: int  # read from the collector, up to and with the end marker
+    seconds: float
+    flattened: bool  # True: the server has vmcore.flat, for `makedumpfile -R`
+    sha256: str | None  # of the file on the server when we know it (the flat stream); SFTP: None
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def directory(self) -> str:
+        return posixpath.dirname(self.path)
+
+
+def cipher_preference(available: Sequence[str]) -> tuple[str, ...]:
+    """paramiko's ciphers with AES-GCM first (it lists them last)."""
+    return tuple(dict.fromkeys([*(c for c in PREFERRED_CIPHERS if c in available), *available]))
+
+
+def load_client_key(path: str) -> paramiko.PKey:
+    """The private key to log in with (ed25519, ECDSA or RSA; OpenSSH or PEM format).
+
+    A key with a passphrase is refused here: nobody is there to type it.
+    """
+    passphrase = TransferError(f"SSH key {path} has a passphrase; kdump needs a key without one")
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        raise passphrase from None
+    except TypeError as error:  # cryptography's way to say it: "... password was not provided"
+        if "password" in str(error).lower():
+            raise passphrase from None
+        raise TransferError(f"cannot use SSH key {path}: {error}") from error
+    except (OSError, paramiko.SSHException, ValueError) as error:
+        raise TransferError(f"cannot use SSH key {path}: {error}") from error
+
+
+def open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A connected TCP socket with TCP_NODELAY, trying each address of host in turn.
+
+    TCP_USER_TIMEOUT: data unacknowledged for `timeout` seconds ends the connection with an
+    error, where paramiko would otherwise retry a write to a vanished server forever.
+    """
+    failures: list[str] = []
+    try:
+        # An ASCII name goes as bytes: getaddrinfo() runs a str through the idna codec, which
+        # needs unicodedata, a module the frozen binary may leave out.
+        name: str | bytes = host.encode("ascii") if host.isascii() else host
+        addresses = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, LookupError) as error:
+        raise TransferError(f"cannot resolve {host}: {error}") from error
+    for family, kind, protocol, _, address in addresses:
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, int(timeout * 1000)))
+            return sock
+        except OSError as error:
+            sock.close()
+            reason = f"no answer within {timeout:g} s" if isinstance(error, TimeoutError) else (
+                error.strerror or str(error))
+            failures.append(f"{address[0]!s}: {reason}")
+    raise TransferError(f"cannot connect to {host} port {port}: {'; '.join(failures) or 'no address'}")
+
+
+class SshTarget:
+    """One SSH connection to the dump server; use it as a context manager.
+
+    `SshTarget.connect()` logs in (or raises); then make_dump_dir(), put_file() and
+    receive_flattened() work in the dump directory; close() ends the connection.
+    """
+
+    def __init__(self, destination: SshDestination, transport: paramiko.Transport, timeout: float) -> None:
+        self.destination = destination
+        self.timeout = timeout
+        self.dump_dir: str | None = None
+        self._transport = transport
+        self._remote: Remote = self._open_remote()
+
+    @classmethod
+    def connect(cls, destination: SshDestination, timeout: float = DEFAULT_TIMEOUT, *,
+                address: str | None = None) -> SshTarget:
+        """Connect, check the host key against the pin, log in with the key file.
+
+        The host key is checked right after the key exchange, before authentication: a
+        server we do not trust never sees our key's signature, let alone the dump.
+        `address` is the server's address when the caller resolved its name already; the
+        pin is still looked up by the name kdump.conf gives.
+        """
+        key = load_client_key(destination.key_path)
+        pinned = pinned_host_keys(destination.known_hosts_path, destination)
+        log.info("connecting to %s (%d pinned host key%s)", destination, len(pinned),
+                 "" if len(pinned) == 1 else "s")
+        sock = open_socket(address or destination.host, destination.port, timeout)
+        transport = paramiko.Transport(sock)
+        try:
+            with _transfer_errors(destination, "SSH handshake", timeout):
+                transport.banner_timeout = transport.handshake_timeout = timeout
+                transport.auth_timeout = transport.channel_timeout = timeout
+                options = transport.get_security_options()
+                options.ciphers = cipher_preference(options.ciphers)
+                options.key_types = host_key_preference(pinned, options.key_types)
+                transport.start_client(timeout=timeout)
+                if not (transport.is_active() and transport.initial_kex_done):  # it returns on timeout
+                    raise transport.get_exception() or TimeoutError()
+            check_host_key(destination, transport.get_remote_server_key(), pinned)
+            login = f"logging in as {destination.user} with {destination.key_path}"
+            with _transfer_errors(destination, login, timeout):
+                transport.auth_publickey(destination.user, key)
+            log.info("logged in to %s with %s (%s)", destination, describe_key(key),
+                     getattr(transport, "local_cipher", "?"))
+            return cls(destination, transport, timeout)
+        except BaseException:
+            transport.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the connection; never raises (it runs after errors, which must not be masked)."""
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            self._remote.close()
+        self._transport.close()
+
+    @property
+    def local_address(self) -> str:
+        """Our address on the link to the server: the `<host-ip>` of the dump directory's name."""
+        sock = cast(socket.socket, self._transport.sock)  # the socket open_socket() made
+        return str(sock.getsockname()[0])
+
+    @property
+    def has_sftp(self) -> bool:
+        """False when the server offers no SFTP subsystem and everything goes through `cat`."""
+        return isinstance(self._remote, SftpRemote)
+
+    def _open_remote(self) -> Remote:
+        """SFTP if the server has it, else commands over exec channels (with a warning)."""
+        with _transfer_errors(self.destination, "opening an SFTP session", self.timeout):
+            channel = self._transport.open_session(timeout=self.timeout)
+            channel.settimeout(self.timeout)
+            try:
+                with ChannelDeadline(channel, self.timeout):
+                    channel.invoke_subsystem("sftp")
+                return SftpRemote(paramiko.SFTPClient(channel))
+            except (paramiko.SSHException, EOFError) as error:
+                channel.close()
+                if not self._transport.is_active():
+                    raise
+                log.warning("%s has no SFTP subsystem (%s): the dump will be saved in the flattened "
+                            "format as %s%s; `makedumpfile -R vmcore < vmcore.flat` rebuilds it",
+                            self.destination, error, VMCORE, FLAT_SUFFIX)
+                return ShellRemote(self._transport, self.timeout)
+
+    def make_dump_dir(self, name: str) -> str:
+        """Create `<directory>/<name>` (0700, parents as needed) and work in it from now on.
+
+        An existing directory of that name is never reused: the new one gets a suffix, -2,
+        -3..., as steps/dumpdir.make_dump_dir does on a local target.
+        """
+        parent = self.destination.directory
+        with self._errors(f"creating {parent}/{name}"):
+            self._remote.makedirs(parent)
+            candidate, suffix = posixpath.join(parent, name), 1
+            while not self._remote.mkdir(candidate):
+                suffix += 1
+                candidate = posixpath.join(parent, f"{name}-{suffix}")
+        self.dump_dir = candidate
+        log.info("dump directory %s:%s", self.destination, candidate)
+        return candidate
+
+    def put_file(self, source: bytes | str | Path, remote_name: str) -> int:
+        """Save a small file (bytes or a local path) as `<dump_dir>/<remote_name>`, 0600.
+
+        It is written under its partial name and renamed once complete; returns its size.
+        """
+        final = self._path(remote_name)
+        partial = self._path(partial_name(remote_name))
+        with self._errors(f"saving {final}"):
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            self._remote.write_file(partial, data)
+            self._check_size(partial, len(data))
+            self._remote.rename(partial, final)
+        log.info("saved %s:%s (%d bytes)", self.destination, final, len(data))
+        return len(data)
+
+    def receive_flattened(self, stream: BinaryIO, remote_name: str = VMCORE) -> TransferSummary:
+        """Read makedumpfile's flattened stream and leave a complete dump on the server.
+
+        With SFTP the records are applied as positioned writes to `<name>-incomplete`, which
+        becomes `<name>`; without it the stream itself is saved and becomes `<name>.flat`.
+        Either way the rename happens only after the end marker arrived and the server holds
+        every byte. A stream that breaks off raises FlatFormatError, a failed transfer
+        TransferError; both leave `<name>-incomplete` on the server.
+        """
+        partial = self._path(partial_name(remote_name))
+        started = time.monotonic()
+        with self._errors(f"writing {partial}"):
+            received = self._remote.receive(stream, partial, Progress(str(self.destination)))
+            final = self._path(remote_name + (FLAT_SUFFIX if received.flattened else ""))
+            self._check_size(partial, received.size)
+            self._remote.rename(partial, final)
+        seconds = time.monotonic() - started
+        stream_bytes = received.summary.stream_bytes
+        log.info("saved %s:%s: %d bytes in %.1f s (%.1f MiB/s), %d records", self.destination, final,
+                 received.size, seconds, stream_bytes / (1 << 20) / max(seconds, 1e-6),
+                 received.summary.records)
+        return TransferSummary(path=final, size=received.size, records=received.summary.records,
+                               stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
+                               sha256=received.sha256)
+
+    def _check_size(self, path: str, expected: int) -> None:
+        """The server's word on the file's size: a full disk may have cut it short quietly."""
+        size = self._remote.size(path)
+        if size != expected:
+            raise TransferError(f"{self.destination}: {path} holds {size} bytes instead of {expected} "
+                                "(is the server's disk full?); it keeps its partial name")
+
+    def _path(self, name: str) -> str:
+        if self.dump_dir is None:
+            raise TransferError(f"{self.destination}: no dump directory yet (make_dump_dir first)")
+        return posixpath.join(self.dump_dir, name)
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        with _transfer_errors(self.destination, what, self.timeout):
+            yield
+
+
+@contextmanager
+def _transfer_errors(destination: SshDestination, what: str, timeout: float) -> Iterator[None]:
+    """Turn what paramiko and the socket raise into one TransferError naming what we did."""
+    try:
+        yield
+    except KdumpError:
+        raise
+    except TimeoutError:  # socket.timeout too
+        raise TransferError(f"{destination}: {what}: no answer within {timeout:g} s") from None
+    except CONNECTION_ERRORS as error:
+        reason = str(error) or type(error).__name__
+        if isinstance(error, EOFError):
+            reason = "the server closed the connection"
+        raise TransferError(f"{destination}: {what}: {reason}") from error

@@ -1,0 +1,92 @@
+"""What the connection and its two ways of writing on the server (sftp.py, shell.py) share.
+
+The connection picks one writer per server (SFTP if it has the subsystem, else `cat` over
+exec channels) and from then on talks to it only through `Remote`. Both writers report
+progress the same way, count the same errors as a lost connection, and open their
+channels under the same deadline, so those live here, where each of them can import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO, Protocol
+
+import paramiko
+
+from .. import flat, system
+
+# What paramiko and the socket raise when the connection or a request on it fails.
+CONNECTION_ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
+PROGRESS_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Received:
+    """What a remote made of the stream; the file still has its partial name."""
+
+    summary: flat.FlatSummary
+    size: int  # what the file must hold
+    flattened: bool  # the stream itself, not the dump it describes
+    sha256: str | None = None
+
+
+class Progress:
+    """Bytes sent so far, shown on the console every few seconds (not in the kernel log)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.bytes = 0
+        self.started = self.shown = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+        now = time.monotonic()
+        if now - self.shown >= PROGRESS_SECONDS:
+            self.shown = now
+            mib = self.bytes / (1 << 20)
+            rate = mib / (now - self.started)
+            system.console_only(f"sent {mib:.0f} MiB to {self.where} ({rate:.1f} MiB/s)")
+
+
+class Remote(Protocol):
+    """The file operations SshTarget needs on the server, whichever way they are done."""
+
+    def receive(self, stream: BinaryIO, path: str, progress: Progress) -> Received: ...
+    def makedirs(self, path: str) -> None: ...
+    def mkdir(self, path: str) -> bool: ...  # False: it exists already
+    def write_file(self, path: str, data: bytes) -> None: ...
+    def rename(self, old: str, new: str) -> None: ...
+    def size(self, path: str) -> int: ...
+    def close(self) -> None: ...
+
+
+class ChannelDeadline:
+    """paramiko waits for the answer to a channel request (exec, subsystem) with no timeout.
+
+    If none comes in time, the channel is closed, which ends the wait; the error then says
+    it was the server's silence (TimeoutError), not a refusal.
+    """
+
+    def __init__(self, channel: paramiko.Channel, timeout: float) -> None:
+        self.channel = channel
+        self.expired = threading.Event()
+        self.timer = threading.Timer(timeout, self._expire)
+        self.timer.daemon = True
+
+    def _expire(self) -> None:
+        self.expired.set()
+        with contextlib.suppress(*CONNECTION_ERRORS):  # the waiter may close the transport first
+            self.channel.close()
+
+    def __enter__(self) -> None:
+        self.timer.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.timer.cancel()
+        if error is not None and self.expired.is_set():
+            raise TimeoutError() from error
