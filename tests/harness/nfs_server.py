@@ -336,7 +336,8 @@ class NfsServer:
     dies mid-dump (rpcbind stays, as on a real host). start() after kill() serves again.
     """
 
-    def __init__(self, directory: Path, export_name: str = "/export", protocols: tuple[int, ...] = (3, 4)) -> None:
+    def __init__(self, directory: Path, export_name: str = "/export",
+                 protocols: tuple[int, ...] = (3, 4)) -> None:
         self.directory = directory
         self.export_name = export_name
         self.protocols = protocols  # (3,): a server without NFSv4, for clients' fallback to v3
