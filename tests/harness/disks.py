@@ -21,7 +21,8 @@ def make_disk(path: Path, size_mib: int, uuid: str, label: str, contents: Path |
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fd:
         fd.truncate(size_mib * 1024 * 1024)
-    run(["mkfs.ext4", "-F", "-q", "-U", uuid, "-L", label, *(["-d", contents] if contents else []), path])
+    seed: list[str | Path] = ["-d", contents] if contents else []
+    run(["mkfs.ext4", "-F", "-q", "-U", uuid, "-L", label, *seed, path])
     return path
 
 

@@ -48,7 +48,7 @@ GANESHA = Path("/usr/bin/ganesha.nfsd")
 GANESHA_VFS = Path("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so")
 RPCBIND = Path("/usr/sbin/rpcbind")
 RPCBIND_SOCKET = Path("/run/rpcbind.sock")  # where libtirpc/ntirpc register services
-INSTALL_HINT = "run `bash tools/install-deps.sh` (nfs-ganesha nfs-ganesha-vfs rpcbind)"
+INSTALL_HINT = "run `sh tools/install-deps.sh test` (nfs-ganesha nfs-ganesha-vfs rpcbind)"
 
 LOOPBACK = "127.0.0.1"
 NFS_PORT = 2049
