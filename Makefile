@@ -5,13 +5,22 @@ PY := $(VENV)/bin/python
 BINARY := dist/kdump-agent
 SOURCES := $(shell find agent/kdump_agent dracut-module build -type f -not -path '*/__pycache__/*' -not -path 'build/work/*' -not -path 'build/systemd/*')
 
-.PHONY: all deps venv binary lint check test test-unit test-e2e demo bench clean install deb
+# The harness package (tests/harness) and the agent, for the programs pytest does not start.
+HARNESS_ENV := PYTHONPATH=$(CURDIR)/agent:$(CURDIR)/tests
+
+.PHONY: all deps deps-build deps-guest deps-test venv binary lint check test test-unit test-e2e \
+	demo bench clean install deb
 
 all: binary
 
-deps: .stamp-deps
-.stamp-deps: tools/install-deps.sh
-	sh tools/install-deps.sh
+# Debian packages by what needs them (tools/install-deps.sh): the binary only its build
+# tools; a QEMU panic (`make demo`) the guest's; `make test` and `make bench` the rest too.
+deps: deps-build deps-guest deps-test
+deps-build: .stamp-deps-build
+deps-guest: .stamp-deps-guest
+deps-test: .stamp-deps-test
+.stamp-deps-%: tools/install-deps.sh
+	sh tools/install-deps.sh $*
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -21,14 +30,15 @@ $(VENV)/.stamp: requirements.txt
 	touch $@
 
 binary: $(BINARY)
-$(BINARY): $(SOURCES) | deps venv
+$(BINARY): $(SOURCES) | deps-build venv
 	$(VENV)/bin/pyinstaller --noconfirm --log-level WARN --distpath dist \
 		--workpath build/work build/kdump-agent.spec
 	@ls -l $(BINARY)
 
 lint: venv
-	$(VENV)/bin/ruff check agent --select F,E,W,I
+	$(VENV)/bin/ruff check agent tests bench --select F,E,W,I
 	$(VENV)/bin/mypy --strict agent/kdump_agent
+	$(VENV)/bin/mypy --strict tests/harness
 
 test: deps venv binary lint
 	$(PY) -m pytest tests
@@ -43,11 +53,11 @@ test-unit: venv
 test-e2e: deps venv binary
 	$(PY) -m pytest tests/e2e
 
-demo: deps venv binary
-	$(PY) tests/e2e/demo.py
+demo: deps-guest venv binary
+	$(HARNESS_ENV) $(PY) tests/e2e/demo.py
 
-bench: deps venv binary $(VENV)/.stamp-bench
-	$(PY) bench/run.py
+bench: deps-guest deps-test venv binary $(VENV)/.stamp-bench
+	$(HARNESS_ENV) $(PY) bench/run.py
 
 $(VENV)/.stamp-bench: requirements-bench.txt | venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
@@ -99,6 +109,7 @@ install: $(BINARY)
 # `make deb`: dist/kdump-agent_<version>_<arch>.deb from a staging tree made by `make install`.
 # /etc/kdump.conf is a conffile (dpkg keeps an admin's edits); /var/crash is left to the
 # postinst, so an existing one keeps its mode. DEB_DIR and DEB_STAGING move the output.
+# The one version source (pyproject.toml reads it too, as a dynamic version).
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' agent/kdump_agent/__init__.py)
 DEB_ARCH = $(shell dpkg --print-architecture)
 # The binary is built against this machine's glibc (PyInstaller bundles libpython, not libc).

@@ -19,7 +19,8 @@ in the same run, because this machine's timings drift from run to run.
    real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
    OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
 
-Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png.
+Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png. Run by
+`make bench`, which puts `agent/` and `tests/` (the harness package) on PYTHONPATH.
 """
 
 
@@ -43,28 +44,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "e2e"), str(REPO / "tests" / "integration"), str(REPO / "agent")]
-
-from guest import Kernel, boot, build_panic_initrd, default_cache_dir, fetch_kernel, make_disk  # noqa: E402
-from scenario import (  # noqa: E402
+from harness.cache import cache_dir
+from harness.disks import make_disk, replay_journal
+from harness.dumps import Dump, dump_on_host, dump_problems, find_dumps, manifest_of, panic_problems
+from harness.guest import boot
+from harness.kernels import Kernel, fetch_kernel
+from harness.panic_initrd import build_panic_initrd
+from harness.scenario import (
     BINARY,
     CAPTURE_CMDLINE,
+    CAPTURE_IMAGES,
     DHCP_CMDLINE,
     HOST_FROM_GUEST,
     LEAN_DRACUT_ARGS,
-    PANIC_MARK,
+    REPO,
     USER_NETWORK,
     build_capture_initrd,
-    cache_dir,
-    dmesg_from_vmcore,
-    find_dumps,
     network_dump_dirs,
-    replay_journal,
 )
-from sshd import ClientKey, Sshd, keygen  # noqa: E402
-
-from kdump_agent.host.mkinitrd import overlay_dracut_dir  # noqa: E402
+from harness.sshd import ClientKey, Sshd, keygen
+from kdump_agent.host.mkinitrd import overlay_dracut_dir
 
 RESULTS = REPO / "bench" / "results"
 BASELINE_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline"
@@ -92,8 +91,8 @@ class Target(Protocol):
         """Before the boot: the disks to give the guest (and whatever to remember)."""
         ...
 
-    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
-        """After the boot: the (host-side) dump directory this boot left, if any."""
+    def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
+        """After the boot: the dump this boot left (copied to this host), if any."""
         ...
 
 
@@ -105,10 +104,10 @@ class LocalDisk:
     def attach(self, workdir: Path) -> list[Path]:
         return [make_disk(workdir / "target.img", 256, DISK_UUID, "KDUMP")]
 
-    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
+    def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
         replay_journal(disks[0])
         dumps = find_dumps(disks[0], workdir / "out")
-        return dumps[0].local_copy if dumps else None
+        return dumps[0] if dumps else None
 
 
 class SshServer:
@@ -127,9 +126,9 @@ class SshServer:
         self._before = self._dirs()
         return []
 
-    def fetch(self, workdir: Path, disks: list[Path]) -> Path | None:
+    def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
         new = sorted(self._dirs() - self._before)
-        return new[-1] if new else None
+        return dump_on_host(new[-1]) if new else None
 
 
 @dataclass
@@ -141,6 +140,9 @@ class Variant:
     succeeded: Callable[[str], bool]  # on the console
     target: Target
     capture_cmdline: str = CAPTURE_CMDLINE
+    # What is wrong with the dump read back ([] when it is good): harness.dumps' check for
+    # the agent; the baseline saves no record, so only its vmcore and log are judged.
+    problems: Callable[[Dump, Path], list[str]] = dump_problems
 
 
 @dataclass
@@ -163,7 +165,7 @@ def build_baseline(kernel: Kernel) -> Path:
     key = hashlib.sha256(kernel.kver.encode())
     for path in sorted(BASELINE_MODULE.iterdir()):
         key.update(path.read_bytes())
-    output = cache_dir() / f"baseline-dracut-{key.hexdigest()[:16]}.img"
+    output = cache_dir(CAPTURE_IMAGES) / f"baseline-dracut-{key.hexdigest()[:16]}.img"
     if output.exists():
         return output
     with tempfile.TemporaryDirectory(prefix="kdump-bench.") as scratch:
@@ -220,37 +222,26 @@ def memfree_at_collect(manifest: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def load_manifest(dump_dir: Path | None) -> dict[str, Any]:
-    path = dump_dir / "kdump-agent.json" if dump_dir else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError:
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
 def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir: Path) -> Run:
     """One panic at one reservation size; the dump counts only if it reads back."""
     workdir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(variant.capture_cmdline.encode()).hexdigest()[:8]
     panic = build_panic_initrd(kernel, variant.initrd, variant.capture_cmdline,
-                               cache_dir() / f"bench-panic-{variant.name}-{key}.img")
+                               cache_dir(CAPTURE_IMAGES) / f"bench-panic-{variant.name}-{key}.img")
     disks = variant.target.attach(workdir)
     result = boot(kernel, panic, append=f"console=ttyS0 crashkernel={crashkernel_mib}M panic=1",
                   disks=disks, timeout_s=BOOT_TIMEOUT_S, log_path=workdir / "console.log",
                   extra_args=USER_NETWORK if variant.target.network else ())
     panicked = result.at("KDUMP-TEST: panicking")
-    dump_dir = variant.target.fetch(workdir, disks)
+    dump = variant.target.fetch(workdir, disks)
+    dump_dir = dump.local_copy if dump else None
     ok = (not result.timed_out) and variant.succeeded(result.console)
     why = "" if ok else why_failed(result.console, result.timed_out)
     if ok:
-        vmcore = dump_dir / "vmcore" if dump_dir else None
-        ok = vmcore is not None and vmcore.exists() and PANIC_MARK in dmesg_from_vmcore(
-            vmcore, workdir / "dmesg.txt")
-        why = "" if ok else f"the console says saved, but no vmcore with {PANIC_MARK!r} in {dump_dir}"
-    manifest = load_manifest(dump_dir)
+        problems = variant.problems(dump, workdir) if dump else ["no dump directory"]
+        ok = not problems
+        why = "" if ok else f"the console says saved, but: {'; '.join(problems)}"
+    manifest = manifest_of(dump) if dump else {}
     seconds = result.seconds - panicked if (ok and panicked is not None) else None
     memfree = memfree_at_collect(manifest)
     log(f"{variant.name} at crashkernel={crashkernel_mib}M: {'dump ok' if ok else 'no dump'}"
@@ -327,7 +318,7 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def find_vmcore(kernel: Kernel) -> Path:
     """The real ELF vmcore tests/integration/conftest.py makes once and caches."""
-    vmcore = default_cache_dir() / f"vmcore-elf-{kernel.kver}"
+    vmcore = cache_dir() / f"vmcore-elf-{kernel.kver}"
     if not vmcore.is_file():
         raise RuntimeError(f"{vmcore} missing: `.venv/bin/python -m pytest "
                            "tests/integration/test_real_vmcore.py` makes it (one panic in QEMU)")
@@ -457,7 +448,7 @@ def main() -> int:
         ours_image = build_capture_initrd(kernel, OURS_CONFIG, Path(scratch))
     baseline_image = build_baseline(kernel)
     baseline = Variant("baseline", baseline_image, lambda console: "BASELINE: done rc=0" in console,
-                       LocalDisk())
+                       LocalDisk(), problems=lambda dump, workdir: panic_problems(dump.local_copy, workdir))
     ours = Variant("kdump-agent", ours_image, lambda console: "dump saved in" in console, LocalDisk())
 
     (work / "ssh").mkdir()

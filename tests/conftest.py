@@ -1,23 +1,19 @@
 """Fixtures shared by the integration and QEMU end-to-end tests.
 
 These tests boot real kernels under TCG and take tens of seconds each; they carry the
-`qemu` marker (`make test` runs them all; `-m "not qemu"` leaves them out). On failure the tail of every serial
-console a test registered is attached to the report: that is where the reason always is.
+`qemu` marker (`make test` runs them all; `-m "not qemu"` leaves them out). On failure the
+tail of every serial console a test registered is attached to the report: that is where the
+reason always is. The harness they use is the `harness` package next to this file.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# The harness is plain modules in e2e/ (shared with `make demo`); make them
-# importable whatever pytest's import mode is.
-sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
-
-import guest  # noqa: E402
+from harness import cache, guest, kernels
 
 CONSOLE_TAIL_LINES = 80
 
@@ -29,15 +25,13 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """Downloads and built images, kept across sessions ($KDUMP_AGENT_CACHE)."""
-    path = guest.default_cache_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return cache.cache_dir()
 
 
 @pytest.fixture(scope="session")
-def kernel(cache_dir: Path) -> guest.Kernel:
+def kernel(cache_dir: Path) -> kernels.Kernel:
     """Debian's cloud kernel, downloaded and unpacked once per cache."""
-    return guest.fetch_kernel(cache_dir)
+    return kernels.fetch_kernel(cache_dir)
 
 
 @pytest.fixture

@@ -1,9 +1,24 @@
 #!/bin/sh
-# Install the Debian packages that building, testing and the demo need (first use only).
+# Install the Debian packages a make target needs (first use only), by group:
+#   build   what `make binary` needs beyond the venv: binutils (PyInstaller runs objdump
+#           and strip; ldd comes with libc-bin, which every system has)
+#   guest   a panic in QEMU with an image made by `kdump-agent mkinitrd` (`make demo`)
+#   test    the rest of `make test` and `make bench`: the servers the network targets are
+#           tested against, the tools the integration tests call, debootstrap
+# `sh tools/install-deps.sh build guest test` installs everything.
 set -eu
-PACKAGES="qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile busybox-static cpio
-e2fsprogs socat zstd kmod udev util-linux binutils dnsmasq-base iproute2 openssh-server openssh-client
-nfs-ganesha nfs-ganesha-vfs rpcbind groff-base debootstrap"
+[ "$#" -gt 0 ] || { echo "usage: $0 build|guest|test..." >&2; exit 2; }
+PACKAGES=""
+for group in "$@"; do
+    case "$group" in
+    build) PACKAGES="$PACKAGES binutils" ;;
+    guest) PACKAGES="$PACKAGES qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile
+                     busybox-static cpio e2fsprogs zstd kmod udev util-linux" ;;
+    test) PACKAGES="$PACKAGES socat dnsmasq-base iproute2 openssh-server openssh-client nfs-ganesha
+                    nfs-ganesha-vfs rpcbind groff-base debootstrap" ;;
+    *) echo "$0: unknown group $group (build, guest, test)" >&2; exit 2 ;;
+    esac
+done
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q "install ok installed" \

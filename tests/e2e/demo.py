@@ -2,7 +2,9 @@
 
 Phases: fetch a Debian cloud kernel, build the capture initramfs with `kdump-agent
 mkinitrd`, boot a guest that loads it with `kexec -p` and panics with sysrq-c, then read
-the dump off the guest's disk and show the crashed kernel's last words from the vmcore.
+the dump off the guest's disk, check it as the e2e tests do (harness.dumps) and show the
+crashed kernel's last words from the vmcore. Run by `make demo`, which puts `agent/` and
+`tests/` (the harness package) on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from guest import fetch_kernel, make_disk  # noqa: E402
-from scenario import (LEAN_DRACUT_ARGS, REPO, build_capture_initrd,  # noqa: E402
-                      dmesg_from_vmcore, find_dumps, panic_and_capture)
+from harness.disks import make_disk
+from harness.dumps import DMESG_READ_BACK, dump_problems, find_dumps
+from harness.kernels import fetch_kernel
+from harness.scenario import LEAN_DRACUT_ARGS, REPO, build_capture_initrd, panic_and_capture
 
 OUTPUT = REPO / "demo-output"
 DISK_UUID = "5d1c0e4f-7a3b-4b8e-9c2d-1e0f2a3b4c5d"
@@ -71,11 +72,15 @@ def main() -> int:
     print(f"   {dump.directory} on the guest's disk, copied to {dump.local_copy}")
     for name, info in sorted(dump.files.items()):
         print(f"     {oct(info.mode & 0o777)[2:]}  {info.size:>12,}  {name}")
-    dmesg = dmesg_from_vmcore(dump.local_copy / "vmcore", run_dir / "dmesg-from-vmcore.txt")
-    print("   last lines of the crashed kernel's log, from the vmcore (makedumpfile --dump-dmesg):")
-    for line in dmesg.rstrip().splitlines()[-12:]:
-        print(f"     {line}")
-    return 0 if "sysrq: Trigger a crash" in dmesg else 1
+    problems = dump_problems(dump, run_dir)
+    dmesg = run_dir / DMESG_READ_BACK
+    if dmesg.exists():
+        print("   last lines of the crashed kernel's log, from the vmcore (makedumpfile --dump-dmesg):")
+        for line in dmesg.read_text(errors="replace").rstrip().splitlines()[-12:]:
+            print(f"     {line}")
+    for problem in problems:
+        print(f"   not a good dump: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

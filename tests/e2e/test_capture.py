@@ -1,9 +1,9 @@
 """A real panic in QEMU saved by the frozen agent in a dracut-built initramfs.
 
 Each case boots a Debian cloud kernel, loads the capture kernel with kexec -p, panics with
-sysrq-c and reads back what the capture kernel left on the target disk. Proof of a dump:
-the files of DESIGN §5 with their modes, and `makedumpfile --dump-dmesg` on the saved
-vmcore showing the panic.
+sysrq-c and reads back what the capture kernel left on the target disk. Proof of a dump is
+harness.dumps.assert_good_dump (the files and their modes, `makedumpfile --dump-dmesg` on the
+saved vmcore showing the panic, a manifest that says success) and each case's own checks.
 """
 
 from __future__ import annotations
@@ -12,19 +12,27 @@ import json
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from guest import Kernel, extract, make_disk, read_tree
-from scenario import (STANDARD_UUID, build_capture_initrd, dmesg_from_vmcore, filesystem_record, find_dumps,
-                      panic_and_capture, standard_config, standard_initrd, with_config_overlay)
+from harness.disks import extract, make_disk, read_tree
+from harness.dumps import assert_good_dump, find_dumps
+from harness.kernels import Kernel
+from harness.scenario import (
+    STANDARD_UUID,
+    build_capture_initrd,
+    filesystem_record,
+    panic_and_capture,
+    standard_config,
+    standard_initrd,
+    with_config_overlay,
+)
 
 pytestmark = pytest.mark.qemu
 
 DISK_UUID = STANDARD_UUID
 DISK_LABEL = "KDUMP"
-PANIC_MARK = "sysrq: Trigger a crash"
-DUMP_FILES = {"vmcore", "vmcore-dmesg.txt", "kexec-dmesg.log", "kdump-agent.json"}
 
 
 config = standard_config
@@ -41,22 +49,16 @@ def target_disk(workdir: Path, size_mib: int = 256) -> Path:
     return make_disk(workdir / "target.img", size_mib, DISK_UUID, DISK_LABEL)
 
 
-def assert_good_dump(disk: Path, workdir: Path, under: str = "var/crash") -> dict[str, object]:
+def assert_one_good_dump(disk: Path, workdir: Path, under: str = "var/crash") -> dict[str, Any]:
+    """The disk holds one dump, under `under`, good by harness.dumps and by what a local
+    target adds: the collector's exit status, the vmcore's size recorded, our kernel log."""
     dumps = find_dumps(disk, workdir / "out")
     assert len(dumps) == 1, f"expected one dump directory, found {[d.directory for d in dumps]}"
     dump = dumps[0]
     assert dump.directory.lstrip("/").startswith(f"{under}/127.0.0.1-")
-    assert stat.S_IMODE(read_tree(disk)[dump.directory].mode) == 0o700
-    assert set(dump.files) == DUMP_FILES
-    for name, info in dump.files.items():
-        assert stat.S_IMODE(info.mode) == 0o600, f"{name} has mode {oct(info.mode)}"
-    dmesg = dmesg_from_vmcore(dump.local_copy / "vmcore", workdir / "dmesg.txt")
-    assert PANIC_MARK in dmesg
-    assert PANIC_MARK in (dump.local_copy / "vmcore-dmesg.txt").read_text(errors="replace")
-    manifest: dict[str, object] = json.loads((dump.local_copy / "kdump-agent.json").read_text())
-    assert manifest["result"] == "success"
-    assert manifest["collector"]["exit_code"] == 0  # type: ignore[index]
-    vmcore = next(f for f in manifest["files"] if f["name"] == "vmcore")  # type: ignore[union-attr]
+    manifest = assert_good_dump(dump, workdir)
+    assert manifest["collector"]["exit_code"] == 0
+    vmcore = next(f for f in manifest["files"] if f["name"] == "vmcore")
     assert vmcore["size"] == dump.files["vmcore"].size
     assert "kdump-agent" in (dump.local_copy / "kexec-dmesg.log").read_text(errors="replace")
     return manifest
@@ -70,8 +72,8 @@ def test_dump_to_target_by_uuid_then_reboot(kernel: Kernel, uuid_initrd: Path, t
     assert "KDUMP-TEST: panicking" in result.console
     assert "final action: reboot" in result.console
     assert "reboot: Restarting system" in result.console
-    manifest = assert_good_dump(disk, tmp_path)
-    assert [s["state"] for s in manifest["states"]][:2] == ["START", "LOAD_CONFIG"]  # type: ignore[index,union-attr]
+    manifest = assert_one_good_dump(disk, tmp_path)
+    assert [s["state"] for s in manifest["states"]][:2] == ["START", "LOAD_CONFIG"]
     assert manifest["action"] == "final_action reboot"
 
 
@@ -84,7 +86,7 @@ def test_dump_to_target_by_label_then_poweroff(kernel: Kernel, tmp_path: Path,
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
     assert "final action: poweroff" in result.console
     assert "reboot: Power down" in result.console
-    assert_good_dump(disk, tmp_path)
+    assert_one_good_dump(disk, tmp_path)
 
 
 def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_path: Path,
@@ -94,7 +96,7 @@ def test_dump_to_target_by_device_path(kernel: Kernel, uuid_initrd: Path, tmp_pa
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
     assert "target /dev/vda is /dev/vda" in result.console
-    assert_good_dump(disk, tmp_path)
+    assert_one_good_dump(disk, tmp_path)
 
 
 def test_no_target_line_dumps_where_mkinitrd_recorded(
@@ -107,7 +109,7 @@ def test_no_target_line_dumps_where_mkinitrd_recorded(
     disk = target_disk(tmp_path)
     result = panic_and_capture(kernel, initrd, [disk], tmp_path)
     assert f"target UUID={DISK_UUID} is /dev/vda" in result.console
-    assert_good_dump(disk, tmp_path)
+    assert_one_good_dump(disk, tmp_path)
 
 
 def test_target_that_never_appears_runs_failure_action_at_the_deadline(
@@ -175,7 +177,7 @@ def test_dump_path_through_a_link_on_the_target_lands_on_the_target(
     disk = make_disk(tmp_path / "target.img", 256, DISK_UUID, DISK_LABEL, contents=contents)
     result = panic_and_capture(kernel, uuid_initrd, [disk], tmp_path)
     assert "final action: reboot" in result.console
-    manifest = assert_good_dump(disk, tmp_path, under="srv/crash")
+    manifest = assert_one_good_dump(disk, tmp_path, under="srv/crash")
     assert str(manifest["dump_dir"]).startswith("/kdumproot/srv/crash/127.0.0.1-")
     assert stat.S_ISLNK(read_tree(disk)["/var/crash"].mode), "the link itself is left as it was"
 

@@ -2,7 +2,7 @@
 
 One dracut image (built by `kdump-agent mkinitrd` from a config naming hooks and
 extra_bins) serves every case; cases that need another config lay it over the image
-(scenario.with_config_overlay), since the programs they name are packed already.
+(harness.scenario.with_config_overlay), since the programs they name are packed already.
 """
 
 from __future__ import annotations
@@ -13,14 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from guest import Kernel, make_disk
-from scenario import (BINARY, build_capture_initrd, cache_dir, standard_config,
-                      dmesg_from_vmcore, find_dumps, panic_and_capture, with_config_overlay)
+from harness.cache import cache_dir
+from harness.disks import make_disk
+from harness.dumps import PANIC_MARK, assert_good_dump, dmesg_from_vmcore, find_dumps
+from harness.kernels import Kernel
+from harness.scenario import (
+    BINARY,
+    CAPTURE_IMAGES,
+    build_capture_initrd,
+    panic_and_capture,
+    standard_config,
+    with_config_overlay,
+)
 
 pytestmark = pytest.mark.qemu
 
 DISK_UUID = "8b2d0c4e-1f3a-4e5b-8c6d-7e8f9a0b1c2d"
-PANIC_MARK = "sysrq: Trigger a crash"
 HOOKS = {
     # The pre hook proves extra_bins: tac is not in the image unless extra_bins packs it.
     "pre.sh": '#!/bin/sh\necho "KDUMP-TEST: pre hook ran"\n'
@@ -35,8 +43,7 @@ HOOKS = {
 @pytest.fixture(scope="module")
 def hook_dir() -> Path:
     """The hook programs at a fixed host path: mkinitrd packs them at the same path."""
-    directory = cache_dir() / "hooks"
-    directory.mkdir(exist_ok=True)
+    directory = cache_dir(CAPTURE_IMAGES, "hooks")
     for name, text in HOOKS.items():
         (directory / name).write_text(text)
         (directory / name).chmod(0o755)
@@ -57,8 +64,10 @@ def hooks_initrd(kernel: Kernel, hook_dir: Path, tmp_path_factory: pytest.TempPa
 
 
 def only_dump(disk: Path, workdir: Path) -> Path:
+    """The disk's one dump, good by harness.dumps; where it was extracted."""
     dumps = find_dumps(disk, workdir / "out")
     assert len(dumps) == 1, [d.directory for d in dumps]
+    assert_good_dump(dumps[0], workdir)
     return dumps[0].local_copy
 
 
@@ -76,7 +85,6 @@ def test_hooks_extra_bins_modules_memory_and_compressed_collector_in_one_capture
     assert "Shmem" in console
     assert console.index("pre hook ran") < console.index("makedumpfile -c -d 1") < console.index("post hook")
     dump = only_dump(disk, tmp_path)
-    assert PANIC_MARK in dmesg_from_vmcore(dump / "vmcore", tmp_path / "dmesg.txt")
     manifest = json.loads((dump / "kdump-agent.json").read_text())
     assert manifest["collector"]["argv"][:4] == ["makedumpfile", "-c", "-d", "1"]
     assert "KDUMP-TEST: pre hook ran" in (dump / "kexec-dmesg.log").read_text(errors="replace")
@@ -112,7 +120,6 @@ def test_cp_collector_saves_an_elf_vmcore_that_opens(
     assert "+ cp --sparse=always /proc/vmcore" in result.console
     dump = only_dump(disk, tmp_path)
     assert (dump / "vmcore").read_bytes()[:4] == b"\x7fELF"
-    assert PANIC_MARK in dmesg_from_vmcore(dump / "vmcore", tmp_path / "dmesg.txt")
 
 
 def test_raw_target_then_restore_raw_rebuilds_the_vmcore(

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import guest
-from rootfs import build_root_fs, working_copy
+from harness.commands import run
+from harness.cpio import Cpio
+from harness.disks import extract, read_tree
+from harness.guest import ExpectTimeout, boot, boot_interactive
+from harness.kernels import Kernel, add_modules
+from harness.rootfs import build_root_fs, working_copy
 
 CMDLINE = "console=ttyS0 panic=1"
 BOOT_TIMEOUT_S = 300
@@ -75,8 +79,8 @@ def _show_markers(line: str) -> None:
         print(line, flush=True)
 
 
-def _shell_initrd(kernel: guest.Kernel, cache_dir: Path) -> Path:
-    archive = guest.Cpio()
+def _shell_initrd(kernel: Kernel, cache_dir: Path) -> Path:
+    archive = Cpio()
     archive.add_base_layout()
     archive.add_busybox()
     archive.add_file("init", _SHELL_INIT.encode(), 0o755)
@@ -84,20 +88,20 @@ def _shell_initrd(kernel: guest.Kernel, cache_dir: Path) -> Path:
 
 
 @pytest.mark.qemu
-def test_console_answers_a_typed_command(kernel: guest.Kernel, cache_dir: Path, tmp_path: Path,
-                                         console_logs: list[Path]) -> None:
+def test_console_answers_a_typed_command(kernel: Kernel, cache_dir: Path, tmp_path: Path,
+                                        console_logs: list[Path]) -> None:
     log_path = tmp_path / "console.log"
     console_logs.append(log_path)
 
-    with guest.boot_interactive(kernel, _shell_initrd(kernel, cache_dir), append=CMDLINE,
-                                timeout_s=BOOT_TIMEOUT_S, log_path=log_path,
-                                progress=_show_markers) as console:
+    with boot_interactive(kernel, _shell_initrd(kernel, cache_dir), append=CMDLINE,
+                          timeout_s=BOOT_TIMEOUT_S, log_path=log_path,
+                          progress=_show_markers) as console:
         console.expect(PROMPT, timeout=BOOT_TIMEOUT_S)
         console.sendline("echo hello-$((6*7))")
         # The tty echoes what was typed, "hello-$((6*7))", so only the shell's answer matches.
         assert console.expect(re.compile(r"hello-(\d+)"), timeout=60).group(1) == "42"
         console.expect(PROMPT, timeout=60)
-        with pytest.raises(guest.ExpectTimeout, match="not seen within 1s"):
+        with pytest.raises(ExpectTimeout, match="not seen within 1s"):
             console.expect("never printed", timeout=1)
         console.sendline("poweroff -f")
         result = console.wait(timeout=120)
@@ -109,14 +113,14 @@ def test_console_answers_a_typed_command(kernel: guest.Kernel, cache_dir: Path, 
 
 
 @pytest.mark.qemu
-def test_console_hard_timeout_stops_qemu(kernel: guest.Kernel, cache_dir: Path,
+def test_console_hard_timeout_stops_qemu(kernel: Kernel, cache_dir: Path,
                                          tmp_path: Path, console_logs: list[Path]) -> None:
     log_path = tmp_path / "console.log"
     console_logs.append(log_path)
 
-    with guest.boot_interactive(kernel, _shell_initrd(kernel, cache_dir), append=CMDLINE,
-                                timeout_s=3, log_path=log_path) as console:
-        with pytest.raises(guest.ExpectTimeout, match="hard timeout"):
+    with boot_interactive(kernel, _shell_initrd(kernel, cache_dir), append=CMDLINE,
+                          timeout_s=3, log_path=log_path) as console:
+        with pytest.raises(ExpectTimeout, match="hard timeout"):
             console.expect("never printed", timeout=BOOT_TIMEOUT_S)
         result = console.wait(timeout=10)
 
@@ -125,38 +129,38 @@ def test_console_hard_timeout_stops_qemu(kernel: guest.Kernel, cache_dir: Path,
 
 
 @pytest.mark.qemu
-def test_switch_root_into_a_built_root_fs(kernel: guest.Kernel, cache_dir: Path,
+def test_switch_root_into_a_built_root_fs(kernel: Kernel, cache_dir: Path,
                                           tmp_path: Path, console_logs: list[Path]) -> None:
     images = cache_dir / "initrds"
     cached_root = build_root_fs(images / f"harness-root-{kernel.kver}.ext4",
                                 uuid="5d1f1a86-5a0c-4a39-a1e4-7d1b6c3e2f00", label="harnessroot",
                                 size_mib=64, rc_script=_ROOT_RC)
     root = working_copy(cached_root, tmp_path / "root.ext4")
-    archive = guest.Cpio()
+    archive = Cpio()
     archive.add_base_layout()
     archive.add_busybox()
     archive.add_dir("newroot")
-    loaded = guest.add_modules(archive, kernel, ("virtio_pci", "virtio_blk", "ext4"))
+    loaded = add_modules(archive, kernel, ("virtio_pci", "virtio_blk", "ext4"))
     archive.add_file("init", _SWITCH_ROOT_INIT.format(modules=" ".join(loaded)).encode(), 0o755)
     initrd = archive.write_cached(images / f"harness-switch-root-{kernel.kver}.img")
     log_path = tmp_path / "console.log"
     console_logs.append(log_path)
 
-    result = guest.boot(kernel, initrd, append=CMDLINE, disks=[root], timeout_s=BOOT_TIMEOUT_S,
-                        log_path=log_path, progress=_show_markers)
+    result = boot(kernel, initrd, append=CMDLINE, disks=[root], timeout_s=BOOT_TIMEOUT_S,
+                  log_path=log_path, progress=_show_markers)
 
     assert not result.timed_out, f"guest still running after {BOOT_TIMEOUT_S}s"
     assert re.search(r"ROOTFS: rc runs as pid \d+ under /bin/busybox, root is /dev/vda / ext4",
                      result.console), result.tail()
     assert "ROOTFS: done" in result.console
-    tree = guest.read_tree(root)
+    tree = read_tree(root)
     assert stat.S_IMODE(tree["/var/crash"].mode) == 0o700
     assert stat.S_ISREG(tree["/var/crash/marker"].mode), sorted(tree)
-    marker = guest.extract(root, "/var/crash/marker", tmp_path / "marker")
+    marker = extract(root, "/var/crash/marker", tmp_path / "marker")
     assert marker.read_text() == MARKER
-    assert "harnessroot" in guest.run(["blkid", "-o", "value", "-s", "LABEL", cached_root]).stdout
+    assert "harnessroot" in run(["blkid", "-o", "value", "-s", "LABEL", cached_root]).stdout
     # The boot wrote to its copy only: the cached image is as built.
-    assert "/var/crash/marker" not in guest.read_tree(cached_root)
+    assert "/var/crash/marker" not in read_tree(cached_root)
 
 
 def test_root_fs_is_rebuilt_only_when_an_input_changes(tmp_path: Path) -> None:
@@ -171,7 +175,7 @@ def test_root_fs_is_rebuilt_only_when_an_input_changes(tmp_path: Path) -> None:
     first = build("echo one\n")
     assert build("echo one\n") == first
     assert build("echo two\n") != first
-    tree = guest.read_tree(image)
+    tree = read_tree(image)
     assert stat.S_IMODE(tree["/etc/rc"].mode) == 0o755
     assert stat.S_ISLNK(tree["/sbin/init"].mode)
-    assert guest.extract(image, "/etc/rc", tmp_path / "rc").read_text() == "#!/bin/sh\necho two\n"
+    assert extract(image, "/etc/rc", tmp_path / "rc").read_text() == "#!/bin/sh\necho two\n"

@@ -9,25 +9,31 @@ All cases share one mkinitrd image; the `nfs4` case lays its config over it.
 
 from __future__ import annotations
 
-import json
-import stat
 from pathlib import Path
 
 import pytest
 
-from guest import Kernel
-from nfs_server import NfsServer
-from scenario import (DHCP_CMDLINE, GUEST_ADDRESS, HOST_FROM_GUEST, LEAN_DRACUT_ARGS,
-                      PANIC_MARK, build_capture_initrd, dmesg_from_vmcore, kill_when_partial_grows,
-                      network_dump_dirs, panic_and_capture, with_config_overlay)
+from harness.dumps import assert_good_dump, dump_on_host
+from harness.kernels import Kernel
+from harness.nfs_server import NfsServer
+from harness.scenario import (
+    DHCP_CMDLINE,
+    GUEST_ADDRESS,
+    HOST_FROM_GUEST,
+    LEAN_DRACUT_ARGS,
+    build_capture_initrd,
+    kill_when_partial_grows,
+    network_dump_dirs,
+    panic_and_capture,
+    with_config_overlay,
+)
 
 pytestmark = pytest.mark.qemu
 
 
-
 def nfs_config(kind: str = "nfs") -> str:
-    return "\n".join([f"{kind} {HOST_FROM_GUEST}:/export", "path /var/crash", "extra_modules virtio_net",
-                      LEAN_DRACUT_ARGS, "failure_action poweroff", ""])
+    return "\n".join([f"{kind} {HOST_FROM_GUEST}:/export", "path /var/crash",
+                      "extra_modules virtio_net", LEAN_DRACUT_ARGS, "failure_action poweroff", ""])
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,8 @@ def dump_dirs(server: NfsServer) -> list[Path]:
     return network_dump_dirs(server.export_path / "var" / "crash")
 
 
-@pytest.mark.parametrize(("kind", "protocols", "version"), [("nfs4", (3, 4), "NFSv4"), ("nfs", (3,), "NFSv3")],
+@pytest.mark.parametrize(("kind", "protocols", "version"),
+                         [("nfs4", (3, 4), "NFSv4"), ("nfs", (3,), "NFSv3")],
                          ids=["nfs4", "nfs-v3-fallback"])
 def test_nfs_dump_is_saved_on_the_server(kernel: Kernel, nfs_initrd: Path, kind: str,
                                          protocols: tuple[int, ...], version: str, tmp_path: Path) -> None:
@@ -51,13 +58,7 @@ def test_nfs_dump_is_saved_on_the_server(kernel: Kernel, nfs_initrd: Path, kind:
     assert f"({version}) on /kdumproot" in result.console
     if kind == "nfs":
         assert "NFSv4 mount of" in result.console  # tried first, refused by this server
-    names = sorted(p.name for p in dump.iterdir())
-    assert names == ["kdump-agent.json", "kexec-dmesg.log", "vmcore", "vmcore-dmesg.txt"]
-    assert stat.S_IMODE(dump.stat().st_mode) == 0o700
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in dump.iterdir())
-    assert PANIC_MARK in dmesg_from_vmcore(dump / "vmcore", tmp_path / "dmesg.txt")
-    manifest = json.loads((dump / "kdump-agent.json").read_text())
-    assert manifest["result"] == "success"
+    manifest = assert_good_dump(dump_on_host(dump), tmp_path)
     assert manifest["target"]["local_address"] == GUEST_ADDRESS
     assert manifest["target"]["fstype"] == kind
     (vmcore,) = [f for f in manifest["files"] if f["name"] == "vmcore"]

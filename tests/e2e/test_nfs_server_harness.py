@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import guest
 import pytest
-from nfs_server import NfsServer, nfs_server  # noqa: F401 (a fixture, found by name)
+
+from harness.cpio import Cpio
+from harness.guest import boot
+from harness.kernels import Kernel, add_modules
+from harness.nfs_server import NfsServer, nfs_server  # noqa: F401 (a fixture, found by name)
 
 CMDLINE = "console=ttyS0 panic=1"
 BOOT_TIMEOUT_S = 300
@@ -65,11 +68,11 @@ def _show_markers(line: str) -> None:
         print(line, flush=True)
 
 
-def _nfs_initrd(kernel: guest.Kernel, cache_dir: Path, export_name: str) -> Path:
-    archive = guest.Cpio()
+def _nfs_initrd(kernel: Kernel, cache_dir: Path, export_name: str) -> Path:
+    archive = Cpio()
     archive.add_base_layout()
     archive.add_busybox()
-    modules = guest.add_modules(archive, kernel, MODULES)
+    modules = add_modules(archive, kernel, MODULES)
     init = _INIT.format(modules=" ".join(modules), export=export_name, v4_text=V4_TEXT,
                         v3_text=V3_TEXT)
     archive.add_file("init", init.encode(), 0o755)
@@ -77,17 +80,17 @@ def _nfs_initrd(kernel: guest.Kernel, cache_dir: Path, export_name: str) -> Path
 
 
 @pytest.mark.qemu
-def test_guest_mounts_the_export_over_nfs4_and_nfs3(kernel: guest.Kernel, cache_dir: Path,
-                                                     nfs_server: NfsServer,  # noqa: F811
-                                                     tmp_path: Path, console_logs: list[Path]):
+def test_guest_mounts_the_export_over_nfs4_and_nfs3(kernel: Kernel, cache_dir: Path,
+                                                    nfs_server: NfsServer,  # noqa: F811
+                                                    tmp_path: Path, console_logs: list[Path]):
     print(f"ganesha serving after {nfs_server.start_seconds:.2f}s")
     initrd = _nfs_initrd(kernel, cache_dir, nfs_server.export_name)
     log_path = tmp_path / "console.log"
     console_logs.append(log_path)
     console_logs.append(nfs_server.log_path)
 
-    result = guest.boot(kernel, initrd, append=CMDLINE, timeout_s=BOOT_TIMEOUT_S,
-                        log_path=log_path, extra_args=NETWORK, progress=_show_markers)
+    result = boot(kernel, initrd, append=CMDLINE, timeout_s=BOOT_TIMEOUT_S,
+                  log_path=log_path, extra_args=NETWORK, progress=_show_markers)
 
     assert not result.timed_out, f"guest still running after {BOOT_TIMEOUT_S}s"
     assert "NFS-TEST: done" in result.console, result.tail()

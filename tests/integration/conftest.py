@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-import guest
-from baseline import build_shell_capture_initrd
-from scenario import CAPTURE_CMDLINE, FIRST_KERNEL_CMDLINE
-
+from harness.baseline import build_shell_capture_initrd
+from harness.disks import extract, make_disk
+from harness.guest import boot
+from harness.kernels import Kernel
+from harness.panic_initrd import build_panic_initrd
+from harness.scenario import CAPTURE_CMDLINE, FIRST_KERNEL_CMDLINE
 
 
 @pytest.fixture(scope="session")
-def elf_vmcore(kernel: guest.Kernel, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def elf_vmcore(kernel: Kernel, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ELF vmcore of a 1 GiB guest that panicked with sysrq-c (makedumpfile -E -d 31).
 
     ELF is what /proc/vmcore itself is, so the agent's collector reads it exactly as in the
@@ -27,13 +29,13 @@ def elf_vmcore(kernel: guest.Kernel, cache_dir: Path, tmp_path_factory: pytest.T
     images = cache_dir / "initrds"
     capture = build_shell_capture_initrd(kernel, images / f"elf-capture-{kernel.kver}.img",
                                          collector="makedumpfile -E -d 31")
-    panic = guest.build_panic_initrd(kernel, capture, CAPTURE_CMDLINE,
-                                     images / f"elf-panic-{kernel.kver}.img")
-    disk = guest.make_disk(work / "target.img", 512, str(uuid.uuid4()), "elfcore")
-    result = guest.boot(kernel, panic, append=FIRST_KERNEL_CMDLINE, disks=[disk], timeout_s=300,
-                        log_path=work / "console.log")
+    panic = build_panic_initrd(kernel, capture, CAPTURE_CMDLINE,
+                               images / f"elf-panic-{kernel.kver}.img")
+    disk = make_disk(work / "target.img", 512, str(uuid.uuid4()), "elfcore")
+    result = boot(kernel, panic, append=FIRST_KERNEL_CMDLINE, disks=[disk], timeout_s=300,
+                  log_path=work / "console.log")
     assert "BASELINE: done rc=0" in result.console, result.tail()
     partial = cached.with_suffix(".part")
-    guest.extract(disk, "/vmcore", partial)
+    extract(disk, "/vmcore", partial)
     partial.rename(cached)
     return cached

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import guest
-from scenario import BINARY, LEAN_DRACUT_ARGS
+from harness.kernels import Kernel
+from harness.scenario import BINARY, LEAN_DRACUT_ARGS
 
 GOOD = f"""\
 # an admin's kdump.conf
@@ -87,7 +87,7 @@ def test_mkinitrd_refuses_a_bad_config_and_writes_nothing(tmp_path: Path) -> Non
 
 
 @pytest.mark.qemu  # needs the guest kernel's modules (downloaded once)
-def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, kernel: guest.Kernel) -> None:
+def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, kernel: Kernel) -> None:
     conf = tmp_path / "kdump.conf"
     conf.write_text("path /var/crash\n" + LEAN_DRACUT_ARGS + "\n")  # no target: RHEL's rule
     out = tmp_path / "capture.img"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import guest
-from scenario import BINARY, LEAN_DRACUT_ARGS
+from harness.kernels import Kernel
+from harness.scenario import BINARY, LEAN_DRACUT_ARGS
 
 
 def agent(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,7 +34,7 @@ def test_a_core_collector_not_on_this_host_is_refused_in_one_line(tmp_path: Path
 
 @pytest.mark.qemu  # needs the guest kernel's modules (downloaded once)
 def test_the_image_is_0600_holds_the_collector_and_survives_a_failed_rebuild(
-        tmp_path: Path, kernel: guest.Kernel) -> None:
+        tmp_path: Path, kernel: Kernel) -> None:
     collector = tmp_path / "opt" / "makedumpfile"  # not where module-setup.sh installs it
     collector.parent.mkdir()
     shutil.copy2("/usr/bin/makedumpfile", collector)

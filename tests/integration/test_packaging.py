@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scenario import BINARY, REPO
 
+from harness.scenario import BINARY, REPO
 from kdump_agent import __version__
 from kdump_agent import config as kdump_config
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 import pytest
-import sshd as servers
-from sshd import ClientKey, Sshd, free_port, keygen
 
+from harness import sshd as servers
+from harness.sshd import ClientKey, Sshd, free_port, keygen
 from kdump_agent import flat
 from kdump_agent.errors import TransferError
 from kdump_agent.ssh.connection import SshTarget, TransferSummary

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.cpio import newc
 from kdump_agent.config import TargetKind
 from kdump_agent.errors import KdumpError
 from kdump_agent.host import estimate as est
@@ -18,18 +19,6 @@ from kdump_agent.host.imagesize import initramfs_unpacked_bytes, kernel_memory
 from kdump_agent.host.sizing import estimate_here
 
 MIB, GIB, TIB = 1 << 20, 1 << 30, 1 << 40
-
-
-def cpio(files: dict[str, bytes]) -> bytes:
-    """A newc cpio archive, as dracut writes one, ending with TRAILER!!!."""
-    out = bytearray()
-    for name, data in [*files.items(), ("TRAILER!!!", b"")]:
-        encoded = name.encode() + b"\0"
-        fields = [0, 0o100644, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
-        out += b"070701" + b"".join(b"%08X" % field for field in fields) + encoded
-        out += bytes(-len(out) % 4) + data
-        out += bytes(-len(out) % 4)
-    return bytes(out)
 
 
 def test_seed_rule_is_128m_plus_64m_per_tib() -> None:
@@ -96,15 +85,15 @@ def test_kernel_memory_is_init_size_from_the_bzimage_header(tmp_path: Path) -> N
 
 
 def test_initramfs_size_is_every_archive_unpacked(tmp_path: Path) -> None:
-    early = cpio({"kernel/x86/microcode/GenuineIntel.bin": b"u" * 1000})
-    main = cpio({"init": b"#!/bin/sh\n", "usr/sbin/kdump-agent": b"a" * 50_000})
+    early = newc({"kernel/x86/microcode/GenuineIntel.bin": b"u" * 1000})
+    main = newc({"init": b"#!/bin/sh\n", "usr/sbin/kdump-agent": b"a" * 50_000})
     image = tmp_path / "initramfs.img"
     image.write_bytes(early + bytes(512 - len(early) % 512) + gzip.compress(main))
     assert initramfs_unpacked_bytes(str(image)) == len(early) + len(main)
 
 
 def test_zstd_archive_after_an_early_cpio_goes_to_zstd_alone(tmp_path: Path, mocker: Any) -> None:
-    early = cpio({"early_cpio": b"1\n"})
+    early = newc({"early_cpio": b"1\n"})
     image = tmp_path / "initramfs.img"
     image.write_bytes(early + b"\x28\xb5\x2f\xfd" + b"frame")
     seen: list[bytes] = []
@@ -121,7 +110,7 @@ def test_zstd_archive_after_an_early_cpio_goes_to_zstd_alone(tmp_path: Path, moc
 
 def test_initramfs_that_is_not_an_archive_is_reported_with_its_offset(tmp_path: Path) -> None:
     image = tmp_path / "initramfs.img"
-    image.write_bytes(gzip.compress(cpio({"init": b"x"})) + b"garbage!")
+    image.write_bytes(gzip.compress(newc({"init": b"x"})) + b"garbage!")
     with pytest.raises(KdumpError, match=r"unknown data at byte \d+"):
         initramfs_unpacked_bytes(str(image))
 
@@ -137,7 +126,7 @@ def test_initramfs_that_is_not_an_archive_is_reported_with_its_offset(tmp_path: 
 def test_corrupt_or_truncated_initramfs_is_a_kdump_error_naming_the_image(tmp_path: Path, damage: Any,
                                                                           message: str) -> None:
     image = tmp_path / "initramfs.img"
-    image.write_bytes(damage(cpio({"init": b"#!/bin/sh\n"})))
+    image.write_bytes(damage(newc({"init": b"#!/bin/sh\n"})))
     with pytest.raises(KdumpError, match=rf"^{tmp_path}/initramfs.img: {message}"):
         initramfs_unpacked_bytes(str(image))
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from guest import BootResult, boot, log, locked, run
+from .cache import locked
+from .commands import log, run
+from .guest import BootResult, boot
+from .kernels import Kernel
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -80,8 +82,6 @@ class DebianSystem:
 
 def boot_kernel(vmlinuz: Path, initrd: Path, append: str, image: Path, log_path: Path,
                 timeout_s: int) -> BootResult:
-    from guest import Kernel
-
     kernel = Kernel(kver="guest", vmlinuz=vmlinuz, kmoddir=vmlinuz.parent)
     return boot(kernel, initrd, append=append, disks=[image], timeout_s=timeout_s, log_path=log_path)
 
@@ -139,13 +139,3 @@ def _newest(directory: Path, pattern: str, into: Path) -> Path:
     if not found:
         raise RuntimeError(f"no {pattern} in {directory}")
     return Path(shutil.copy(found[-1], into / found[-1].name))
-
-
-def files_in(image: Path, directory: str) -> list[str]:
-    """Names in a directory of the image (debugfs, read-only)."""
-    listing = subprocess.run(["debugfs", "-R", f"ls -p {directory}", str(image)], capture_output=True,
-                             text=True, check=False).stdout
-    # `ls -p` lines: /inode/mode/uid/gid/name/size/
-    return [fields[4] for fields in (line.strip().strip("/").split("/") for line in listing.splitlines())
-            if len(fields) > 5 and fields[4] not in (".", "..")]
-

@@ -4,7 +4,7 @@
 throw-away host key, an authorized_keys file in its directory and its log in `sshd.log`
 there. Whatever the dump directory is on the "server", it is a local path the test can
 inspect. A test module takes the fixtures by name (`sshd = servers.sshd` after
-`import sshd as servers`): pytest finds fixtures among a module's attributes.
+`from harness import sshd as servers`): pytest finds fixtures among a module's attributes.
 
 Stopping is by pid only: the listener and the per-connection processes it forked (found
 through /proc), never by name, since other jobs may run their own sshd meanwhile.

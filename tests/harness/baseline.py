@@ -11,7 +11,8 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from guest import Cpio, Kernel, add_modules
+from .cpio import Cpio
+from .kernels import Kernel, add_modules
 
 MAKEDUMPFILE = Path("/usr/bin/makedumpfile")
 

@@ -18,7 +18,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from guest import Cpio, locked, log, run
+from .cache import locked
+from .commands import log, run
+from .cpio import Cpio
 
 # Bump when the layout of the image changes in a way its inputs do not show.
 _BUILDER_VERSION = "1"

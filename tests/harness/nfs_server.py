@@ -48,7 +48,7 @@ GANESHA = Path("/usr/bin/ganesha.nfsd")
 GANESHA_VFS = Path("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so")
 RPCBIND = Path("/usr/sbin/rpcbind")
 RPCBIND_SOCKET = Path("/run/rpcbind.sock")  # where libtirpc/ntirpc register services
-INSTALL_HINT = "run `bash tools/install-deps.sh` (nfs-ganesha nfs-ganesha-vfs rpcbind)"
+INSTALL_HINT = "run `sh tools/install-deps.sh test` (nfs-ganesha nfs-ganesha-vfs rpcbind)"
 
 LOOPBACK = "127.0.0.1"
 NFS_PORT = 2049
@@ -336,7 +336,8 @@ class NfsServer:
     dies mid-dump (rpcbind stays, as on a real host). start() after kill() serves again.
     """
 
-    def __init__(self, directory: Path, export_name: str = "/export", protocols: tuple[int, ...] = (3, 4)) -> None:
+    def __init__(self, directory: Path, export_name: str = "/export",
+                 protocols: tuple[int, ...] = (3, 4)) -> None:
         self.directory = directory
         self.export_name = export_name
         self.protocols = protocols  # (3,): a server without NFSv4, for clients' fallback to v3

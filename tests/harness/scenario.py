@@ -8,37 +8,30 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
-import re
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from guest import (BootResult, Console, FileInfo, Kernel, boot, boot_interactive, build_panic_initrd,
-                   extract, read_tree)
+from .cache import cache_dir
+from .cpio import Cpio
+from .guest import BootResult, Console, boot, boot_interactive
+from .kernels import Kernel
+from .panic_initrd import build_panic_initrd
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / "dist" / "kdump-agent"
 CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
 FIRST_KERNEL_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
 LEAN_DRACUT_ARGS = 'dracut_args --no-hostonly --drivers "virtio_blk virtio_pci"'
-PANIC_MARK = "sysrq: Trigger a crash"  # what the crashed kernel logged, read back from a dump
 STANDARD_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"
 # The guest's NIC on QEMU's user-mode network; the tests talk to nothing but 10.0.2.2.
 USER_NETWORK = ("-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
 GUEST_ADDRESS = "10.0.2.15"  # what QEMU's DHCP server hands out
 HOST_FROM_GUEST = "10.0.2.2"  # QEMU's gateway: connections to it reach 127.0.0.1 here
 DHCP_CMDLINE = f"{CAPTURE_CMDLINE} ip=dhcp"
-DUMP_DIR = re.compile(r"^(?P<path>.*/)?127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("KDUMP_AGENT_CACHE", "/var/cache/kdump-agent-test")) / "capture-initrds"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+CAPTURE_IMAGES = "capture-initrds"  # the cache's subdirectory for mkinitrd and panic images
 
 
 def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
@@ -53,7 +46,7 @@ def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
     key.update("\0".join(mkinitrd_args).encode())
     for path in packed:
         key.update(path.read_bytes())
-    output = cache_dir() / f"capture-{key.hexdigest()[:16]}.img"
+    output = cache_dir(CAPTURE_IMAGES) / f"capture-{key.hexdigest()[:16]}.img"
     if output.exists():
         return output
     config = workdir / "kdump.conf"
@@ -68,15 +61,6 @@ def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
     return output
 
 
-def newc_entry(name: str, data: bytes, mode: int, ino: int) -> bytes:
-    """One entry of a newc cpio archive (the format the kernel unpacks)."""
-    header = "070701" + "".join(f"{v:08x}" for v in (
-        ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0))
-    blob = header.encode() + name.encode() + b"\0"
-    blob += b"\0" * (-len(blob) % 4) + data
-    return blob + b"\0" * (-len(blob) % 4)
-
-
 def with_config_overlay(initrd: Path, config_text: str, out: Path,
                         records: Mapping[str, str] | None = None) -> Path:
     """The same initramfs with another /etc/kdump.conf (and mkinitrd's records, by name:
@@ -88,12 +72,12 @@ def with_config_overlay(initrd: Path, config_text: str, out: Path,
     the agent reads at capture time, or needs records of the guest's disks rather than
     of the host mkinitrd ran on.
     """
-    entries = [newc_entry("etc", b"", 0o040755, 1),
-               newc_entry("etc/kdump.conf", config_text.encode(), 0o100644, 2),
-               newc_entry("etc/kdump-agent", b"", 0o040755, 3)]
-    for number, (name, text) in enumerate(sorted((records or {}).items()), start=4):
-        entries.append(newc_entry(f"etc/kdump-agent/{name}", text.encode(), 0o100644, number))
-    archive = b"".join([*entries, newc_entry("TRAILER!!!", b"", 0, 0)])
+    overlay = Cpio()
+    overlay.add_file("etc/kdump.conf", config_text.encode())
+    overlay.add_dir("etc/kdump-agent")
+    for name, text in sorted((records or {}).items()):
+        overlay.add_file(f"etc/kdump-agent/{name}", text.encode())
+    archive = overlay.archive()
     archive += b"\0" * (-len(archive) % 512)
     out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
     return out
@@ -102,15 +86,6 @@ def with_config_overlay(initrd: Path, config_text: str, out: Path,
 def filesystem_record(uuid: str, fstype: str = "ext4", directory: str = "/") -> str:
     """A record as mkinitrd writes it (targets.local.FilesystemTarget.as_json)."""
     return json.dumps({"spec": f"UUID={uuid}", "fstype": fstype, "directory": directory})
-
-
-@dataclass
-class Dump:
-    """What one panic left on the target disk."""
-
-    directory: str  # path inside the target file system
-    files: dict[str, FileInfo]  # name -> info, for the files in the dump directory
-    local_copy: Path  # where the directory was extracted on the host
 
 
 def standard_initrd(kernel: Kernel, workdir: Path) -> Path:
@@ -127,16 +102,9 @@ def panic_interactive(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
                       timeout_s: int = 420) -> Console:
     """As panic_and_capture, with a console the test can type into (the kdump shell)."""
     panic_initrd = build_panic_initrd(kernel, capture_initrd, CAPTURE_CMDLINE,
-                                      cache_dir() / f"panic-for-{capture_initrd.name}")
+                                      cache_dir(CAPTURE_IMAGES) / f"panic-for-{capture_initrd.name}")
     return boot_interactive(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                             timeout_s=timeout_s, log_path=workdir / "console.log")
-
-
-def replay_journal(image: Path) -> None:
-    """Replay the ext4 journal of a disk the guest left without unmounting (reboot(2) after
-    sync): debugfs reads the disk as it is and would miss what sits in the journal."""
-    subprocess.run(["e2fsck", "-y", "-E", "journal_only", str(image)], capture_output=True,
-                   timeout=120, check=False)
 
 
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
@@ -152,33 +120,10 @@ def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
     """
     key = hashlib.sha256(capture_cmdline.encode()).hexdigest()[:8]
     panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline,
-                                      cache_dir() / f"panic-{key}-for-{capture_initrd.name}")
+                                      cache_dir(CAPTURE_IMAGES) / f"panic-{key}-for-{capture_initrd.name}")
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                 timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
                 until=until, extra_args=USER_NETWORK if network else ())
-
-
-def find_dumps(disk: Path, dest: Path) -> list[Dump]:
-    """Every dump directory on the disk, extracted under dest."""
-    tree = read_tree(disk)
-    dumps = []
-    for path in sorted(tree):
-        if DUMP_DIR.match(path):
-            local = dest / Path(path).name
-            extract(disk, path, local)
-            prefix = path.rstrip("/") + "/"
-            files = {p[len(prefix):]: info for p, info in tree.items()
-                     if p.startswith(prefix) and "/" not in p[len(prefix):]}
-            dumps.append(Dump(directory=path, files=files, local_copy=local))
-    return dumps
-
-
-def dmesg_from_vmcore(vmcore: Path, out: Path) -> str:
-    """The crashed kernel's log read back from a saved dump: proof the dump is usable."""
-    subprocess.run(["makedumpfile", "--dump-dmesg", str(vmcore), str(out)], check=True,
-                   timeout=120, stdout=subprocess.DEVNULL)
-    return out.read_text(errors="replace")
-
 
 
 def network_dump_dirs(parent: Path) -> list[Path]:

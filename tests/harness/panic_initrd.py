@@ -1,0 +1,60 @@
+"""The first kernel's initramfs: load the capture kernel with `kexec -p`, then crash.
+
+This is how every QEMU case reaches a capture kernel: the same vmlinuz as the capture
+kernel (as distributions do), a capture initramfs under test, and sysrq-c.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from .cpio import Cpio
+from .kernels import Kernel
+
+KEXEC = Path("/usr/sbin/kexec")
+
+_PANIC_INIT = """\
+#!/bin/sh
+# First kernel: load the capture kernel, then crash on purpose.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "KDUMP-TEST: first kernel up, crashkernel reserved $(cat /sys/kernel/kexec_crash_size) bytes"
+CMDLINE={cmdline}
+if ! kexec -p /boot/vmlinuz --initrd=/boot/capture.img --append="$CMDLINE"; then
+    echo "KDUMP-TEST: kexec_load failed, trying kexec_file_load (kexec -s)"
+    kexec -s -p /boot/vmlinuz --initrd=/boot/capture.img --append="$CMDLINE"
+fi
+if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
+    echo "KDUMP-TEST: kexec load failed"
+    poweroff -f
+    sleep 60
+fi
+echo "KDUMP-TEST: panicking"
+echo c > /proc/sysrq-trigger
+echo "KDUMP-TEST: still alive after sysrq-c"
+poweroff -f
+"""
+
+
+def build_panic_initrd(kernel: Kernel, capture_initrd: Path, capture_cmdline: str,
+                       out: Path) -> Path:
+    """The first kernel's initramfs: busybox, kexec and its libraries, the capture kernel (the
+    same vmlinuz, as distros do) and `capture_initrd`; its /init loads them with `kexec -p`
+    and triggers a crash with sysrq-c.
+
+    If nothing could be loaded it prints `KDUMP-TEST: kexec load failed` and powers off, so a
+    broken setup costs seconds, not the boot timeout. Cached by content at `out`.
+    """
+    archive = Cpio()
+    archive.add_base_layout()
+    archive.add_busybox()
+    archive.add_binary(KEXEC, "sbin/kexec")
+    archive.add_file("boot/vmlinuz", kernel.vmlinuz)
+    archive.add_file("boot/capture.img", capture_initrd)
+    archive.add_file("init", _PANIC_INIT.format(cmdline=shlex.quote(capture_cmdline)).encode(),
+                     0o755)
+    return archive.write_cached(out)
+
