@@ -17,10 +17,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kdump_agent.layout import DMESG, KEXEC_DMESG, MANIFEST, VMCORE
+
 from .disks import FileInfo, extract, list_dir, read_tree
 
 PANIC_MARK = "sysrq: Trigger a crash"  # what sysrq-c makes the crashed kernel log
-DUMP_FILES = frozenset({"vmcore", "vmcore-dmesg.txt", "kexec-dmesg.log", "kdump-agent.json"})
+DUMP_FILES = frozenset({VMCORE, DMESG, KEXEC_DMESG, MANIFEST})  # the agent's layout (layout.py)
 MANIFEST = "kdump-agent.json"
 DMESG_READ_BACK = "dmesg-from-vmcore.txt"  # what panic_problems leaves in its workdir
 # A local dump's directory: <address>-<date>, 127.0.0.1 when the target is not on the network.

@@ -9,8 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from kdump_agent.config import (DEFAULT_COLLECTOR, FILESYSTEM_TYPES, MAX_SECONDS, NOTICES, Action, Config,
-                                ConfigErrors, Notice, Target, TargetKind, load, parse, parse_bytes)
+from kdump_agent.config import (
+    DEFAULT_COLLECTOR,
+    FILESYSTEM_TYPES,
+    MAX_SECONDS,
+    NOTICES,
+    Action,
+    Config,
+    ConfigErrors,
+    Notice,
+    Target,
+    TargetKind,
+    load,
+    parse,
+    parse_bytes,
+)
 from kdump_agent.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"

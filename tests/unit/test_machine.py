@@ -5,8 +5,20 @@ from pathlib import Path
 import pytest
 
 from kdump_agent.config import Action
-from kdump_agent.machine import (ACTION_BRANCHES, ROOTFS_DUMP, SUCCESS_PATH, TERMINAL, TRANSITIONS,
-                                 IllegalTransition, Machine, Outcome, State, dot, mermaid, table_rows)
+from kdump_agent.machine import (
+    ACTION_BRANCHES,
+    ROOTFS_DUMP,
+    SUCCESS_PATH,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    Machine,
+    Outcome,
+    State,
+    dot,
+    mermaid,
+    table_rows,
+)
 
 
 def walk(outcomes: dict[State, Outcome]) -> list[State]:

@@ -132,7 +132,8 @@ def test_ssh_target_needs_makedumpfile(tmp_path: Path) -> None:
         plan_with("ssh kdump@dumps.example\ncore_collector cp\n", tmp_path, [])
 
 
-def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(tmp_path: Path, mocker: Any) -> None:
+def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(
+        tmp_path: Path, mocker: Any) -> None:
     def record(host: str, address: str) -> HostRecord:
         return HostRecord(host=host, target=address, interface="ens3", mac="52:54:00:12:34:56", mtu=1500,
                           addresses=("192.0.2.10/24",), gateway="192.0.2.1", dns=(), dhcp=False, hostname="h")
