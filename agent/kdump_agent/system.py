@@ -1,8 +1,14 @@
-"""The only module that touches the machine: commands, mounts, the kernel log, reboot(2).
+"""The boundary to the machine for commands, mounts, the kernel log, sync and reboot(2).
 
 Everything here is a thin wrapper that either succeeds or raises an error naming what it
 tried, so the steps above read as plain sequences and the unit tests can replace this
-module's functions at one boundary.
+module's functions at one boundary. Other modules touch the machine for one job each,
+and say so: targets/directory.py and targets/local.py make the dump directory and write,
+fsync and rename the dump's files in it; host/restore_raw.py does the same on the host and
+clears the raw device; network/rtnetlink.py and network/bringup.py configure the NIC over
+netlink and write resolv.conf; ssh/ talks to the dump server; log.py writes /dev/kmsg;
+unpacked.py deletes unpacked libraries; the host/ modules write the image, its stamp and
+their records.
 """
 
 from __future__ import annotations

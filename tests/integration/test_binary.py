@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,17 @@ def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, k
                                          capture_output=True, text=True, check=True).stdout)
     assert recorded["directory"].endswith("crash")
     assert recorded["fstype"]
+
+
+def test_the_binary_carries_every_module_of_the_package() -> None:
+    """Modules imported only where they are used (the SSH and network ones, inside the steps
+    that need them) must still be in the binary: missing, they would fail in the capture
+    kernel after a panic, not here."""
+    package = Path(__file__).resolve().parents[2] / "agent" / "kdump_agent"
+    expected = {".".join(("kdump_agent", *p.relative_to(package).with_suffix("").parts))
+                .removesuffix(".__init__") for p in package.rglob("*.py")}
+    viewer = Path(sys.executable).with_name("pyi-archive_viewer")
+    listing = subprocess.run([str(viewer), "--list", "--recursive", str(BINARY)], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+    carried = set(re.findall(r"'(kdump_agent(?:\.\w+)*)'", listing))
+    assert expected - carried == set()

@@ -1,4 +1,4 @@
-"""kdump.conf parsing against RHEL's kdump.conf(5) and kdumpctl's check_config (DESIGN §4)."""
+"""kdump.conf parsing against RHEL's kdump.conf(5) and kdumpctl's check_config (docs/design.md, section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dump directory naming and creation (DESIGN §5)."""
+"""Dump directory naming and creation (docs/design.md, section 4)."""
 
 import stat
 import time

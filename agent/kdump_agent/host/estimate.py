@@ -47,7 +47,7 @@ KERNEL_RUNTIME = 12 * MIB
 # Stand-ins when a file is missing, from the same run: the benchmark's kernel and image.
 KERNEL_STAND_IN = 53_968_896
 INITRAMFS_STAND_IN = 34_828_800
-# makedumpfile, from the seed article (DESIGN.md §6): 2 bits of bitmap per 4 KiB page of the
+# makedumpfile, from the seed article (its section 4): 2 bits of bitmap per 4 KiB page of the
 # crashed machine's RAM, plus about 20 MB to copy with.
 MAKEDUMPFILE_BASE = 20 * MIB
 # The seed's crashkernel=auto: 128M, plus 64M per TiB of RAM.

@@ -2,7 +2,7 @@
 
 The image is lean by default: dracut's `base` module and ours (no systemd), and in hostonly
 mode only the drivers on the path to the dump target. The reservation is spent on the
-initramfs before anything else (DESIGN §6), so everything left out is memory the
+initramfs before anything else, so everything left out is memory the
 collector can use.
 
 Like kdumpctl, it rebuilds only when something the image is made of changed: the build's
