@@ -29,8 +29,9 @@ from harness import sshd as servers
 from harness.sshd import ClientKey, Sshd, free_port, keygen
 from kdump_agent import flat
 from kdump_agent.errors import TransferError
-from kdump_agent.ssh.connection import SshTarget, TransferSummary
-from kdump_agent.steps.dumpdir import dump_dir_name
+from kdump_agent.layout import dump_dir_name
+from kdump_agent.ssh.connection import SshTarget
+from kdump_agent.targets.base import Transfer
 from kdump_agent.targets.sshdest import SshDestination
 
 # The fixtures live with the server they start.
@@ -79,7 +80,7 @@ def destination(server: Sshd, key: ClientKey, tmp_path: Path, *pinned: str,
                           directory=directory or str(tmp_path / "crash"))
 
 
-def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float) -> TransferSummary:
+def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float) -> Transfer:
     """What a capture does with one SshTarget: connect, make `<our-ip>-<date>/`, save the stream
     there as vmcore (the steps also save vmcore-dmesg.txt and the record in between)."""
     with SshTarget.connect(destination, timeout) as target:

@@ -246,12 +246,12 @@ class FakeRemote:
 
     def receive_flattened(self, stream: Any) -> Any:
         from kdump_agent.errors import TransferError
-        from kdump_agent.ssh.connection import TransferSummary
+        from kdump_agent.targets.base import Transfer
 
         data = stream.read()
         if self.fail_transfer:
             raise TransferError("root@192.0.2.9: writing vmcore-incomplete: the server closed the connection")
-        return TransferSummary(path="/var/crash/d/vmcore", size=len(data), records=1, stream_bytes=len(data),
+        return Transfer(path="/var/crash/d/vmcore", size=len(data), records=1, stream_bytes=len(data),
                                seconds=0.5, flattened=False, sha256=None)
 
     def close(self) -> None:

@@ -19,16 +19,16 @@ from kdump_agent.errors import TransferError
 from kdump_agent.layout import partial
 from kdump_agent.ssh.connection import (
     SshTarget,
-    TransferSummary,
     cipher_preference,
     load_client_key,
 )
+from kdump_agent.targets.base import Transfer
 from kdump_agent.targets.sshdest import SshDestination
 
 # Names on the server ------------------------------------------------------------------------
 
 def test_transfer_summary_names_the_file() -> None:
-    summary = TransferSummary(path="/var/crash/d/vmcore", size=1, records=1, stream_bytes=1, seconds=0.1,
+    summary = Transfer(path="/var/crash/d/vmcore", size=1, records=1, stream_bytes=1, seconds=0.1,
                               flattened=False, sha256=None)
     assert (summary.directory, summary.name) == ("/var/crash/d", "vmcore")
 

@@ -33,7 +33,6 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Self, cast
@@ -43,6 +42,7 @@ import paramiko
 from ..errors import KdumpError, TransferError
 from ..layout import FLAT_SUFFIX, VMCORE
 from ..layout import partial as partial_name
+from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
 from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
 from .remote import CONNECTION_ERRORS, ChannelDeadline, Progress, Remote
@@ -53,27 +53,6 @@ log = logging.getLogger("kdump-agent")
 
 # First the AES-GCM ciphers (fast with AES-NI; paramiko lists them last), then paramiko's order.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-
-
-@dataclass(frozen=True)
-class TransferSummary:
-    """What the server holds after receive_flattened(): enough for the manifest."""
-
-    path: str  # on the server: <dir>/vmcore, or <dir>/vmcore.flat without SFTP
-    size: int  # its size on the server, checked
-    records: int  # flattened records applied (or passed through)
-    stream_bytes: int  # read from the collector, up to and with the end marker
-    seconds: float
-    flattened: bool  # True: the server has vmcore.flat, for `makedumpfile -R`
-    sha256: str | None  # of the file on the server when we know it (the flat stream); SFTP: None
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(self.path)
-
-    @property
-    def directory(self) -> str:
-        return posixpath.dirname(self.path)
 
 
 def cipher_preference(available: Sequence[str]) -> tuple[str, ...]:
@@ -254,7 +233,7 @@ class SshTarget:
         log.info("saved %s:%s (%d bytes)", self.destination, final, len(data))
         return len(data)
 
-    def receive_flattened(self, stream: BinaryIO, remote_name: str = VMCORE) -> TransferSummary:
+    def receive_flattened(self, stream: BinaryIO, remote_name: str = VMCORE) -> Transfer:
         """Read makedumpfile's flattened stream and leave a complete dump on the server.
 
         With SFTP the records are applied as positioned writes to `<name>-incomplete`, which
@@ -275,7 +254,7 @@ class SshTarget:
         log.info("saved %s:%s: %d bytes in %.1f s (%.1f MiB/s), %d records", self.destination, final,
                  received.size, seconds, stream_bytes / (1 << 20) / max(seconds, 1e-6),
                  received.summary.records)
-        return TransferSummary(path=final, size=received.size, records=received.summary.records,
+        return Transfer(path=final, size=received.size, records=received.summary.records,
                                stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
                                sha256=received.sha256)
 

@@ -24,6 +24,7 @@ import abc
 import copy
 import json
 import logging
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,8 @@ class FileRecord:
 
 @dataclass(frozen=True)
 class Transfer:
-    """How a dump sent as a stream travelled (SSH), for the manifest."""
+    """What the SSH server holds after the stream was sent (ssh.connection.receive_flattened),
+    and how it travelled: for the manifest."""
 
     path: str  # on the server: <dir>/vmcore, or <dir>/vmcore.flat without SFTP
     size: int
@@ -60,6 +62,14 @@ class Transfer:
     seconds: float
     flattened: bool  # the server keeps the flattened stream, for `makedumpfile -R`
     sha256: str | None
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def directory(self) -> str:
+        return posixpath.dirname(self.path)
 
     def as_dict(self) -> dict[str, object]:
         return {"path": self.path, "size": self.size, "records": self.records,

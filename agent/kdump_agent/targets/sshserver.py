@@ -80,10 +80,7 @@ class SshServer(Destination):
         connection = _connected(state)
 
         def send(stream: BinaryIO) -> Transfer:
-            summary = connection.receive_flattened(stream)
-            return Transfer(path=summary.path, size=summary.size, records=summary.records,
-                            stream_bytes=summary.stream_bytes, seconds=summary.seconds,
-                            flattened=summary.flattened, sha256=summary.sha256)
+            return connection.receive_flattened(stream)
 
         return StreamSink(send, where=str(self.target))
 
