@@ -1,18 +1,33 @@
 """The first kernel's initramfs: load the capture kernel with `kexec -p`, then crash.
 
 This is how every QEMU case reaches a capture kernel: the same vmlinuz as the capture
-kernel (as distributions do), a capture initramfs under test, and sysrq-c.
+kernel (as distributions do), a capture initramfs under test, and a crash: sysrq-c unless
+the case asks for another `Trigger` (harness.panics has the others).
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
 from .cpio import Cpio
-from .kernels import Kernel
+from .kernels import Kernel, add_modules
 
 KEXEC = Path("/usr/sbin/kexec")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """How the first kernel dies once the capture kernel is loaded: busybox shell lines, and
+    the kernel modules they need (insmod'ed first)."""
+
+    name: str
+    script: str
+    modules: tuple[str, ...] = ()
+
+
+SYSRQ_CRASH = Trigger("sysrq-c", "echo c > /proc/sysrq-trigger")
 
 _PANIC_INIT = """\
 #!/bin/sh
@@ -32,18 +47,18 @@ if [ "$(cat /sys/kernel/kexec_crash_loaded)" != 1 ]; then
     poweroff -f
     sleep 60
 fi
-echo "KDUMP-TEST: panicking"
-echo c > /proc/sysrq-trigger
-echo "KDUMP-TEST: still alive after sysrq-c"
+{insmod}echo "KDUMP-TEST: panicking"
+{trigger}
+echo "KDUMP-TEST: still alive after {name}"
 poweroff -f
 """
 
 
 def build_panic_initrd(kernel: Kernel, capture_initrd: Path, capture_cmdline: str,
-                       out: Path) -> Path:
+                       out: Path, trigger: Trigger = SYSRQ_CRASH) -> Path:
     """The first kernel's initramfs: busybox, kexec and its libraries, the capture kernel (the
     same vmlinuz, as distros do) and `capture_initrd`; its /init loads them with `kexec -p`
-    and triggers a crash with sysrq-c.
+    and crashes the kernel with `trigger` (sysrq-c by default).
 
     If nothing could be loaded it prints `KDUMP-TEST: kexec load failed` and powers off, so a
     broken setup costs seconds, not the boot timeout. Cached by content at `out`.
@@ -54,7 +69,10 @@ def build_panic_initrd(kernel: Kernel, capture_initrd: Path, capture_cmdline: st
     archive.add_binary(KEXEC, "sbin/kexec")
     archive.add_file("boot/vmlinuz", kernel.vmlinuz)
     archive.add_file("boot/capture.img", capture_initrd)
-    archive.add_file("init", _PANIC_INIT.format(cmdline=shlex.quote(capture_cmdline)).encode(),
-                     0o755)
+    modules = add_modules(archive, kernel, trigger.modules)
+    init = _PANIC_INIT.format(cmdline=shlex.quote(capture_cmdline), name=trigger.name,
+                              insmod="".join(f"insmod {m}\n" for m in modules),
+                              trigger=trigger.script)
+    archive.add_file("init", init.encode(), 0o755)
     return archive.write_cached(out)
 

@@ -18,7 +18,7 @@ from .cache import cache_dir
 from .cpio import Cpio
 from .guest import BootResult, Console, boot, boot_interactive
 from .kernels import Kernel
-from .panic_initrd import build_panic_initrd
+from .panic_initrd import SYSRQ_CRASH, Trigger, build_panic_initrd
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / "dist" / "kdump-agent"
@@ -110,17 +110,21 @@ def panic_interactive(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
 def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], workdir: Path,
                       timeout_s: int = 420, progress: Callable[[str], None] | None = None,
                       until: Callable[[str], bool] | None = None,
-                      capture_cmdline: str = CAPTURE_CMDLINE, network: bool = False) -> BootResult:
+                      capture_cmdline: str = CAPTURE_CMDLINE, network: bool = False,
+                      trigger: Trigger = SYSRQ_CRASH) -> BootResult:
     """Boot the first kernel, load the capture kernel, panic it, let the capture run.
 
     The serial console is kept in workdir/console.log. `until` ends the boot at a console
-    line (a halted machine never exits QEMU by itself). With `network` the guest has a
+    line (a halted machine never exits QEMU by itself). `trigger` is how the first kernel
+    dies (sysrq-c by default). With `network` the guest has a
     virtio NIC on QEMU's user-mode network: 10.0.2.2 is this host's loopback, DHCP hands
     out 10.0.2.15.
     """
     key = hashlib.sha256(capture_cmdline.encode()).hexdigest()[:8]
+    named = "" if trigger == SYSRQ_CRASH else f"{trigger.name}-"
     panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline,
-                                      cache_dir(CAPTURE_IMAGES) / f"panic-{key}-for-{capture_initrd.name}")
+                                      cache_dir(CAPTURE_IMAGES) / f"panic-{named}{key}-for-{capture_initrd.name}",
+                                      trigger)
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                 timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
                 until=until, extra_args=USER_NETWORK if network else ())
