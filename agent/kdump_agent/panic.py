@@ -71,7 +71,8 @@ _HEADERS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), kind) 
 ))
 # What the panic line itself says, which beats the report before it (an oops in a hung
 # task's trace is still a hung task panic).
-_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.IGNORECASE), kind) for p, kind in (
+_MESSAGES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), kind) for p, kind in (
     (r"sysrq triggered crash", "sysrq"),
     (r"softlockup|soft lockup", "soft_lockup"),
     (r"hard lockup", "hard_lockup"),

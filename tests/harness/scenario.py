@@ -122,9 +122,8 @@ def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
     """
     key = hashlib.sha256(capture_cmdline.encode()).hexdigest()[:8]
     named = "" if trigger == SYSRQ_CRASH else f"{trigger.name}-"
-    panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline,
-                                      cache_dir(CAPTURE_IMAGES) / f"panic-{named}{key}-for-{capture_initrd.name}",
-                                      trigger)
+    out = cache_dir(CAPTURE_IMAGES) / f"panic-{named}{key}-for-{capture_initrd.name}"
+    panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline, out, trigger)
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                 timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
                 until=until, extra_args=USER_NETWORK if network else ())

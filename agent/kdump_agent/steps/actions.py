@@ -115,12 +115,13 @@ def shell(capture: Capture) -> str:
 
 def dump_to_rootfs(capture: Capture) -> str:
     """RHEL's dump_to_rootfs: after the target failed, the dump states run again (ROOTFS_*)
-    against `path` on the root file system mkinitrd recorded, in a fresh DumpState."""
+    against `path` on the root file system mkinitrd recorded, in a fresh DumpState that
+    keeps only the panic already read (ROOTFS_SAVE_DMESG reads it again if it gets there)."""
     config = loaded(capture)
     root = registry.recorded_root(capture.paths.recorded_rootfs, config.path)
     log.info("failure action: dump_to_rootfs (%s)", root.describe())
     reason = failure_reason(capture)
-    capture.destination, capture.dump = root, DumpState()
+    capture.destination, capture.dump = root, DumpState(panic=capture.dump.panic)
     capture.notes.append(f"dump_to_rootfs: the dump again, to {root.describe()}, after {reason}")
     return f"saving to {root.describe()}"
 

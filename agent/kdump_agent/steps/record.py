@@ -29,6 +29,7 @@ def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
                                                  "outcome": failure.outcome.value,
                                                  "reason": failure.detail},
         "action": action,
+        "panic": state.panic,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(capture.started_wall)),
         "versions": {"kdump_agent": __version__, "python": platform.python_version(),
                      "capture_kernel": platform.release()},

@@ -11,7 +11,8 @@ The lifecycle, state by state:
 
     MOUNT_TARGET  attach        mount the file system, wait for the device, or log in
     PREPARE_DIR   prepare       make the dump directory (a raw device: check it is empty)
-    SAVE_DMESG    dmesg_scratch where makedumpfile writes the log; keep_dmesg saves it
+    SAVE_DMESG    dmesg_scratch where makedumpfile writes the log (read for the panic
+                  object there); keep_dmesg saves it, or deletes it where no file is kept
     COLLECT       sink          the collector's output: a file, a device or a stream
     FINALIZE      finalize      make the vmcore durable and give it its final name
     the actions   save_record   the manifest and the capture kernel's log
@@ -95,6 +96,7 @@ class DumpState:
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     vmcore_saved: bool = False  # a complete vmcore got its final name (FINALIZE)
+    panic: dict[str, object] | None = None  # SAVE_DMESG: why the kernel died (panic.parse)
 
     def copy(self) -> DumpState:
         """A copy whose lists are its own (the connection is shared: it is one socket)."""
@@ -158,11 +160,13 @@ class Destination(abc.ABC):
         return None
 
     def dmesg_scratch(self, state: DumpState, scratch: str) -> Path | None:
-        """The directory makedumpfile --dump-dmesg writes into; None: no log file here."""
+        """The directory makedumpfile --dump-dmesg writes into (`scratch` is RAM, for a log
+        that is sent or only read); None: the log is not extracted at all."""
         return None
 
     def keep_dmesg(self, state: DumpState, partial: Path, name: str) -> str:
-        """Give the log written at `partial` its final name on the target; a journal note."""
+        """Give the log written at `partial` its final name on the target, or delete it where
+        the target keeps no such file; a journal note."""
         raise NotImplementedError(f"{type(self).__name__} keeps no log file")
 
     @abc.abstractmethod

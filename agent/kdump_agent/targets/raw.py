@@ -1,8 +1,10 @@
 """Raw block-device targets: makedumpfile's flattened stream written straight onto the device.
 
 There is no file system, so nothing but the stream goes there: no dump directory, no
-vmcore-dmesg.txt, no manifest (the record goes to the console and the kernel log). At the
-next normal boot `kdump-agent restore-raw` rebuilds the vmcore from the device.
+vmcore-dmesg.txt, no manifest (the record goes to the console and the kernel log). The
+crashed kernel's log is still extracted, into RAM, so the record can say why the machine
+died (its `panic` object), and deleted once read. At the next normal boot
+`kdump-agent restore-raw` rebuilds the vmcore from the device.
 
 A raw dump overwrites the device from its first byte, so a device that holds anything
 recognisable (a file system, a RAID or LVM member, a partition table, swap) is never
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import system
 from ..errors import CommandFailed, KdumpError
@@ -97,6 +100,13 @@ class RawDevice(Destination):
         """Checked here, before the collector writes a byte: an image built for another
         machine (--no-hostonly) could not look at this machine's disks when it was built."""
         return check_empty(self.target.device)
+
+    def dmesg_scratch(self, state: DumpState, scratch: str) -> Path | None:
+        return Path(scratch)  # RAM: read for the record's panic object, then deleted
+
+    def keep_dmesg(self, state: DumpState, partial: Path, name: str) -> str:
+        partial.unlink()
+        return f"{name} read for the record and not kept (a raw device holds only the dump)"
 
     def sink(self, state: DumpState) -> Sink:
         return DeviceSink(self.target.device)
