@@ -154,8 +154,10 @@ def _record(store: Store, directory: str, files: dict[str, Entry]) -> tuple[dict
     if MANIFEST not in files:
         return {}, None
     try:
-        text = store.read_small(posixpath.join(directory, MANIFEST), MANIFEST_LIMIT)
-        record = json.loads(text.rstrip(b"\0 \n") or b"null")
+        text = store.read_small(posixpath.join(directory, MANIFEST), MANIFEST_LIMIT).rstrip(b"\0 \n")
+        if not text:  # the space reserved for it, never written: the capture ended first
+            return {}, "no record written"
+        record = json.loads(text)
     except (OSError, KdumpError, ValueError) as error:
         return {}, f"record unreadable: {error}"
     if not isinstance(record, dict):
@@ -236,7 +238,7 @@ def display_date(name: DumpDirName) -> str:
 
 def line(dump: Dump) -> str:
     """The dump as one line of `kdump-agent dumps`."""
-    parts = [f"{display_date(dump.name):<19} {dump.name.host:<15} {state_word(dump):<10} "
+    parts = [f"{display_date(dump.name):<22} {dump.name.host:<15} {state_word(dump):<10} "
              f"{human_size(dump.size):>10}  {describe_panic(dump)}"]
     if dump.repeats:
         parts.append(f"same signature as {dump.repeats} earlier dump{'s' if dump.repeats > 1 else ''}")
