@@ -298,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--path", help="list the dump directories in this local directory instead")
     lister.add_argument("--json", action="store_true", help="print the list as JSON")
     lister.add_argument("--verify", action="store_true",
-                        help="recompute each vmcore's sha256 against its record: OK, MISMATCH or "
-                             "NOT HASHED; exit 1 on a mismatch")
+                        help="recompute each vmcore's sha256 against its record: OK, MISMATCH, "
+                             "NOT HASHED or UNREADABLE; exit 1 on a mismatch or an unreadable vmcore")
     lister.add_argument("--known-hosts", action="append", metavar="FILE",
                         help="known_hosts file pinning an ssh target's host key (repeatable; "
                              f"default: {', '.join(DEFAULT_KNOWN_HOSTS)})")
