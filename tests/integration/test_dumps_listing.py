@@ -129,7 +129,8 @@ def test_the_same_dumps_are_listed_and_verified_through_a_real_sshd(
     assert remote.returncode == 0, remote.stderr
     listed = json.loads(remote.stdout)
     where = f"root@127.0.0.1:{sshd.port}:{crash_dir}"
-    assert [d["directory"] for d in listed] == [d["directory"].replace(str(crash_dir), where, 1) for d in local]
+    assert [d["directory"] for d in listed] == [
+        d["directory"].replace(str(crash_dir), where, 1) for d in local]
     strip = ("directory",)
     assert [{k: v for k, v in d.items() if k not in strip} for d in listed] == [
         {k: v for k, v in d.items() if k not in strip} for d in local]
