@@ -10,6 +10,7 @@ module all the same is checked by tests/integration/test_binary.py.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -22,7 +23,8 @@ from . import config as kdump_config
 from . import log as agent_log
 from .capture import capture, handed_over, last_resort, require_vmcore
 from .context import DEFAULT_CONFIG_PATH, Paths
-from .host import crashtest, service, status
+from .host import crashtest, dumps, service, status
+from .host.dumpstore import open_store
 from .host.estimate import Estimate, grub_advice, report
 from .host.hostpaths import HostPaths
 from .host.kexec import default_kernel, load, load_problems, plan_load
@@ -199,6 +201,28 @@ def _restore_raw(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if result.outcome is RestoreOutcome.INCOMPLETE else EXIT_OK
 
 
+def _dumps(args: argparse.Namespace) -> int:
+    config = None
+    if args.path is None:
+        config = _load_or_report(args.config)
+        if config is None:
+            return EXIT_BAD_CONFIG
+    with open_store(config, path=args.path, known_hosts_files=args.known_hosts or DEFAULT_KNOWN_HOSTS,
+                    mountinfo=HOST.mountinfo) as store:
+        found = dumps.list_dumps(store)
+        if args.verify:
+            found = [dumps.verify(store, dump) for dump in found]
+    if args.json:
+        print(json.dumps([dumps.as_json(dump, store.where) for dump in found], indent=2))
+    elif not found:
+        print(f"{store.where}: no dumps")
+    else:
+        print(f"{store.where}: {len(found)} dump{'' if len(found) == 1 else 's'}, newest first")
+        for dump in found:
+            print(dumps.line(dump))
+    return EXIT_FAILURE if any(d.verdict is not None and d.verdict.failed for d in found) else EXIT_OK
+
+
 def _states(args: argparse.Namespace) -> int:
     if args.mermaid:
         print(mermaid())
@@ -262,6 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--device", help="the raw device (default: the config's `raw` line)")
     restore.add_argument("--path", help="where dumps go (default: the config's `path`)")
     restore.set_defaults(func=_restore_raw)
+
+    lister = commands.add_parser(
+        "dumps", help="list the dumps on the target, newest first, with their panics",
+        description="List the dumps on the configured target (the local path, an NFS export "
+                    "mounted read-only, or the SSH server through the pinned host key): date, host, "
+                    "complete or incomplete, size, the panic's kind, message and signature, and how "
+                    "many earlier dumps share that signature.")
+    where = lister.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="its target says where")
+    where.add_argument("--path", help="list the dump directories in this local directory instead")
+    lister.add_argument("--json", action="store_true", help="print the list as JSON")
+    lister.add_argument("--verify", action="store_true",
+                        help="recompute each vmcore's sha256 against its record: OK, MISMATCH, "
+                             "NOT HASHED or UNREADABLE; exit 1 on a mismatch or an unreadable vmcore")
+    lister.add_argument("--known-hosts", action="append", metavar="FILE",
+                        help="known_hosts file pinning an ssh target's host key (repeatable; "
+                             f"default: {', '.join(DEFAULT_KNOWN_HOSTS)})")
+    lister.set_defaults(func=_dumps)
 
     _add_host_commands(commands)
 

@@ -12,7 +12,10 @@ restore-raw on the host and the tests all read the layout from here.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
+from dataclasses import dataclass
 
 LOCAL_HOST_ADDRESS = "127.0.0.1"
 
@@ -38,3 +41,33 @@ def partial(name: str) -> str:
 def dump_dir_name(host_address: str, when: time.struct_time) -> str:
     """`<host-ip>-<YYYY-MM-DD-HH:MM:SS>`, the dump directory's name."""
     return f"{host_address}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
+
+
+_DUMP_DIR_NAME = re.compile(r"(?P<host>[0-9A-Fa-f.:]+)-(?P<when>\d{4}-\d{2}-\d{2}-\d{2}:\d{2}:\d{2})"
+                            r"(?:-(?P<number>[2-9]|[1-9][0-9]+))?")
+
+
+@dataclass(frozen=True)
+class DumpDirName:
+    """What a dump directory's name says: whose dump, when, and which of the same second."""
+
+    host: str  # the <host-ip>
+    when: str  # YYYY-MM-DD-HH:MM:SS, the capture kernel's local time
+    number: int  # 1, or the -N suffix of a later dump in the same second
+
+    def sort_key(self) -> tuple[str, int]:
+        return self.when, self.number
+
+
+def parse_dump_dir_name(name: str) -> DumpDirName | None:
+    """The parts of `<host-ip>-<YYYY-MM-DD-HH:MM:SS>[-N]`; None for any other name, which is
+    not a dump directory of ours (restore-raw.partial, an admin's own directory)."""
+    match = _DUMP_DIR_NAME.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        ipaddress.ip_address(match["host"])
+        time.strptime(match["when"], "%Y-%m-%d-%H:%M:%S")
+    except ValueError:
+        return None
+    return DumpDirName(match["host"], match["when"], int(match["number"] or 1))

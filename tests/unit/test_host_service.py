@@ -22,7 +22,9 @@ def host(tmp_path: Path, reserved: str = str(256 << 20)) -> HostPaths:
     (tmp_path / "kexec_crash_size").write_text(reserved + "\n")
     (tmp_path / "cmdline").write_text("root=/dev/sda1 console=ttyS0\n")
     return HostPaths(crash_size=str(tmp_path / "kexec_crash_size"), cmdline=str(tmp_path / "cmdline"),
-                     boot_dir=str(tmp_path / "boot"), defaults=str(tmp_path / "none"))
+                     boot_dir=str(tmp_path / "boot"), defaults=str(tmp_path / "none"),
+                     state_dir=str(tmp_path / "state"), stat=str(tmp_path / "stat"),
+                     boot_id=str(tmp_path / "boot_id"))
 
 
 class Boot:

@@ -27,6 +27,9 @@ class HostPaths:
     sysrq_trigger: str = "/proc/sysrq-trigger"
     iomem: str = "/proc/iomem"
     meminfo: str = "/proc/meminfo"
+    stat: str = "/proc/stat"  # btime: when this boot started
+    boot_id: str = "/proc/sys/kernel/random/boot_id"  # which boot this is
+    mountinfo: str = "/proc/self/mountinfo"  # where a local dump target is mounted
     defaults: str = "/etc/default/kdump-agent"  # KDUMP_COMMANDLINE_APPEND / _REMOVE
     grub_defaults: str = "/etc/default/grub"
     boot_dir: str = "/boot"
@@ -52,6 +55,18 @@ def crash_size(paths: HostPaths) -> int | None:
 def crash_loaded(paths: HostPaths) -> bool:
     """Whether a capture kernel is loaded (kexec -p) and would run at the next panic."""
     return read_int(paths.crash_loaded) == 1
+
+
+def boot_time(paths: HostPaths) -> float | None:
+    """When this boot started (epoch seconds, /proc/stat's btime); None if unreadable."""
+    for line in (read_text(paths.stat) or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "btime":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def running_cmdline(paths: HostPaths) -> str:

@@ -92,13 +92,20 @@ def _ssh_files(destination: SshDestination, where: str, known_hosts_files: Seque
     as OpenSSH, which reads them together, would refuse such a server.
     """
     from ..ssh.connection import load_client_key  # paramiko: SSH only
-    from ..ssh.hostkeys import not_revoked, read_known_hosts
 
     if not os.path.isfile(destination.key_path):
         raise KdumpError(f"{where}: the SSH key {destination.key_path} (sshkey) does not exist: create it "
                          f"with `ssh-keygen -t ed25519 -N '' -f {destination.key_path}` and install its "
                          f".pub in {destination.user}'s authorized_keys on {destination.host}")
     load_client_key(destination.key_path)
+    return destination.key_path, pinned_known_hosts(destination, where, known_hosts_files)
+
+
+def pinned_known_hosts(destination: SshDestination, where: str, known_hosts_files: Sequence[str]) -> str:
+    """The known_hosts lines that pin the server's host keys, read from this host's files
+    as the capture kernel will trust them; raises KdumpError when none is pinned."""
+    from ..ssh.hostkeys import not_revoked, read_known_hosts  # paramiko: SSH only
+
     found = [read_known_hosts(path, destination) for path in known_hosts_files if os.path.isfile(path)]
     listed = [known for each in found for known in each.listed]
     revoked = [known for each in found for known in each.revoked]
@@ -120,7 +127,7 @@ def _ssh_files(destination: SshDestination, where: str, known_hosts_files: Seque
             f"or add `ssh-keyscan {port}{destination.host}` output after checking it")
     log.info("pinned %d host key%s of %s", len(lines), "" if len(lines) == 1 else "s",
              destination.known_hosts_name)
-    return destination.key_path, "".join(f"{line}\n" for line in lines)
+    return "".join(f"{line}\n" for line in lines)
 
 
 def write_pack(pack: NetworkPack, staging: Path) -> dict[str, str]:

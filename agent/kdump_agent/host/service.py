@@ -1,9 +1,10 @@
 """`kdump-agent start` and `stop`: what the boot service runs (`service kdump start` in the seed).
 
 start, in kdumpctl's order: refuse without a reservation; restore a dump left on a raw
-target (before anything could overwrite it); rebuild the capture initramfs if its inputs
-changed; load the capture kernel. It fails loudly (non-zero, one line saying why) so that
-`systemctl status` shows a machine that will not be dumped, or a dump left unrestored.
+target (before anything could overwrite it); log one line for each dump taken since the
+last boot; rebuild the capture initramfs if its inputs changed; load the capture kernel.
+It fails loudly (non-zero, one line saying why) so that `systemctl status` shows a
+machine that will not be dumped, or a dump left unrestored.
 
 Nothing but a missing reservation keeps the machine unprotected:
 - a restore that fails (a full `path`, an incomplete dump) is logged, kdump is armed all
@@ -22,8 +23,11 @@ from pathlib import Path
 from ..config import Config
 from ..errors import KdumpError
 from ..targets.raw import RawTarget
+from .dumps import list_dumps, summary, taken_since
+from .dumpstore import open_store, reachable_here
 from .hostpaths import HostPaths
 from .kexec import default_kernel, load, plan_load, require_reservation, unload
+from .lastboot import previous_boot_start
 from .mkinitrd import default_output, mkinitrd
 from .restore_raw import Outcome, restore_raw
 
@@ -52,11 +56,36 @@ def restore_raw_dump(config: Config) -> str | None:
     return None
 
 
+def log_dumps_since_last_boot(config: Config, paths: HostPaths) -> list[str]:
+    """One line in the journal for each dump taken since the boot before this one started
+    (its directory, its panic), so that journald and monitoring see a crash. Returns them.
+
+    Only targets this host reaches without the network are looked at: a boot must not wait
+    on a server. Any error is logged: nothing here may stop start from arming kdump.
+    """
+    if not reachable_here(config):
+        return []
+    try:
+        since = previous_boot_start(paths)
+        if since is None:
+            return []
+        with open_store(config, mountinfo=paths.mountinfo) as store:
+            found = taken_since(list_dumps(store), since)
+            lines = [f"dump taken since the last boot: {summary(dump, store.where)}" for dump in found]
+    except Exception as error:  # noqa: BLE001 - arming must go on whatever the listing ran into
+        log.warning("could not look for dumps since the last boot: %s", _one_line(error))
+        return []
+    for line in lines:
+        log.warning("%s", line)
+    return lines
+
+
 def start(config: Config, paths: HostPaths, *, binary: Path | None = None, kver: str | None = None) -> str:
     """Arm kdump for this boot; returns the line to print. Raises KdumpError, also when kdump
     is armed but a raw dump could not be restored."""
     require_reservation(paths)
     restore_failure = restore_raw_dump(config)
+    log_dumps_since_last_boot(config, paths)
     try:
         armed = arm(config, paths, binary=binary, kver=kver or platform.release())
     except KdumpError as error:

@@ -19,11 +19,14 @@ from .. import config as kdump_config
 from .. import flat
 from ..config import Config
 from ..errors import KdumpError
+from ..layout import MANIFEST
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
 from ..targets.sshdest import SshDestination
 from .blockdev import filesystem_holding, resolve_spec
+from .dumps import display_date, list_dumps, summary
+from .dumpstore import open_store, reachable_here
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
 from .mkinitrd import IMAGE_MODE, collector_program, image_changes
@@ -279,6 +282,33 @@ def check_size(estimate: Estimate | str) -> Check:
                  f"crashkernel={needed} on the kernel command line (`kdump-agent estimate` shows how)")
 
 
+def check_last_dump(config: Config | None, paths: HostPaths) -> Check:
+    """The newest dump on the target, in one line (advisory: it says what happened, not
+    whether the next panic is dumped). Network targets are not contacted for it."""
+    name = "last dump"
+    if config is None:
+        return Check(name, True, "not looked for: the config is invalid", blocking=False)
+    if not reachable_here(config):
+        return Check(name, True, "not looked for on a network target: `kdump-agent dumps` lists them",
+                     blocking=False)
+    try:
+        with open_store(config, mountinfo=paths.mountinfo) as store:
+            found = list_dumps(store)
+            where = store.where
+    except FileNotFoundError:
+        return Check(name, True, f"none: {config.path} does not exist yet", blocking=False)
+    except (KdumpError, OSError) as error:
+        return Check(name, True, f"cannot look: {_reason(error)}", blocking=False)
+    if not found:
+        return Check(name, True, f"none in {where}", blocking=False)
+    last = found[0]
+    detail = f"{display_date(last.name)}, {summary(last, where)}"
+    if last.complete:
+        return Check(name, True, detail, blocking=False)
+    return Check(name, False, detail, "`kdump-agent dumps` shows it and the ones before; its "
+                 f"{MANIFEST} says what failed (advisory)", blocking=False)
+
+
 def ready(checks: list[Check]) -> bool:
     """Whether the next panic will be dumped: every blocking check passed."""
     return all(check.ok for check in checks if check.blocking)
@@ -316,4 +346,5 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         check_size(estimate(config)),
         check_nmi_watchdog(paths),
         check_sysrq(paths),
+        check_last_dump(config, paths),
     ]

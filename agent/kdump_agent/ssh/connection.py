@@ -44,6 +44,7 @@ from ..layout import FLAT_SUFFIX, VMCORE
 from ..layout import partial as partial_name
 from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
+from .browse import Browser, Entry
 from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
 from .remote import CONNECTION_ERRORS, ChannelDeadline, Progress, Remote
 from .sftp import SftpRemote
@@ -121,6 +122,7 @@ class SshTarget:
         self.dump_dir: str | None = None
         self._transport = transport
         self._remote: Remote = self._open_remote()
+        self._browser: Browser | None = None
 
     @classmethod
     def connect(cls, destination: SshDestination, timeout: float = DEFAULT_TIMEOUT, *,
@@ -170,6 +172,8 @@ class SshTarget:
         """End the connection; never raises (it runs after errors, which must not be masked)."""
         with contextlib.suppress(*CONNECTION_ERRORS):
             self._remote.close()
+            if self._browser is not None:
+                self._browser.close()
         self._transport.close()
 
     @property
@@ -257,6 +261,26 @@ class SshTarget:
         return Transfer(path=final, size=received.size, records=received.summary.records,
                                stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
                                sha256=received.sha256)
+
+    def listdir(self, path: str) -> list[Entry]:
+        """Read-only (`kdump-agent dumps`): the names in a directory on the server."""
+        with self._errors(f"listing {path}"):
+            return self._browse().listdir(path)
+
+    def read_small(self, path: str, limit: int) -> bytes:
+        """Read-only: the first `limit` bytes of a file on the server (a record)."""
+        with self._errors(f"reading {path}"):
+            return self._browse().read_small(path, limit)
+
+    def sha256(self, path: str, size: int) -> str:
+        """Read-only: a file's sha256 (`sha256sum` on the server, else read over SFTP)."""
+        with self._errors(f"hashing {path}"):
+            return self._browse().sha256(path, size)
+
+    def _browse(self) -> Browser:
+        if self._browser is None:
+            self._browser = Browser(self._transport, self.timeout)
+        return self._browser
 
     def _check_size(self, path: str, expected: int) -> None:
         """The server's word on the file's size: a full disk may have cut it short quietly."""
