@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from kdump_agent import config as kdump_config
-from kdump_agent import rotation
+from kdump_agent import deadlines, rotation
+from kdump_agent.context import Capture, Paths
+from kdump_agent.machine import State
+from kdump_agent.runner import Journal
 from kdump_agent.layout import parse_dump_dir_name
 from kdump_agent.rotation import MIB, Entry, ExistingDump
 
@@ -149,3 +153,15 @@ def test_a_raw_target_has_nothing_to_rotate_and_check_config_says_so() -> None:
     parsed = kdump_config.parse("raw /dev/vdb\nkeep_old_dumps 2\nfree_disk_size 10\n", "k.conf")
     assert [n.line for n in parsed.notices] == [2, 3]
     assert "ignored with a raw target" in parsed.notices[0].message
+
+
+def test_rotation_gets_its_time_on_top_of_the_states_deadline(tmp_path: Path) -> None:
+    vmcore = tmp_path / "vmcore"
+    vmcore.write_bytes(b"")
+    capture = Capture(paths=Paths(vmcore=str(vmcore)), journal=Journal())
+    capture.config = kdump_config.parse("path /var/crash\n", "k.conf")
+    plain = (deadlines.deadline_for(capture, State.PREPARE_DIR), deadlines.deadline_for(capture, State.COLLECT))
+    capture.config = kdump_config.parse("keep_old_dumps 2\nfree_disk_size 10\n", "k.conf")
+    assert deadlines.deadline_for(capture, State.PREPARE_DIR) == plain[0] + deadlines.ROTATION_SECONDS
+    assert deadlines.deadline_for(capture, State.COLLECT) == (
+        plain[1] * (1 + deadlines.ESTIMATE_SHARE) + deadlines.ROTATION_SECONDS)
