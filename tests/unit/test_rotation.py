@@ -10,10 +10,10 @@ import pytest
 from kdump_agent import config as kdump_config
 from kdump_agent import deadlines, rotation
 from kdump_agent.context import Capture, Paths
-from kdump_agent.machine import State
-from kdump_agent.runner import Journal
 from kdump_agent.layout import parse_dump_dir_name
+from kdump_agent.machine import State
 from kdump_agent.rotation import MIB, Entry, ExistingDump
+from kdump_agent.runner import Journal
 
 HOST = "127.0.0.1"
 NOW = "2025-06-01-12:00:00"
