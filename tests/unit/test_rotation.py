@@ -160,7 +160,7 @@ def test_rotation_gets_its_time_on_top_of_the_states_deadline(tmp_path: Path) ->
     vmcore.write_bytes(b"")
     capture = Capture(paths=Paths(vmcore=str(vmcore)), journal=Journal())
     capture.config = kdump_config.parse("path /var/crash\n", "k.conf")
-    plain = (deadlines.deadline_for(capture, State.PREPARE_DIR), deadlines.deadline_for(capture, State.COLLECT))
+    plain = [deadlines.deadline_for(capture, state) for state in (State.PREPARE_DIR, State.COLLECT)]
     capture.config = kdump_config.parse("keep_old_dumps 2\nfree_disk_size 10\n", "k.conf")
     assert deadlines.deadline_for(capture, State.PREPARE_DIR) == plain[0] + deadlines.ROTATION_SECONDS
     assert deadlines.deadline_for(capture, State.COLLECT) == (
