@@ -145,6 +145,8 @@ class Config:
     fence_kdump_args: str | None = None
     fence_kdump_nodes: tuple[str, ...] = ()
     auto_reset_crashkernel: bool | None = None
+    keep_old_dumps: int = 0  # ours (SUSE's KDUMP_KEEP_OLD_DUMPS): dumps of this host kept, 0 all
+    free_disk_size: int = 0  # ours (SUSE's KDUMP_FREE_DISK_SIZE): MiB left free after the dump
     notices: tuple[Notice, ...] = ()
     digest: str = ""  # sha256 of the file's bytes, so a dump's manifest names the exact config
 
@@ -352,6 +354,16 @@ def _seconds(line: _Line) -> int:
     return seconds
 
 
+def _count(line: _Line) -> int:
+    """A whole number: keep_old_dumps (dumps), free_disk_size (MiB); 0 turns it off."""
+    word = _word(line)
+    if not _DIGITS.fullmatch(word):
+        unit = "MiB" if line.name == "free_disk_size" else "dumps"
+        raise _Invalid(f"'{line.name}' must be a whole number of {unit} (at most 9 digits; 0: off), "
+                       f"not {word!r}")
+    return int(word)
+
+
 def _dracut_args(line: _Line) -> tuple[str, ...]:
     """dracut_args as dracut will read them; see dracutargs.py for what is refused and why."""
     words = _shell_words(line)
@@ -478,6 +490,8 @@ _DIRECTIVES: dict[str, _Directive] = {
     "fence_kdump_args": _Directive("fence_kdump_args", _text),
     "fence_kdump_nodes": _Directive("fence_kdump_nodes", _words),
     "auto_reset_crashkernel": _Directive("auto_reset_crashkernel", _yes_no),
+    "keep_old_dumps": _Directive("keep_old_dumps", _count),
+    "free_disk_size": _Directive("free_disk_size", _count),
 }
 
 # Directives older RHEL releases had and current kdumpctl rejects; the hint says what replaced them.
@@ -488,6 +502,7 @@ _RETIRED: dict[str, str] = {
     "override_resettable": "remove the line",
 }
 
+_RAW_ROTATION = "'{name}' is ignored with a raw target: a raw device holds one dump, no directories"
 _NO_TARGET = "{name} target not yet supported by this version"
 _IGNORED = "'{name}' is not supported by kdump-agent (it is ignored)"
 
@@ -495,8 +510,8 @@ _IGNORED = "'{name}' is not supported by kdump-agent (it is ignored)"
 # carry out, or carries out differently from RHEL. Key: (directive, value), or (directive,
 # None) for any value; the exact value wins. Directives absent here (path, the file-system,
 # raw, nfs, nfs4 and ssh targets, core_collector, the actions, dracut_args, extra_modules,
-# extra_bins, the hooks, sshkey, link_delay, force_rebuild, force_no_rebuild) are acted on
-# and need no notice.
+# extra_bins, the hooks, sshkey, link_delay, force_rebuild, force_no_rebuild, and our own
+# keep_old_dumps and free_disk_size) are acted on and need no notice.
 NOTICES: dict[tuple[str, str | None], str] = {
     ("virtiofs", None): _NO_TARGET,
     ("net", None): "'net' is the seed's spelling of the nfs and ssh targets and works here; RHEL 8 "
@@ -577,6 +592,10 @@ def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Co
     if target is not None and target.kind in _STREAM_TARGETS and \
             posixpath.basename(collector[0]) != "makedumpfile":
         fail(target.line, _STREAM_TARGETS[target.kind])
+    if target is not None and target.kind is TargetKind.RAW:
+        notices += [Notice(first_seen[name][1], _RAW_ROTATION.format(name=name))
+                    for name in ("keep_old_dumps", "free_disk_size") if values.get(name)]
+        notices.sort(key=lambda notice: notice.line)
     if values.get("force_rebuild") and values.get("force_no_rebuild"):
         later = max(first_seen["force_rebuild"][1], first_seen["force_no_rebuild"][1])
         fail(later, "force_rebuild and force_no_rebuild cannot both be set; set only one to 1")

@@ -20,6 +20,14 @@ COLLECT_SECONDS_PER_GIB = 60.0
 # grows with the dump has a fixed deadline.
 READBACK_SECONDS_PER_GIB = COLLECT_SECONDS_PER_GIB
 
+# keep_old_dumps and free_disk_size: listing `path` and deleting old dumps (each deletion a
+# few requests, each bounded by the target's own timeouts) stops starting new deletions
+# after this long, and the state gets this much more.
+ROTATION_SECONDS = 60.0
+# free_disk_size: makedumpfile's dry run, which estimates the dump's size, may take this
+# share of the collector's own allowance (and the state gets it on top).
+ESTIMATE_SHARE = 0.25
+
 BASE_DEADLINES: dict[State, float] = {
     State.START: 10,
     State.LOAD_CONFIG: 30,
@@ -77,8 +85,13 @@ def deadline_for(capture: Capture, state: State) -> float:
         return base + float(capture.config.link_delay or 0 if capture.config else 0)
     if state in (State.MOUNT_TARGET, State.MOUNT_ROOT_RUN_INIT):
         return base + disk_timeout(capture)
+    if state is State.PREPARE_DIR and capture.config and capture.config.keep_old_dumps:
+        return base + ROTATION_SECONDS
     if state is State.COLLECT:
-        return collect_seconds(capture.paths.vmcore)
+        collector = collect_seconds(capture.paths.vmcore)
+        if capture.config and capture.config.free_disk_size:
+            return collector * (1 + ESTIMATE_SHARE) + ROTATION_SECONDS
+        return collector
     if state is State.FINALIZE:
         return finalize_seconds(capture.paths.vmcore)
     return base

@@ -43,6 +43,11 @@ def dump_dir_name(host_address: str, when: time.struct_time) -> str:
     return f"{host_address}-{time.strftime('%Y-%m-%d-%H:%M:%S', when)}"
 
 
+# Every name a file of a dump directory has, final or partial: a directory holding anything
+# else is not a dump of ours, and rotation (rotation.py) leaves it alone.
+DUMP_FILES = frozenset(name for final in (VMCORE, VMCORE + FLAT_SUFFIX, DMESG, MANIFEST, KEXEC_DMESG)
+                       for name in (final, partial(final)))
+
 _DUMP_DIR_NAME = re.compile(r"(?P<host>[0-9A-Fa-f.:]+)-(?P<when>\d{4}-\d{2}-\d{2}-\d{2}:\d{2}:\d{2})"
                             r"(?:-(?P<number>[2-9]|[1-9][0-9]+))?")
 

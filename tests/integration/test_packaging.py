@@ -50,7 +50,7 @@ DOCUMENTED_DIRECTIVES = (
     "path", "core_collector", "sshkey", "link_delay", "disk_timeout", "kdump_pre", "kdump_post",
     "kdump_emergency", "failure_action", "default", "final_action", "extra_bins", "extra_modules",
     "dracut_args", "force_rebuild", "force_no_rebuild", "debug_mem_level",
-    "fence_kdump_args", "fence_kdump_nodes", "auto_reset_crashkernel",
+    "fence_kdump_args", "fence_kdump_nodes", "auto_reset_crashkernel", "keep_old_dumps", "free_disk_size",
 )
 
 

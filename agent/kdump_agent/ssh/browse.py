@@ -64,11 +64,6 @@ class Browser:
                       None if attributes.st_mtime is None else float(attributes.st_mtime))
                 for attributes in self.client.listdir_attr(path)]
 
-    def read_small(self, path: str, limit: int) -> bytes:
-        """The first `limit` bytes of a file: enough for a record, never a vmcore."""
-        with self.client.open(path, "rb") as remote:
-            return bytes(remote.read(limit))
-
     def sha256(self, path: str, size: int) -> str:
         """The file's sha256, computed on the server if it can, else here from an SFTP read."""
         computed = self._sha256sum(path, size)

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import posixpath
 import socket
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ import paramiko
 from ..errors import KdumpError, TransferError
 from ..layout import FLAT_SUFFIX, VMCORE
 from ..layout import partial as partial_name
+from ..rotation import Entry as DumpFile
 from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
 from .browse import Browser, Entry
@@ -267,11 +269,6 @@ class SshTarget:
         with self._errors(f"listing {path}"):
             return self._browse().listdir(path)
 
-    def read_small(self, path: str, limit: int) -> bytes:
-        """Read-only: the first `limit` bytes of a file on the server (a record)."""
-        with self._errors(f"reading {path}"):
-            return self._browse().read_small(path, limit)
-
     def sha256(self, path: str, size: int) -> str:
         """Read-only: a file's sha256 (`sha256sum` on the server, else read over SFTP)."""
         with self._errors(f"hashing {path}"):
@@ -298,6 +295,52 @@ class SshTarget:
     def _errors(self, what: str) -> Iterator[None]:
         with _transfer_errors(self.destination, what, self.timeout):
             yield
+
+    # ---- rotation (keep_old_dumps, free_disk_size): what is in `path`, deleting, free space.
+    # SFTP only: without it the server is written with `cat` and nothing is rotated.
+
+    def list_dir(self, path: str) -> list[DumpFile]:
+        """What is in a directory on the server, as lstat shows it; [] if it does not exist."""
+        sftp = self._sftp("listing old dumps")
+        with self._errors(f"listing {path}"):
+            try:
+                return [DumpFile(name, size, stat.S_ISREG(mode)) for name, size, mode in sftp.listdir(path)]
+            except FileNotFoundError:
+                return []
+
+    def is_directory(self, path: str) -> bool:
+        """A real directory, not a link to one."""
+        sftp = self._sftp("listing old dumps")
+        with self._errors(f"looking at {path}"):
+            return stat.S_ISDIR(sftp.lstat_mode(path))
+
+    def read_small(self, path: str, limit: int) -> bytes:
+        """At most limit bytes of a small file on the server (a dump's record)."""
+        sftp = self._sftp("reading a dump's record")
+        with self._errors(f"reading {path}"):
+            return sftp.read_head(path, limit)
+
+    def remove_file(self, path: str) -> None:
+        sftp = self._sftp("deleting old dumps")
+        with self._errors(f"deleting {path}"):
+            sftp.remove(path)
+
+    def remove_dir(self, path: str) -> None:
+        sftp = self._sftp("deleting old dumps")
+        with self._errors(f"deleting {path}"):
+            sftp.rmdir(path)
+
+    def free_bytes(self, path: str) -> int | None:
+        """Free space where path is, if the server tells (OpenSSH's statvfs@openssh.com)."""
+        sftp = self._sftp("asking for the free space")
+        with self._errors(f"asking the free space at {path}"):
+            return sftp.free_bytes(path)
+
+    def _sftp(self, what: str) -> SftpRemote:
+        if not isinstance(self._remote, SftpRemote):
+            raise TransferError(f"{self.destination} has no SFTP subsystem: {what} needs it "
+                                "(keep_old_dumps, free_disk_size)")
+        return self._remote
 
 
 @contextmanager

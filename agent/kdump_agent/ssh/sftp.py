@@ -309,3 +309,34 @@ class SftpRemote:
 
     def size(self, path: str) -> int:
         return int(self.client.stat(path).st_size or 0)
+
+    # ---- rotation (keep_old_dumps, free_disk_size): listing, removal, free space
+
+    def listdir(self, path: str) -> list[tuple[str, int, int]]:
+        """(name, size, mode) of what is in path; OpenSSH's readdir reports lstat, so a link
+        is a link."""
+        return [(a.filename, int(a.st_size or 0), int(a.st_mode or 0))
+                for a in self.client.listdir_attr(path)]
+
+    def lstat_mode(self, path: str) -> int:
+        return int(self.client.lstat(path).st_mode or 0)
+
+    def read_head(self, path: str, limit: int) -> bytes:
+        """At most limit bytes from the start of a (small) file."""
+        with self.client.open(path, "rb") as remote:
+            return bytes(remote.read(limit))
+
+    def remove(self, path: str) -> None:
+        self.client.remove(path)
+
+    def rmdir(self, path: str) -> None:
+        self.client.rmdir(path)
+
+    def free_bytes(self, path: str) -> int | None:
+        """f_bavail x f_frsize of the file system holding path (statvfs@openssh.com); None
+        when the server does not offer the extension."""
+        kind, message = self.sftp.call(CMD_EXTENDED, "statvfs@openssh.com", path)
+        if kind != CMD_EXTENDED_REPLY:
+            return None
+        _bsize, frsize, _blocks, _bfree, bavail = (message.get_int64() for _ in range(5))
+        return int(bavail * frsize)

@@ -3,6 +3,8 @@
 Three kinds of sink: a file the collector writes itself (a local or NFS directory), a
 device that takes its flattened stream from the first byte (raw), or a consumer that
 reads the stream as it comes (SSH: no copy of the dump is held in the capture kernel).
+With free_disk_size the collector may run at a higher dump level, or not at all, after old
+dumps were deleted to make room (steps/rotate.py).
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Sequence
 from typing import IO, BinaryIO, cast
 
 from .. import memory, system
-from ..config import Config
 from ..context import Capture
 from ..errors import CommandFailed
 from ..targets.base import DeviceSink, DumpState, FileSink, StreamSink
+from .rotate import collector_for_space
 
 
 def collector_argv(core_collector: Sequence[str], vmcore: str, dest: str | None,
@@ -45,10 +48,13 @@ def collector_argv(core_collector: Sequence[str], vmcore: str, dest: str | None,
 
 def collect(capture: Capture, timeout: float) -> str:
     assert capture.config is not None and capture.destination is not None, "earlier states ran"
-    config, state, vmcore = capture.config, capture.dump, capture.paths.vmcore
+    state, vmcore = capture.dump, capture.paths.vmcore
+    started = time.monotonic()
+    core = collector_for_space(capture)
+    timeout -= time.monotonic() - started
     sink = capture.destination.sink(state)
     if isinstance(sink, FileSink):
-        argv, to_stdout = collector_argv(config.core_collector, vmcore, str(sink.path), os.cpu_count() or 1)
+        argv, to_stdout = collector_argv(core, vmcore, str(sink.path), os.cpu_count() or 1)
         if to_stdout:
             with open(sink.path, "wb") as out:
                 return _run_collector(state, argv, timeout, out.fileno())
@@ -56,12 +62,12 @@ def collect(capture: Capture, timeout: float) -> str:
         return _run_collector(state, argv, timeout, None)
     if isinstance(sink, DeviceSink):
         with open(sink.device, "r+b", buffering=0) as out:
-            return _run_collector(state, _stream_argv(config, vmcore), timeout, out.fileno())
-    return _stream_collector(state, _stream_argv(config, vmcore), sink, timeout)
+            return _run_collector(state, _stream_argv(core, vmcore), timeout, out.fileno())
+    return _stream_collector(state, _stream_argv(core, vmcore), sink, timeout)
 
 
-def _stream_argv(config: Config, vmcore: str) -> list[str]:
-    return collector_argv(config.core_collector, vmcore, None)[0]
+def _stream_argv(core: Sequence[str], vmcore: str) -> list[str]:
+    return collector_argv(core, vmcore, None)[0]
 
 
 def _stream_collector(state: DumpState, argv: list[str], sink: StreamSink, timeout: float) -> str:

@@ -17,6 +17,10 @@ The lifecycle, state by state:
     FINALIZE      finalize      make the vmcore durable and give it its final name
     the actions   save_record   the manifest and the capture kernel's log
                   release       close, sync and unmount, before any action
+
+Rotation (keep_old_dumps in PREPARE_DIR, free_disk_size in COLLECT; rotation.py decides
+what goes) asks `dump_host`, `old_dumps`, `remove_dump` and `free_bytes`; a target without
+dump directories (a raw device) has nothing to list and no free space to tell.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..rotation import ExistingDump
 from ..system import file_sha256
 
 log = logging.getLogger("kdump-agent")
@@ -189,6 +194,26 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def where(self, state: DumpState) -> str | None:
         """The dump directory as an admin finds it (a path, or user@host:path), if made."""
+
+    def dump_host(self, state: DumpState) -> str | None:
+        """The `<ip>` this capture's dump directory is named with: whose dumps rotation may
+        delete. None: this target holds no dump directories."""
+        return None
+
+    def old_dumps(self, state: DumpState) -> list[ExistingDump]:
+        """The dump directories of ours in `path` (rotation.examine), any host's. Raises
+        KdumpError or OSError when `path` cannot be listed; skips a directory it cannot read."""
+        return []
+
+    def remove_dump(self, state: DumpState, name: str) -> None:
+        """Delete the dump directory `name` in `path`: its files, the vmcore first, then the
+        directory. It is examined again first and left alone unless it is still a dump of
+        ours. Raises KdumpError or OSError if that fails."""
+        raise NotImplementedError(f"{type(self).__name__} holds no dump directories")
+
+    def free_bytes(self, state: DumpState) -> int | None:
+        """Bytes an unprivileged writer may still use where the dump goes; None: unknown."""
+        return None
 
 
 def log_manifest(manifest: dict[str, object]) -> None:

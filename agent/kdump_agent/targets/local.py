@@ -25,9 +25,19 @@ from typing import Protocol
 
 from .. import system
 from ..errors import CommandFailed, KdumpError, MountError
-from ..layout import DMESG, KEXEC_DMESG, LOCAL_HOST_ADDRESS, MANIFEST, VMCORE, dump_dir_name, partial
+from ..layout import (
+    DMESG,
+    KEXEC_DMESG,
+    LOCAL_HOST_ADDRESS,
+    MANIFEST,
+    VMCORE,
+    dump_dir_name,
+    parse_dump_dir_name,
+    partial,
+)
+from ..rotation import MANIFEST_READ_LIMIT, Entry, ExistingDump, examine, removal_order
 from .base import Destination, DumpState, FileRecord, FileSink, Sink, log_manifest, record_document
-from .directory import make_on_target, reserve, write_in_place
+from .directory import make_on_target, reserve, resolve_within, write_in_place
 
 log = logging.getLogger("kdump-agent")
 
@@ -203,6 +213,46 @@ class LocalDirectory(Destination):
     def where(self, state: DumpState) -> str | None:
         return state.directory
 
+    def dump_host(self, state: DumpState) -> str | None:
+        return state.local_address or LOCAL_HOST_ADDRESS
+
+    def _parent(self, state: DumpState) -> Path:
+        """`path` on the target: where the dump directories are."""
+        assert state.root is not None, "MOUNT_TARGET ran"
+        return resolve_within(Path(state.root), self.target.directory)
+
+    def old_dumps(self, state: DumpState) -> list[ExistingDump]:
+        parent = self._parent(state)
+        if not parent.is_dir():
+            return []
+        found = []
+        with os.scandir(parent) as listing:
+            for item in listing:
+                if parse_dump_dir_name(item.name) is None or not item.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    dump = _examine_local(Path(item.path))
+                except OSError as error:
+                    log.warning("rotation: cannot read %s: %s; leaving it alone", item.path, error)
+                    continue
+                if dump is not None:
+                    found.append(dump)
+        return found
+
+    def remove_dump(self, state: DumpState, name: str) -> None:
+        directory = self._parent(state) / name
+        if directory.is_symlink() or _examine_local(directory) is None:
+            raise KdumpError(f"{directory} is no longer a dump directory of ours: left alone")
+        for file in removal_order(os.listdir(directory)):
+            os.unlink(directory / file)
+        os.rmdir(directory)
+        system.fsync(directory.parent)
+
+    def free_bytes(self, state: DumpState) -> int | None:
+        where = state.directory or str(self._parent(state))
+        stats = os.statvfs(where)
+        return stats.f_bavail * stats.f_frsize
+
     def mount_for_init(self, newroot: str, disk_timeout: float) -> str:
         """mount_root_run_init: mount this file system where dracut's init switches to it,
         if it has an init to switch to."""
@@ -225,6 +275,21 @@ class RunningRoot(LocalDirectory):
     def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
         state.root = self.root
         return "the running root file system: nothing to mount"
+
+
+def _examine_local(directory: Path) -> ExistingDump | None:
+    """rotation.examine on a directory here: its entries as lstat shows them, its record."""
+    entries = []
+    manifest = None
+    with os.scandir(directory) as listing:
+        for item in listing:
+            info = item.stat(follow_symlinks=False)
+            regular = item.is_file(follow_symlinks=False)
+            entries.append(Entry(item.name, info.st_size, regular))
+            if item.name == MANIFEST and regular:
+                with open(item.path, "rb") as record:
+                    manifest = record.read(MANIFEST_READ_LIMIT + 1)
+    return examine(directory.name, entries, manifest)
 
 
 def _recorded(state: DumpState, path: Path, give_up_at: float) -> FileRecord:

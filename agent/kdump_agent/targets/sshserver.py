@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import KdumpError
-from ..layout import KEXEC_DMESG, MANIFEST, dump_dir_name
+from ..layout import KEXEC_DMESG, MANIFEST, dump_dir_name, parse_dump_dir_name
+from ..rotation import MANIFEST_READ_LIMIT, ExistingDump, examine, removal_order
 from .base import (
     Destination,
     DumpState,
@@ -114,6 +115,48 @@ class SshServer(Destination):
 
     def where(self, state: DumpState) -> str | None:
         return f"{self.target}:{state.directory}" if state.directory else None
+
+    def dump_host(self, state: DumpState) -> str | None:
+        return _connected(state).local_address
+
+    def old_dumps(self, state: DumpState) -> list[ExistingDump]:
+        connection, parent = _connected(state), self.target.directory
+        found = []
+        for entry in connection.list_dir(parent):
+            if entry.regular or parse_dump_dir_name(entry.name) is None:
+                continue
+            path = posixpath.join(parent, entry.name)
+            try:
+                dump = self._examine(connection, path)
+            except KdumpError as error:
+                log.warning("rotation: cannot read %s:%s: %s; leaving it alone", self.target, path, error)
+                continue
+            if dump is not None:
+                found.append(dump)
+        return found
+
+    def remove_dump(self, state: DumpState, name: str) -> None:
+        connection = _connected(state)
+        path = posixpath.join(self.target.directory, name)
+        if self._examine(connection, path) is None:
+            raise KdumpError(f"{self.target}:{path} is no longer a dump directory of ours: left alone")
+        for file in removal_order(entry.name for entry in connection.list_dir(path)):
+            connection.remove_file(posixpath.join(path, file))
+        connection.remove_dir(path)
+
+    def free_bytes(self, state: DumpState) -> int | None:
+        return _connected(state).free_bytes(state.directory or self.target.directory)
+
+    @staticmethod
+    def _examine(connection: SshTarget, path: str) -> ExistingDump | None:
+        """rotation.examine on a directory on the server (a link to one is not ours)."""
+        if not connection.is_directory(path):
+            return None
+        entries = connection.list_dir(path)
+        manifest = None
+        if any(entry.name == MANIFEST and entry.regular for entry in entries):
+            manifest = connection.read_small(posixpath.join(path, MANIFEST), MANIFEST_READ_LIMIT + 1)
+        return examine(posixpath.basename(path), entries, manifest)
 
 
 def _connected(state: DumpState) -> SshTarget:
