@@ -4,6 +4,12 @@ The connection picks one writer per server (SFTP if it has the subsystem, else `
 exec channels) and from then on talks to it only through `Remote`. Both writers report
 progress the same way, count the same errors as a lost connection, and open their
 channels under the same deadline, so those live here, where each of them can import it.
+
+A lost connection is not the same as a refusal: a server that answers "Failure" (a full
+disk) is there and will say it again, while a connection that broke (a reset, an EOF, no
+answer in time) may work again once made anew. `connection_lost` tells them apart, and a
+writer given a `Reconnect` may go on over a new connection (sftp.py does; shell.py cannot:
+the stream it had sent is gone).
 """
 
 from __future__ import annotations
@@ -18,10 +24,33 @@ from typing import BinaryIO, Protocol
 import paramiko
 
 from .. import flat, system
+from ..targets.base import Interruption
 
 # What paramiko and the socket raise when the connection or a request on it fails.
 CONNECTION_ERRORS = (paramiko.SSHException, paramiko.SFTPError, OSError, EOFError)
 PROGRESS_SECONDS = 5.0
+
+
+class ServerAnswer(OSError):
+    """The server answered a request with an error: the connection itself works."""
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether error says the connection broke (worth a new one), not that the server refused.
+
+    paramiko.SFTPError alone is a reply that made no sense, which a new connection would not mend.
+    """
+    return (isinstance(error, CONNECTION_ERRORS)
+            and not isinstance(error, (ServerAnswer, paramiko.SFTPError)))
+
+
+def describe_error(error: BaseException) -> str:
+    """A connection error in a few words, for a message or the record."""
+    if isinstance(error, EOFError):
+        return "the server closed the connection"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return str(error) or type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -32,6 +61,7 @@ class Received:
     size: int  # what the file must hold
     flattened: bool  # the stream itself, not the dump it describes
     sha256: str | None = None
+    interruptions: tuple[Interruption, ...] = ()  # breaks the writer survived (sftp.py)
 
 
 class Progress:
@@ -52,10 +82,18 @@ class Progress:
             system.console_only(f"sent {mib:.0f} MiB to {self.where} ({rate:.1f} MiB/s)")
 
 
+class Reconnect(Protocol):
+    """Make a new connection after `error` broke the old one, and give its writer; raise
+    TransferError when none can be made (SshTarget gives one, with bounded retries)."""
+
+    def __call__(self, error: BaseException) -> Remote: ...
+
+
 class Remote(Protocol):
     """The file operations SshTarget needs on the server, whichever way they are done."""
 
-    def receive(self, stream: BinaryIO, path: str, progress: Progress) -> Received: ...
+    def receive(self, stream: BinaryIO, path: str, progress: Progress,
+                reconnect: Reconnect | None = None) -> Received: ...
     def makedirs(self, path: str) -> None: ...
     def mkdir(self, path: str) -> bool: ...  # False: it exists already
     def write_file(self, path: str, data: bytes) -> None: ...
