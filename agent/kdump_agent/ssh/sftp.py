@@ -65,11 +65,11 @@ log = logging.getLogger("kdump-agent")
 # peer's packet size less 64 bytes in one), never leaving a few bytes for a packet of their
 # own. Enough requests stay in flight to keep the server's 2 MiB window full; each keeps its
 # data until the server acknowledged it, to be sent again over a new connection if the old
-# one breaks, so the bytes in flight are bounded too (twice the window).
+# one breaks, so the bytes in flight are bounded too (four times the window).
 WRITE_SIZE = 32 * 1024
 MAX_WRITE_SIZE = 256 * 1024
 PIPELINE_DEPTH = 64
-MAX_IN_FLIGHT_BYTES = 4 << 20
+MAX_IN_FLIGHT_BYTES = 8 << 20
 PENDING_RUNS = 4
 _CHANNEL_PACKET_SLACK = 64  # what paramiko keeps free in each channel packet
 _WRITE_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4  # SFTP write: length, type, id, handle length, offset, data length
