@@ -10,14 +10,18 @@ from typing import Any
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
+    CMD_RENAME,
+    CMD_STAT,
     CMD_STATUS,
     CMD_WRITE,
     SFTP_FLAG_TRUNC,
+    SFTP_NO_SUCH_FILE,
     SFTP_OK,
     SFTP_OP_UNSUPPORTED,
 )
@@ -69,7 +73,8 @@ class ScriptedSftpClient:
     ("write", offset), ("close",) or (extension,). `newest_first` answers the requests in
     flight in reverse order, which a server may.
 
-    With a `server`, opens and writes change its files as each request is answered. With
+    With a `server`, opens, writes and renames change its files as each request is answered,
+    and stat answers from them. With
     `break_after` N, the connection breaks once the Nth request has been sent: the server
     carries out the first `done_at_break` requests still waiting (their replies are lost),
     drops the others, and every later send or wait raises what paramiko raises then. With
@@ -98,14 +103,6 @@ class ScriptedSftpClient:
 
     def close(self) -> None:
         pass
-
-    def stat(self, path: str) -> SFTPAttributes:
-        assert self.server is not None, "stat needs a ScriptedServer"
-        if path not in self.server.files:
-            raise FileNotFoundError(2, "No such file", path)
-        attributes = SFTPAttributes()
-        attributes.st_size = len(self.server.files[path])
-        return attributes
 
     def _async_request(self, fileobj: Any, kind: int, *args: Any) -> int:
         if self.broken:
@@ -137,6 +134,10 @@ class ScriptedSftpClient:
             return CMD_STATUS, self.statuses[name]
         if kind == CMD_OPEN:
             return CMD_HANDLE, handle(self._open(args[0], args[1]))
+        if kind == CMD_STAT:
+            return self._stat(args[0])
+        if kind == CMD_RENAME or name == ("posix-rename@openssh.com",):
+            self._rename(*args[-2:])
         if kind == CMD_WRITE and self.server is not None:
             self.server.write(self.handles[args[0]], int(args[1]), args[2])
         if name == ("limits@openssh.com",):
@@ -144,6 +145,18 @@ class ScriptedSftpClient:
                 return CMD_STATUS, status(SFTP_OP_UNSUPPORTED)
             return CMD_EXTENDED_REPLY, limits(self.write_length)
         return CMD_STATUS, status(SFTP_OK)
+
+    def _stat(self, path: str) -> tuple[int, Message]:
+        if self.server is None or path not in self.server.files:
+            return CMD_STATUS, status(SFTP_NO_SUCH_FILE, "No such file")
+        message = Message()
+        message.add_int(SFTPAttributes.FLAG_SIZE)
+        message.add_int64(len(self.server.files[path]))
+        return CMD_ATTRS, message
+
+    def _rename(self, old: str, new: str) -> None:
+        if self.server is not None:
+            self.server.files[new] = self.server.files.pop(old)
 
     def _open(self, path: str, flags: int) -> bytes:
         name = b"h%d" % (len(self.handles) + 1)

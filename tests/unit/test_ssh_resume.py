@@ -25,7 +25,7 @@ from kdump_agent.deadlines import deadline_for
 from kdump_agent.errors import TransferError
 from kdump_agent.machine import State
 from kdump_agent.runner import Journal
-from kdump_agent.ssh.remote import Progress, Received, Remote
+from kdump_agent.ssh.remote import Progress, Received, Remote, keep_file
 from kdump_agent.ssh.resume import FIRST_WAIT, LONGEST_WAIT, MAX_OUTAGES, RESUME_SECONDS, Refused, Resumer
 from kdump_agent.ssh.sftp import MAX_IN_FLIGHT_BYTES, SftpRemote
 from kdump_agent.targets.base import Interruption, Transfer
@@ -190,6 +190,30 @@ def test_sftp_file_that_lost_data_while_away_is_not_resumed_into() -> None:
     with pytest.raises(TransferError, match=rf"^{PATH} holds 100 bytes on the server, less than the \d+ "
                                             "acknowledged before the connection broke; cannot resume$"):
         first.receive(cast(BinaryIO, io.BytesIO(stream)), PATH, Progress("test"), truncate_then_reconnect)
+
+
+@pytest.mark.parametrize("renamed_before_the_break", [True, False], ids=["reply-lost", "not-done"])
+def test_sftp_a_break_at_the_rename_is_resumed_once_and_leaves_the_final_name(
+        renamed_before_the_break: bool) -> None:
+    server = ScriptedServer(files={PATH: bytearray(b"x" * 1000)})
+    connections = Connections(server, [])
+    first = connections.open()
+    cast(ScriptedSftpClient, first.client).break_on = "posix-rename@openssh.com"
+    cast(ScriptedSftpClient, first.client).done_at_break = 1 if renamed_before_the_break else 0
+    final = PATH.replace("-incomplete", "")
+    (interruption,) = keep_file(first, PATH, final, 1000, "root@dumps", connections.reconnect)
+    assert server.files == {final: bytearray(b"x" * 1000)}
+    assert (interruption.at, interruption.resent) == (1000, 0)
+    assert connections.clients[1].requests().count("posix-rename@openssh.com") == (
+        0 if renamed_before_the_break else 1)
+
+
+def test_sftp_file_cut_short_keeps_its_partial_name() -> None:
+    server = ScriptedServer(files={PATH: bytearray(b"x" * 10)})
+    remote = Connections(server, []).open()
+    with pytest.raises(TransferError, match=rf"^root@dumps: {PATH} holds 10 bytes instead of 1000 "):
+        keep_file(remote, PATH, "/var/crash/d/vmcore", 1000, "root@dumps", None)
+    assert list(server.files) == [PATH]
 
 
 # The Resumer: how long and how often -----------------------------------------------------------

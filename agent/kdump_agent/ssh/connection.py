@@ -45,7 +45,15 @@ from ..layout import partial as partial_name
 from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
 from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
-from .remote import CONNECTION_ERRORS, ChannelDeadline, Progress, Remote, describe_error
+from .remote import (
+    CONNECTION_ERRORS,
+    ChannelDeadline,
+    Progress,
+    Remote,
+    check_size,
+    describe_error,
+    keep_file,
+)
 from .resume import RESUME_SECONDS, Refused, Resumer
 from .sftp import SftpRemote
 from .shell import ShellRemote
@@ -253,7 +261,7 @@ class SshTarget:
         with self._errors(f"saving {final}"):
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             self._remote.write_file(partial, data)
-            self._check_size(partial, len(data))
+            check_size(self._remote, partial, len(data), str(self.destination))
             self._remote.rename(partial, final)
         log.info("saved %s:%s (%d bytes)", self.destination, final, len(data))
         return len(data)
@@ -278,8 +286,9 @@ class SshTarget:
         with self._errors(what):
             received = self._remote.receive(stream, partial, Progress(str(self.destination)), reconnect)
             final = self._path(remote_name + (FLAT_SUFFIX if received.flattened else ""))
-            self._check_size(partial, received.size)
-            self._remote.rename(partial, final)
+            kept = keep_file(self._remote, partial, final, received.size, str(self.destination),
+                             reconnect if self.has_sftp else None)
+        interruptions = received.interruptions + kept
         seconds = time.monotonic() - started
         stream_bytes = received.summary.stream_bytes
         log.info("saved %s:%s: %d bytes in %.1f s (%.1f MiB/s), %d records", self.destination, final,
@@ -287,14 +296,7 @@ class SshTarget:
                  received.summary.records)
         return Transfer(path=final, size=received.size, records=received.summary.records,
                         stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
-                        sha256=received.sha256, interruptions=received.interruptions)
-
-    def _check_size(self, path: str, expected: int) -> None:
-        """The server's word on the file's size: a full disk may have cut it short quietly."""
-        size = self._remote.size(path)
-        if size != expected:
-            raise TransferError(f"{self.destination}: {path} holds {size} bytes instead of {expected} "
-                                "(is the server's disk full?); it keeps its partial name")
+                        sha256=received.sha256, interruptions=interruptions)
 
     def _path(self, name: str) -> str:
         if self.dump_dir is None:

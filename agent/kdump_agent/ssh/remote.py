@@ -9,7 +9,8 @@ A lost connection is not the same as a refusal: a server that answers "Failure" 
 disk) is there and will say it again, while a connection that broke (a reset, an EOF, no
 answer in time) may work again once made anew. `connection_lost` tells them apart, and a
 writer given a `Reconnect` may go on over a new connection (sftp.py does; shell.py cannot:
-the stream it had sent is gone).
+the stream it had sent is gone), and `keep_file`, the size check and rename that end every
+transfer, does the same after the stream.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import BinaryIO, Protocol
 import paramiko
 
 from .. import flat, system
+from ..errors import TransferError
 from ..targets.base import Interruption
 
 # What paramiko and the socket raise when the connection or a request on it fails.
@@ -99,6 +101,7 @@ class Remote(Protocol):
     def write_file(self, path: str, data: bytes) -> None: ...
     def rename(self, old: str, new: str) -> None: ...
     def size(self, path: str) -> int: ...
+    def exists(self, path: str) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -128,3 +131,36 @@ class ChannelDeadline:
         self.timer.cancel()
         if error is not None and self.expired.is_set():
             raise TimeoutError() from error
+
+
+def check_size(remote: Remote, path: str, expected: int, where: str) -> None:
+    """The server's word on the file's size: a full disk may have cut it short quietly."""
+    size = remote.size(path)
+    if size != expected:
+        raise TransferError(f"{where}: {path} holds {size} bytes instead of {expected} "
+                            "(is the server's disk full?); it keeps its partial name")
+
+
+def keep_file(remote: Remote, partial: str, final: str, size: int, where: str,
+              reconnect: Reconnect | None) -> tuple[Interruption, ...]:
+    """Check the complete file's size and give it its final name.
+
+    With `reconnect`, a connection that breaks meanwhile is made anew and the step done
+    again, and a rename the server did before the break (its reply lost) counts as done.
+    """
+    interruptions: list[Interruption] = []
+    while True:
+        try:
+            if interruptions and not remote.exists(partial) and remote.exists(final):
+                check_size(remote, final, size, where)
+            else:
+                check_size(remote, partial, size, where)
+                remote.rename(partial, final)
+            return tuple(interruptions)
+        except CONNECTION_ERRORS as error:
+            if reconnect is None or not connection_lost(error):
+                raise
+            broke = time.monotonic()
+            remote = reconnect(error)
+            interruptions.append(Interruption(at=size, seconds=time.monotonic() - broke,
+                                              reason=describe_error(error), resent=0))

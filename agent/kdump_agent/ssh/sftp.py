@@ -23,12 +23,14 @@ from typing import BinaryIO, Protocol, cast
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
     CMD_RENAME,
+    CMD_STAT,
     CMD_STATUS,
     CMD_WRITE,
     SFTP_DESC,
@@ -36,6 +38,7 @@ from paramiko.sftp import (
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
+    SFTP_NO_SUCH_FILE,
     SFTP_OK,
     SFTP_OP_UNSUPPORTED,
     int64,
@@ -359,10 +362,9 @@ class _ResumingFile:
 
     def _check_kept(self, remote: SftpRemote, lost: _SftpFile) -> None:
         """The file must still hold what the server acknowledged, or resuming would leave holes."""
-        try:
-            size = remote.size(self.path)
-        except FileNotFoundError:
-            raise TransferError(f"{self.path} is gone from the server; cannot resume") from None
+        if not remote.exists(self.path):
+            raise TransferError(f"{self.path} is gone from the server; cannot resume")
+        size = remote.size(self.path)
         if size < lost.acknowledged_end:
             raise TransferError(f"{self.path} holds {size} bytes on the server, less than the "
                                 f"{lost.acknowledged_end} acknowledged before the connection broke; "
@@ -459,4 +461,21 @@ class SftpRemote:
             self.sftp.status(self.sftp.send(CMD_RENAME, old, new), f"rename to {new}")
 
     def size(self, path: str) -> int:
-        return int(self.client.stat(path).st_size or 0)
+        """The file's size; a server's refusal (no such file...) is a ServerAnswer, so it is
+        never taken for a broken connection, as paramiko's stat() errors could be."""
+        kind, message = self.sftp.call(CMD_STAT, path)
+        if kind == CMD_STATUS:
+            code, text = message.get_int(), message.get_text()
+            raise _SftpStatusError(code, text, f"stat {path}")
+        if kind != CMD_ATTRS or not message.get_int() & SFTPAttributes.FLAG_SIZE:
+            raise paramiko.SFTPError(f"stat {path}: no size in the reply (type {kind})")
+        return int(message.get_int64())
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.size(path)
+        except _SftpStatusError as error:
+            if error.code == SFTP_NO_SUCH_FILE:
+                return False
+            raise
+        return True

@@ -39,7 +39,7 @@ class ShellRemote:
         status, _, error = self._run(f"umask 077; mkdir -- {shlex.quote(path)}")
         if status == 0:
             return True
-        if self._run(f"test -e {shlex.quote(path)}")[0] == 0:
+        if self.exists(path):
             return False
         raise OSError(_last_line(error) or f"mkdir exited {status}")
 
@@ -55,6 +55,9 @@ class ShellRemote:
             return int(output.split()[0])
         except (IndexError, ValueError):
             raise OSError(f"cannot tell the size of {path}: wc printed {output[:80]!r}") from None
+
+    def exists(self, path: str) -> bool:
+        return self._run(f"test -e {shlex.quote(path)}")[0] == 0
 
     def receive(self, stream: BinaryIO, path: str, progress: Progress,
                 reconnect: Reconnect | None = None) -> Received:
