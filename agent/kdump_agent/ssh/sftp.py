@@ -6,6 +6,10 @@ close go through `_Sftp`, which keeps every request's reply and checks each one 
 two private SFTPClient methods; paramiko is pinned). Files are created 0600 and
 directories 0700. SftpRemote works on the SFTPClient it is given, the seam where the
 tests put a scripted server.
+
+Every write keeps its data until the server acknowledged it, so when the connection breaks
+mid-dump, what the server has not confirmed is still here, and `_ResumingFile` sends it
+again over a new connection into the same file, reopened without truncating.
 """
 
 from __future__ import annotations
@@ -311,7 +315,6 @@ class _ResumingFile:
     def __init__(self, remote: SftpRemote, path: str, reconnect: Reconnect | None) -> None:
         self.path = path
         self.reconnect = reconnect
-        self.remote = remote
         self.file = _SftpFile(remote.sftp, path, remote.write_limit)
         self.interruptions: list[Interruption] = []
 
@@ -353,7 +356,6 @@ class _ResumingFile:
                 if not connection_lost(again):
                     raise
                 error = again
-        self.remote = remote
         interruption = Interruption(at=lost.acknowledged, seconds=time.monotonic() - started, reason=reason,
                                     resent=lost.in_flight_bytes)
         self.interruptions.append(interruption)
