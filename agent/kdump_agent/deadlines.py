@@ -7,6 +7,7 @@ import os
 
 from .context import Capture
 from .machine import ROOTFS_DUMP, State
+from .ssh.resume import RESUME_SECONDS
 from .targets.local import DEFAULT_DISK_TIMEOUT
 
 # The admin's hooks of one kind (kdump_pre and pre.d, ...) get this much in all.
@@ -36,7 +37,8 @@ BASE_DEADLINES: dict[State, float] = {
     State.MOUNT_TARGET: 60,  # plus disk_timeout
     State.PREPARE_DIR: 60,
     State.SAVE_DMESG: 120,
-    State.COLLECT: 600,  # plus COLLECT_SECONDS_PER_GIB per GiB of /proc/vmcore
+    State.COLLECT: 600,  # plus COLLECT_SECONDS_PER_GIB per GiB of /proc/vmcore, plus
+    # RESUME_SECONDS for an SSH server: what reconnecting after broken connections may cost
     State.FINALIZE: 120,  # fsync, rename; plus READBACK_SECONDS_PER_GIB for the sha256
     State.RUN_POST: HOOKS_SECONDS,
     State.FINAL_ACTION: 120,
@@ -90,8 +92,9 @@ def deadline_for(capture: Capture, state: State) -> float:
     if state is State.COLLECT:
         collector = collect_seconds(capture.paths.vmcore)
         if capture.config and capture.config.free_disk_size:
-            return collector * (1 + ESTIMATE_SHARE) + ROTATION_SECONDS
-        return collector
+            collector = collector * (1 + ESTIMATE_SHARE) + ROTATION_SECONDS
+        resuming = capture.destination is not None and capture.destination.uses_ssh
+        return collector + (RESUME_SECONDS if resuming else 0.0)
     if state is State.FINALIZE:
         return finalize_seconds(capture.paths.vmcore)
     return base

@@ -104,16 +104,30 @@ class Sshd:
             pytest.skip(f"{SSHD} missing: apt-get install --no-install-recommends openssh-server")
         os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
         for _ in range(5):  # another job may take the free port between probe and bind
-            self.port = free_port()
-            config = self.directory / "sshd_config"
-            config.write_text(self.config_text())
-            with open(self.log, "ab") as log:
-                self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
-                                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-            if self._wait_for_banner():
+            if self._launch(free_port()):
                 return self
-            self.kill()
         raise RuntimeError(f"sshd did not start; its log:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Kill sshd and its sessions, stay down a while, start again on the same port: the
+        connections it had are gone, a new one finds the same server."""
+        self.kill()
+        time.sleep(down_seconds)
+        if not self._launch(self.port):
+            raise RuntimeError(f"sshd did not restart on port {self.port}; its log:\n"
+                               f"{self.log.read_text(errors='replace')[-3000:]}")
+
+    def _launch(self, port: int) -> bool:
+        self.port = port
+        config = self.directory / "sshd_config"
+        config.write_text(self.config_text())
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        if self._wait_for_banner():
+            return True
+        self.kill()
+        return False
 
     def _wait_for_banner(self) -> bool:
         assert self.process is not None

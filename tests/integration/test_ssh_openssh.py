@@ -31,6 +31,7 @@ from kdump_agent import flat
 from kdump_agent.errors import TransferError
 from kdump_agent.layout import dump_dir_name
 from kdump_agent.ssh.connection import SshTarget
+from kdump_agent.ssh.resume import RESUME_SECONDS
 from kdump_agent.targets.base import Transfer
 from kdump_agent.targets.sshdest import SshDestination
 
@@ -80,10 +81,11 @@ def destination(server: Sshd, key: ClientKey, tmp_path: Path, *pinned: str,
                           directory=directory or str(tmp_path / "crash"))
 
 
-def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float) -> Transfer:
+def send_dump(destination: SshDestination, stream: BinaryIO, timeout: float,
+              resume_seconds: float = RESUME_SECONDS) -> Transfer:
     """What a capture does with one SshTarget: connect, make `<our-ip>-<date>/`, save the stream
     there as vmcore (the steps also save vmcore-dmesg.txt and the record in between)."""
-    with SshTarget.connect(destination, timeout) as target:
+    with SshTarget.connect(destination, timeout, resume_seconds=resume_seconds) as target:
         target.make_dump_dir(dump_dir_name(target.local_address, time.localtime()))
         return target.receive_flattened(stream)
 
@@ -312,8 +314,9 @@ def test_ssh_target_server_killed_mid_transfer_raises_and_leaves_vmcore_incomple
 
     stream = EndlessDump(after=16 << 20, callback=lambda: threading.Thread(target=kill_from_a_thread).start())
     expected = rf"root@127\.0\.0\.1:{sshd_to_kill.port}: writing .*/vmcore-incomplete: "
-    with pytest.raises(TransferError, match=expected):
-        send_dump(destination(sshd_to_kill, client_key, tmp_path), cast(BinaryIO, stream), TIMEOUT)
+    with pytest.raises(TransferError, match=expected):  # reconnecting fails too (test_ssh_resume.py)
+        send_dump(destination(sshd_to_kill, client_key, tmp_path), cast(BinaryIO, stream), TIMEOUT,
+                  resume_seconds=2.0)
     assert killed.wait(TIMEOUT)
     (dump_dir,) = (tmp_path / "crash").iterdir()
     assert os.listdir(dump_dir) == ["vmcore-incomplete"]

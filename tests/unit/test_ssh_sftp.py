@@ -10,103 +10,19 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import paramiko
 import pytest
-from paramiko.message import Message
 from paramiko.sftp import (
-    CMD_CLOSE,
-    CMD_EXTENDED,
-    CMD_EXTENDED_REPLY,
-    CMD_HANDLE,
-    CMD_OPEN,
-    CMD_STATUS,
-    CMD_WRITE,
     SFTP_FAILURE,
-    SFTP_OK,
     SFTP_OP_UNSUPPORTED,
 )
+from sftpscript import ScriptedSftpClient, status
 
 from kdump_agent import flat
 from kdump_agent.ssh.remote import Progress
 from kdump_agent.ssh.sftp import SftpRemote, write_size
-
-
-def status(code: int, text: str = "") -> Message:
-    message = Message()
-    message.add_int(code)
-    message.add_string(text)
-    message.add_string("")
-    return message
-
-
-def limits(write_length: int) -> Message:
-    """The server's limits@openssh.com answer: packet, read, write length, open handles."""
-    message = Message()
-    for value in (256 * 1024, 256 * 1024, write_length, 0):
-        message.add_int64(value)
-    return message
-
-
-def handle() -> Message:
-    message = Message()
-    message.add_string(b"h1")
-    return message
-
-
-class ScriptedSftpClient:
-    """SFTPClient's request/reply plumbing, answering like a server.
-
-    Without a script every request succeeds: an open gets a handle, limits@openssh.com is
-    answered when `write_length` is set (else refused, as by a server that does not know
-    it), everything else gets OK. `statuses` overrides the answer to one request, named
-    ("write", offset), ("close",) or (extension,). `newest_first` answers the requests in
-    flight in reverse order, which a server may.
-    """
-
-    def __init__(self, write_length: int | None = None, newest_first: bool = False) -> None:
-        self.write_length = write_length
-        self.newest_first = newest_first
-        self.statuses: dict[tuple[Any, ...], Message] = {}
-        self.sent: list[tuple[int, tuple[Any, ...]]] = []
-        self.waiting: list[tuple[Any, int, int, tuple[Any, ...]]] = []
-        self.sock = self
-
-    def recv_ready(self) -> bool:
-        return False
-
-    def _async_request(self, fileobj: Any, kind: int, *args: Any) -> int:
-        self.sent.append((kind, args))
-        number = len(self.sent)
-        self.waiting.append((fileobj, number, kind, args))
-        return number
-
-    def _read_response(self, waitfor: int | None = None) -> None:
-        fileobj, number, kind, args = self.waiting.pop(-1 if self.newest_first else 0)
-        kind_out, message = self._answer(kind, args)
-        fileobj._async_response(kind_out, Message(message.asbytes()), number)
-
-    def _answer(self, kind: int, args: tuple[Any, ...]) -> tuple[int, Message]:
-        name = {CMD_WRITE: lambda: ("write", int(args[1])), CMD_CLOSE: lambda: ("close",),
-                CMD_EXTENDED: lambda: (args[0],)}.get(kind, lambda: (kind,))()
-        if name in self.statuses:
-            return CMD_STATUS, self.statuses[name]
-        if kind == CMD_OPEN:
-            return CMD_HANDLE, handle()
-        if name == ("limits@openssh.com",):
-            if self.write_length is None:
-                return CMD_STATUS, status(SFTP_OP_UNSUPPORTED)
-            return CMD_EXTENDED_REPLY, limits(self.write_length)
-        return CMD_STATUS, status(SFTP_OK)
-
-    def written(self) -> list[tuple[int, bytes]]:
-        return [(int(args[1]), args[2]) for kind, args in self.sent if kind == CMD_WRITE]
-
-    def requests(self) -> list[str]:
-        """What was asked, in order: open, write, fsync@openssh.com, close..."""
-        names = {CMD_OPEN: "open", CMD_WRITE: "write", CMD_CLOSE: "close"}
-        return [args[0] if kind == CMD_EXTENDED else names.get(kind, str(kind)) for kind, args in self.sent]
 
 
 def remote(client: ScriptedSftpClient) -> SftpRemote:

@@ -7,11 +7,13 @@ One job per module:
   (mkinitrd, propagate) reads the same files with it;
 - connection.py: SshTarget, one logged-in connection, and the one place where paramiko's
   and the socket's errors become TransferError;
-- sftp.py: the dump applied as pipelined, positioned SFTP writes, every reply checked;
+- sftp.py: the dump applied as pipelined, positioned SFTP writes, every reply checked, resumed
+  over a new connection when the old one breaks;
+- resume.py: how long and how often a broken connection is made anew (no paramiko here);
 - shell.py: the fallback for a server without SFTP, the stream kept through `cat`;
 - remote.py: the interface those two writers share with the connection.
 
-Every module imports paramiko, so this package is imported only where SSH is used (the
+Every module but resume.py imports paramiko, so this package is imported only where SSH is used (the
 steps and the host commands import it inside the functions that need it).
 """
 

@@ -48,7 +48,16 @@ from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
 from .browse import Browser, Entry
 from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
-from .remote import CONNECTION_ERRORS, ChannelDeadline, Progress, Remote
+from .remote import (
+    CONNECTION_ERRORS,
+    ChannelDeadline,
+    Progress,
+    Remote,
+    check_size,
+    describe_error,
+    keep_file,
+)
+from .resume import RESUME_SECONDS, Refused, Resumer
 from .sftp import SftpRemote
 from .shell import ShellRemote
 
@@ -118,23 +127,28 @@ class SshTarget:
     receive_flattened() work in the dump directory; close() ends the connection.
     """
 
-    def __init__(self, destination: SshDestination, transport: paramiko.Transport, timeout: float) -> None:
+    def __init__(self, destination: SshDestination, transport: paramiko.Transport, timeout: float, *,
+                 address: str | None = None, resume_seconds: float = RESUME_SECONDS) -> None:
         self.destination = destination
         self.timeout = timeout
+        self.resume_seconds = resume_seconds
         self.dump_dir: str | None = None
+        self._address = address
+        self._closed = False
         self._transport = transport
         self._remote: Remote = self._open_remote()
         self._browser: Browser | None = None
 
     @classmethod
     def connect(cls, destination: SshDestination, timeout: float = DEFAULT_TIMEOUT, *,
-                address: str | None = None) -> SshTarget:
+                address: str | None = None, resume_seconds: float = RESUME_SECONDS) -> SshTarget:
         """Connect, check the host key against the pin, log in with the key file.
 
         The host key is checked right after the key exchange, before authentication: a
         server we do not trust never sees our key's signature, let alone the dump.
         `address` is the server's address when the caller resolved its name already; the
-        pin is still looked up by the name kdump.conf gives.
+        pin is still looked up by the name kdump.conf gives. `resume_seconds` is what the
+        outages of one dump transfer may cost in all before it fails (ssh/resume.py).
         """
         key = load_client_key(destination.key_path)
         pinned = pinned_host_keys(destination.known_hosts_path, destination)
@@ -158,7 +172,7 @@ class SshTarget:
                 transport.auth_publickey(destination.user, key)
             log.info("logged in to %s with %s (%s)", destination, describe_key(key),
                      getattr(transport, "local_cipher", "?"))
-            return cls(destination, transport, timeout)
+            return cls(destination, transport, timeout, address=address, resume_seconds=resume_seconds)
         except BaseException:
             transport.close()
             raise
@@ -171,12 +185,33 @@ class SshTarget:
         self.close()
 
     def close(self) -> None:
-        """End the connection; never raises (it runs after errors, which must not be masked)."""
+        """End the connection for good; never raises (it runs after errors, which must not
+        be masked). A transfer still running in a thread that overran its deadline then
+        cannot reconnect: what it does ends here."""
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
         with contextlib.suppress(*CONNECTION_ERRORS):
             self._remote.close()
-            if self._browser is not None:
+        if self._browser is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
                 self._browser.close()
+            self._browser = None
         self._transport.close()
+
+    def _reconnect(self, timeout: float) -> Remote:
+        """Log in anew (the host key checked again) and work on over the new connection."""
+        if self._closed:
+            raise Refused(f"{self.destination}: the connection was closed")
+        fresh = SshTarget.connect(self.destination, timeout, address=self._address,
+                                  resume_seconds=self.resume_seconds)
+        if self._closed:  # closed while we logged in
+            fresh.close()
+            raise Refused(f"{self.destination}: the connection was closed")
+        self._drop()
+        self._transport, self._remote = fresh._transport, fresh._remote
+        return self._remote
 
     @property
     def local_address(self) -> str:
@@ -234,7 +269,7 @@ class SshTarget:
         with self._errors(f"saving {final}"):
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             self._remote.write_file(partial, data)
-            self._check_size(partial, len(data))
+            check_size(self._remote, partial, len(data), str(self.destination))
             self._remote.rename(partial, final)
         log.info("saved %s:%s (%d bytes)", self.destination, final, len(data))
         return len(data)
@@ -250,19 +285,26 @@ class SshTarget:
         """
         partial = self._path(partial_name(remote_name))
         started = time.monotonic()
-        with self._errors(f"writing {partial}"):
-            received = self._remote.receive(stream, partial, Progress(str(self.destination)))
+        what = f"writing {partial}"
+        resumer = Resumer(self._reconnect, str(self.destination), self.timeout, budget=self.resume_seconds)
+
+        def reconnect(error: BaseException) -> Remote:
+            return resumer(f"{self.destination}: {what}: {describe_error(error)}")
+
+        with self._errors(what):
+            received = self._remote.receive(stream, partial, Progress(str(self.destination)), reconnect)
             final = self._path(remote_name + (FLAT_SUFFIX if received.flattened else ""))
-            self._check_size(partial, received.size)
-            self._remote.rename(partial, final)
+            kept = keep_file(self._remote, partial, final, received.size, str(self.destination),
+                             reconnect if self.has_sftp else None)
+        interruptions = received.interruptions + kept
         seconds = time.monotonic() - started
         stream_bytes = received.summary.stream_bytes
         log.info("saved %s:%s: %d bytes in %.1f s (%.1f MiB/s), %d records", self.destination, final,
                  received.size, seconds, stream_bytes / (1 << 20) / max(seconds, 1e-6),
                  received.summary.records)
         return Transfer(path=final, size=received.size, records=received.summary.records,
-                               stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
-                               sha256=received.sha256)
+                        stream_bytes=stream_bytes, seconds=seconds, flattened=received.flattened,
+                        sha256=received.sha256, interruptions=interruptions)
 
     def listdir(self, path: str) -> list[Entry]:
         """Read-only (`kdump-agent dumps`): the names in a directory on the server."""
@@ -278,13 +320,6 @@ class SshTarget:
         if self._browser is None:
             self._browser = Browser(self._transport, self.timeout)
         return self._browser
-
-    def _check_size(self, path: str, expected: int) -> None:
-        """The server's word on the file's size: a full disk may have cut it short quietly."""
-        size = self._remote.size(path)
-        if size != expected:
-            raise TransferError(f"{self.destination}: {path} holds {size} bytes instead of {expected} "
-                                "(is the server's disk full?); it keeps its partial name")
 
     def _path(self, name: str) -> str:
         if self.dump_dir is None:
@@ -353,7 +388,4 @@ def _transfer_errors(destination: SshDestination, what: str, timeout: float) -> 
     except TimeoutError:  # socket.timeout too
         raise TransferError(f"{destination}: {what}: no answer within {timeout:g} s") from None
     except CONNECTION_ERRORS as error:
-        reason = str(error) or type(error).__name__
-        if isinstance(error, EOFError):
-            reason = "the server closed the connection"
-        raise TransferError(f"{destination}: {what}: {reason}") from error
+        raise TransferError(f"{destination}: {what}: {describe_error(error)}") from error

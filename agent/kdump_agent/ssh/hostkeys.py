@@ -20,6 +20,7 @@ from paramiko.hostkeys import HostKeyEntry, HostKeys
 
 from ..errors import TransferError
 from ..targets.sshdest import SshDestination
+from .resume import Refused
 
 log = logging.getLogger("kdump-agent")
 
@@ -168,15 +169,16 @@ def host_key_preference(pinned: Sequence[paramiko.PKey], available: Sequence[str
 
 def check_host_key(destination: SshDestination, offered: paramiko.PKey,
                    pinned: Sequence[paramiko.PKey]) -> None:
-    """Accept the server's key only if it is one of the pinned ones; raise TransferError else."""
+    """Accept the server's key only if it is one of the pinned ones; raise Refused else (a
+    TransferError that reconnecting does not try to mend)."""
     if any(key.asbytes() == offered.asbytes() for key in pinned):
         return
     if not pinned:
-        raise TransferError(
+        raise Refused(
             f"{destination}: unknown host: {destination.known_hosts_path} pins no key for "
             f"{destination.known_hosts_name}, and the server offers {describe_key(offered)}; refusing "
             "to send the dump there (pin the server's key, then rebuild the initramfs)")
-    raise TransferError(
+    raise Refused(
         f"{destination}: HOST KEY MISMATCH: the server offers {describe_key(offered)}, but "
         f"{destination.known_hosts_path} pins {', '.join(describe_key(key) for key in pinned)} "
         f"for {destination.known_hosts_name}; refusing to send the dump there (someone may be in "

@@ -6,6 +6,10 @@ close go through `_Sftp`, which keeps every request's reply and checks each one 
 two private SFTPClient methods; paramiko is pinned). Files are created 0600 and
 directories 0700. SftpRemote works on the SFTPClient it is given, the seam where the
 tests put a scripted server.
+
+Every write keeps its data until the server acknowledged it, so when the connection breaks
+mid-dump, what the server has not confirmed is still here, and `_ResumingFile` sends it
+again over a new connection into the same file, reopened without truncating.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import posixpath
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
@@ -22,12 +27,14 @@ from typing import BinaryIO, Protocol, cast
 import paramiko
 from paramiko.message import Message
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
     CMD_HANDLE,
     CMD_OPEN,
     CMD_RENAME,
+    CMD_STAT,
     CMD_STATUS,
     CMD_WRITE,
     SFTP_DESC,
@@ -35,6 +42,7 @@ from paramiko.sftp import (
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
+    SFTP_NO_SUCH_FILE,
     SFTP_OK,
     SFTP_OP_UNSUPPORTED,
     int64,
@@ -42,7 +50,17 @@ from paramiko.sftp import (
 from paramiko.sftp_attr import SFTPAttributes
 
 from .. import flat
-from .remote import CONNECTION_ERRORS, Progress, Received
+from ..errors import TransferError
+from ..targets.base import Interruption
+from .remote import (
+    CONNECTION_ERRORS,
+    Progress,
+    Received,
+    Reconnect,
+    ServerAnswer,
+    connection_lost,
+    describe_error,
+)
 
 log = logging.getLogger("kdump-agent")
 
@@ -52,16 +70,19 @@ log = logging.getLogger("kdump-agent")
 # capture kernel, so fewer, larger writes go faster. Adjacent records are joined into one
 # write. Writes are cut to fill whole SSH channel packets (paramiko puts at most the
 # peer's packet size less 64 bytes in one), never leaving a few bytes for a packet of their
-# own. Enough requests stay in flight to keep the server's 2 MiB window full.
+# own. Enough requests stay in flight to keep the server's 2 MiB window full; each keeps its
+# data until the server acknowledged it, to be sent again over a new connection if the old
+# one breaks, so the bytes in flight are bounded too (four times the window).
 WRITE_SIZE = 32 * 1024
 MAX_WRITE_SIZE = 256 * 1024
 PIPELINE_DEPTH = 64
+MAX_IN_FLIGHT_BYTES = 8 << 20
 PENDING_RUNS = 4
 _CHANNEL_PACKET_SLACK = 64  # what paramiko keeps free in each channel packet
 _WRITE_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4  # SFTP write: length, type, id, handle length, offset, data length
 
 
-class _SftpStatusError(OSError):
+class _SftpStatusError(ServerAnswer):
     """An SFTP request the server answered with an error status."""
 
     def __init__(self, code: int, text: str, what: str) -> None:
@@ -140,71 +161,121 @@ def write_size(server_limit: int | None, channel_packet: int, handle: bytes) -> 
     return max(1, min(limit, packets * per_packet - overhead))
 
 
+@dataclass(frozen=True)
+class _Write:
+    """A write sent and not yet acknowledged: its data is kept until it is."""
+
+    request: int
+    offset: int
+    data: bytes
+
+
 class _SftpFile:
     """A remote file open for writing, with up to PIPELINE_DEPTH writes unacknowledged.
 
     makedumpfile writes its page descriptors and its page data to two regions of the file in
     turns, a few KiB at a time; data that continues a pending run (one per region, up to
     PENDING_RUNS) joins it, so the records leave as few, large writes. Data that overlaps
-    anything pending sends everything pending first: a later record must win.
+    anything pending seals everything pending, sent before it: a later record must win.
+
+    What the server has not acknowledged is all here, in the order it must reach the file:
+    the writes in flight, then the sealed runs, then the pending runs. If the connection
+    breaks, a new _SftpFile opened `resume_from` this one takes it over and sends it first.
     """
 
-    def __init__(self, sftp: _Sftp, path: str, server_limit: int | None = None) -> None:
+    def __init__(self, sftp: _Sftp, path: str, server_limit: int | None = None, *,
+                 resume_from: _SftpFile | None = None) -> None:
         self.sftp = sftp
         self.path = path
         attributes = SFTPAttributes()
         attributes.st_mode = 0o600  # created 0600 (OpenSSH's sftp-server honours it; umask too)
-        kind, message = sftp.call(CMD_OPEN, path, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC,
-                                  attributes)
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | (0 if resume_from else SFTP_FLAG_TRUNC)
+        kind, message = sftp.call(CMD_OPEN, path, flags, attributes)
         if kind == CMD_STATUS:
             code, text = message.get_int(), message.get_text()
-            raise _SftpStatusError(code, text, "create")
+            raise _SftpStatusError(code, text, "reopen" if resume_from else "create")
         if kind != CMD_HANDLE:
             raise paramiko.SFTPError(f"create: unexpected reply type {kind}")
         self.handle = message.get_binary()
         packet = getattr(sftp.client.sock, "out_max_packet_size", 0) or WRITE_SIZE
         self.write_size = write_size(server_limit, packet, self.handle)
-        self._in_flight: deque[tuple[int, int]] = deque()  # (request, offset)
+        self._in_flight: deque[_Write] = deque()
+        self.in_flight_bytes = 0
+        self._sealed: deque[_Run] = deque()  # to be sent whole before the pending runs
         self._runs: list[_Run] = []  # pending data, oldest first, never overlapping
+        self.acknowledged = 0  # payload bytes the server confirmed
+        self.acknowledged_end = 0  # the end of the furthest write it confirmed
         self._closed = False
+        if resume_from is not None:
+            self.acknowledged = resume_from.acknowledged
+            self.acknowledged_end = resume_from.acknowledged_end
+            self._sealed.extend(_Run(write.offset, bytearray(write.data)) for write in resume_from._in_flight)
+            self._sealed.extend(resume_from._sealed)
+            self._runs = resume_from._runs
 
     def write_at(self, offset: int, data: bytes) -> None:
+        self.absorb(offset, data)
+        self.pump()
+
+    def absorb(self, offset: int, data: bytes) -> None:
+        """Take data into the pending runs; nothing is sent, so this cannot fail."""
         end = offset + len(data)
         if any(run.offset < end and offset < run.end for run in self._runs):
-            self._send_all()
+            self._sealed.extend(self._runs)
+            self._runs = []
         run = next((run for run in self._runs if run.end == offset), None)
         if run is None:
             if len(self._runs) >= PENDING_RUNS:
-                self._send(self._runs.pop(0), everything=True)
+                self._sealed.append(self._runs.pop(0))
             run = _Run(offset)
             self._runs.append(run)
         run.data += data
-        self._send(run, everything=False)
 
-    def _send_all(self) -> None:
-        while self._runs:
-            self._send(self._runs.pop(0), everything=True)
+    def pump(self) -> None:
+        """Send the sealed runs whole, then the full writes of the pending runs.
+
+        A connection error may stop it anywhere: whatever was not sent stays where it was,
+        whatever was sent is in flight, so pumping again (on a new connection) goes on.
+        """
+        while self._sealed:
+            self._send(self._sealed[0], everything=True)
+            self._sealed.popleft()
+        for run in self._runs:
+            self._send(run, everything=False)
 
     def _send(self, run: _Run, *, everything: bool) -> None:
         """Send a run in writes of write_size; keep a short tail unless told."""
         size, sent = self.write_size, 0
-        while len(run.data) - sent >= size or (everything and sent < len(run.data)):
-            piece = bytes(run.data[sent:sent + size])
-            offset = run.offset + sent
-            self._in_flight.append((self.sftp.send(CMD_WRITE, self.handle, int64(offset), piece), offset))
-            sent += len(piece)
-            while self._in_flight and (len(self._in_flight) > PIPELINE_DEPTH or self.sftp.ready()):
-                self._settle_oldest()
-        del run.data[:sent]
-        run.offset += sent
+        try:
+            while len(run.data) - sent >= size or (everything and sent < len(run.data)):
+                piece = bytes(run.data[sent:sent + size])
+                offset = run.offset + sent
+                request = self.sftp.send(CMD_WRITE, self.handle, int64(offset), piece)
+                self._in_flight.append(_Write(request, offset, piece))
+                self.in_flight_bytes += len(piece)
+                sent += len(piece)
+                while self._in_flight and (len(self._in_flight) > PIPELINE_DEPTH
+                                           or self.in_flight_bytes > MAX_IN_FLIGHT_BYTES
+                                           or self.sftp.ready()):
+                    self._settle_oldest()
+        finally:
+            del run.data[:sent]
+            run.offset += sent
 
     def _settle_oldest(self) -> None:
-        number, offset = self._in_flight.popleft()
-        self.sftp.status(number, f"write at offset {offset}")
+        """Wait for the oldest write's status; only once it is OK may its data go."""
+        write = self._in_flight[0]
+        self.sftp.status(write.request, f"write at offset {write.offset}")
+        self._in_flight.popleft()
+        self.in_flight_bytes -= len(write.data)
+        self.acknowledged += len(write.data)
+        self.acknowledged_end = max(self.acknowledged_end, write.offset + len(write.data))
 
     def finish(self) -> None:
         """Wait for every write's status, flush the file to the server's disk, close it."""
-        self._send_all()
+        self._sealed.extend(self._runs)
+        self._runs = []
+        self.pump()
         while self._in_flight:
             self._settle_oldest()
         try:
@@ -216,15 +287,90 @@ class _SftpFile:
         self._closed = True
         self.sftp.status(self.sftp.send(CMD_CLOSE, self.handle), "close")
 
+    def forget(self) -> None:
+        """After the connection broke: the handle went with it; nothing is sent."""
+        self._closed = True
+
     def abandon(self) -> None:
         """After a failure: close the handle if the connection still works, else leave it."""
         if self._closed:
             return
         self._closed = True
         self._in_flight.clear()
+        self._sealed.clear()
         self._runs.clear()
         with contextlib.suppress(*CONNECTION_ERRORS):  # if the connection is gone, so is the handle
             self.sftp.send(CMD_CLOSE, self.handle)
+
+
+class _ResumingFile:
+    """An _SftpFile that, given a Reconnect, survives the connection breaking under it.
+
+    On a lost connection it reconnects, checks that the file on the server still holds what
+    was acknowledged, reopens it without truncating, and hands the unacknowledged data to the
+    new handle, to be sent first; the stream is not read meanwhile, so the collector waits on
+    its pipe. Without a Reconnect, or for an error the server answered, the error goes on.
+    """
+
+    def __init__(self, remote: SftpRemote, path: str, reconnect: Reconnect | None) -> None:
+        self.path = path
+        self.reconnect = reconnect
+        self.file = _SftpFile(remote.sftp, path, remote.write_limit)
+        self.interruptions: list[Interruption] = []
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        self.file.absorb(offset, data)
+        self._guarded(lambda: self.file.pump())
+
+    def finish(self) -> None:
+        self._guarded(lambda: self.file.finish())
+
+    def abandon(self) -> None:
+        self.file.abandon()
+
+    def _guarded(self, operation: Callable[[], None]) -> None:
+        while True:
+            try:
+                operation()
+                return
+            except CONNECTION_ERRORS as error:
+                if self.reconnect is None or not connection_lost(error):
+                    raise
+                self._resume(error)
+
+    def _resume(self, error: BaseException) -> None:
+        assert self.reconnect is not None
+        lost, started, reason = self.file, time.monotonic(), describe_error(error)
+        lost.forget()
+        log.warning("the connection broke while writing %s (%s) with %d bytes acknowledged; reconnecting",
+                    self.path, reason, lost.acknowledged)
+        while True:
+            remote = self.reconnect(error)
+            if not isinstance(remote, SftpRemote):
+                raise TransferError(f"{self.path}: the server offers no SFTP any more; cannot resume")
+            try:
+                self._check_kept(remote, lost)
+                self.file = _SftpFile(remote.sftp, self.path, remote.write_limit, resume_from=lost)
+                break
+            except CONNECTION_ERRORS as again:
+                if not connection_lost(again):
+                    raise
+                error = again
+        interruption = Interruption(at=lost.acknowledged, seconds=time.monotonic() - started, reason=reason,
+                                    resent=lost.in_flight_bytes)
+        self.interruptions.append(interruption)
+        log.warning("resumed %s after %.1f s at %d bytes acknowledged, sending %d bytes again",
+                    self.path, interruption.seconds, interruption.at, interruption.resent)
+
+    def _check_kept(self, remote: SftpRemote, lost: _SftpFile) -> None:
+        """The file must still hold what the server acknowledged, or resuming would leave holes."""
+        if not remote.exists(self.path):
+            raise TransferError(f"{self.path} is gone from the server; cannot resume")
+        size = remote.size(self.path)
+        if size < lost.acknowledged_end:
+            raise TransferError(f"{self.path} holds {size} bytes on the server, less than the "
+                                f"{lost.acknowledged_end} acknowledged before the connection broke; "
+                                "cannot resume")
 
 
 class SftpRemote:
@@ -275,9 +421,15 @@ class SftpRemote:
             remote.write_at(0, data)
             remote.finish()
 
-    def receive(self, stream: BinaryIO, path: str, progress: Progress) -> Received:
-        """Apply the stream's records to path as positioned writes; flush and close it."""
-        with self._open(path) as remote:
+    def receive(self, stream: BinaryIO, path: str, progress: Progress,
+                reconnect: Reconnect | None = None) -> Received:
+        """Apply the stream's records to path as positioned writes; flush and close it.
+
+        With `reconnect`, a connection that breaks is made anew and the writes go on where
+        the server's acknowledgements left off (_ResumingFile).
+        """
+        remote = _ResumingFile(self, path, reconnect)
+        try:
             def write_at(offset: int, data: bytes) -> None:
                 remote.write_at(offset, data)
                 progress.add(len(data))
@@ -288,7 +440,10 @@ class SftpRemote:
                 remote.finish()  # keep what arrived, flushed: the admin may still use it
                 raise
             remote.finish()
-            return Received(summary, size=summary.end, flattened=False)
+            return Received(summary, size=summary.end, flattened=False,
+                            interruptions=tuple(remote.interruptions))
+        finally:
+            remote.abandon()
 
     @contextmanager
     def _open(self, path: str) -> Iterator[_SftpFile]:
@@ -308,7 +463,24 @@ class SftpRemote:
             self.sftp.status(self.sftp.send(CMD_RENAME, old, new), f"rename to {new}")
 
     def size(self, path: str) -> int:
-        return int(self.client.stat(path).st_size or 0)
+        """The file's size; a server's refusal (no such file...) is a ServerAnswer, so it is
+        never taken for a broken connection, as paramiko's stat() errors could be."""
+        kind, message = self.sftp.call(CMD_STAT, path)
+        if kind == CMD_STATUS:
+            code, text = message.get_int(), message.get_text()
+            raise _SftpStatusError(code, text, f"stat {path}")
+        if kind != CMD_ATTRS or not message.get_int() & SFTPAttributes.FLAG_SIZE:
+            raise paramiko.SFTPError(f"stat {path}: no size in the reply (type {kind})")
+        return int(message.get_int64())
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.size(path)
+        except _SftpStatusError as error:
+            if error.code == SFTP_NO_SUCH_FILE:
+                return False
+            raise
+        return True
 
     # ---- rotation (keep_old_dumps, free_disk_size): listing, removal, free space
 

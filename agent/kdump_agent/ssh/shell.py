@@ -17,7 +17,7 @@ from typing import BinaryIO, cast
 import paramiko
 
 from .. import flat
-from .remote import ChannelDeadline, Progress, Received
+from .remote import ChannelDeadline, Progress, Received, Reconnect
 
 STREAM_BUFFER = 256 * 1024  # bytes gathered before one channel write
 
@@ -39,7 +39,7 @@ class ShellRemote:
         status, _, error = self._run(f"umask 077; mkdir -- {shlex.quote(path)}")
         if status == 0:
             return True
-        if self._run(f"test -e {shlex.quote(path)}")[0] == 0:
+        if self.exists(path):
             return False
         raise OSError(_last_line(error) or f"mkdir exited {status}")
 
@@ -56,10 +56,17 @@ class ShellRemote:
         except (IndexError, ValueError):
             raise OSError(f"cannot tell the size of {path}: wc printed {output[:80]!r}") from None
 
-    def receive(self, stream: BinaryIO, path: str, progress: Progress) -> Received:
+    def exists(self, path: str) -> bool:
+        return self._run(f"test -e {shlex.quote(path)}")[0] == 0
+
+    def receive(self, stream: BinaryIO, path: str, progress: Progress,
+                reconnect: Reconnect | None = None) -> Received:
         """Pass the stream through `cat` as it is read (checked record by record).
 
         A stream that breaks off still ends `cat` cleanly, so the server keeps what arrived.
+        A connection that breaks fails the dump whatever `reconnect` offers: what `cat` had
+        received is unknown and the stream cannot be read again, so there is nothing to
+        resume from.
         """
         command = f"umask 077; cat > {shlex.quote(path)}"
         channel = self._exec(command)

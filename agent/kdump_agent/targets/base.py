@@ -57,6 +57,20 @@ class FileRecord:
 
 
 @dataclass(frozen=True)
+class Interruption:
+    """The connection broke during the transfer and the transfer went on over a new one."""
+
+    at: int  # bytes of the dump the server had acknowledged when it broke: where it resumed
+    seconds: float  # from the break until the file was open again on a new connection
+    reason: str  # what broke it, as the error said
+    resent: int  # bytes sent before the break, not acknowledged, sent again
+
+    def as_dict(self) -> dict[str, object]:
+        return {"at": self.at, "seconds": round(self.seconds, 3), "reason": self.reason,
+                "resent": self.resent}
+
+
+@dataclass(frozen=True)
 class Transfer:
     """What the SSH server holds after the stream was sent (ssh.connection.receive_flattened),
     and how it travelled: for the manifest."""
@@ -68,6 +82,7 @@ class Transfer:
     seconds: float
     flattened: bool  # the server keeps the flattened stream, for `makedumpfile -R`
     sha256: str | None
+    interruptions: tuple[Interruption, ...] = ()  # each break survived, in order
 
     @property
     def name(self) -> str:
@@ -80,7 +95,8 @@ class Transfer:
     def as_dict(self) -> dict[str, object]:
         return {"path": self.path, "size": self.size, "records": self.records,
                 "stream_bytes": self.stream_bytes, "seconds": round(self.seconds, 3),
-                "flattened": self.flattened, "sha256": self.sha256}
+                "flattened": self.flattened, "sha256": self.sha256,
+                "interruptions": [interruption.as_dict() for interruption in self.interruptions]}
 
 
 @dataclass
