@@ -314,7 +314,7 @@ def test_ssh_target_server_killed_mid_transfer_raises_and_leaves_vmcore_incomple
 
     stream = EndlessDump(after=16 << 20, callback=lambda: threading.Thread(target=kill_from_a_thread).start())
     expected = rf"root@127\.0\.0\.1:{sshd_to_kill.port}: writing .*/vmcore-incomplete: "
-    with pytest.raises(TransferError, match=expected):  # reconnecting fails too (test_ssh_resume.py)
+    with pytest.raises(TransferError, match=expected):  # reconnecting fails too (test_ssh_resume_openssh.py)
         send_dump(destination(sshd_to_kill, client_key, tmp_path), cast(BinaryIO, stream), TIMEOUT,
                   resume_seconds=2.0)
     assert killed.wait(TIMEOUT)
