@@ -16,6 +16,7 @@ from kdump_agent.config import parse
 from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import mkinitrd as mk
 from kdump_agent.network.record import HostRecord
+from kdump_agent.targets.local import FilesystemTarget
 
 
 @pytest.fixture(autouse=True)
@@ -315,3 +316,33 @@ def test_the_collector_is_packed_unless_it_is_the_makedumpfile_the_module_instal
     assert plan_for("ext4 UUID=abc\ndracut_args -N\n", tmp_path).env["KDUMP_AGENT_INSTALL"] == ""
     assert plan_for("ext4 UUID=abc\ncore_collector cp\ndracut_args -N\n", tmp_path).env[
         "KDUMP_AGENT_INSTALL"] == str(copy)
+
+
+# ---- storage stacks this version cannot assemble ------------------------------------------
+
+def test_a_target_on_lvm_is_refused_at_build_time_naming_the_line(tmp_path: Path, mocker: Any) -> None:
+    """Issue 13's admin: `ext4 /dev/mapper/<vg>-<lv>` built and then waited out disk_timeout
+    in the capture kernel. Refused now, before dracut runs."""
+    mocker.patch.object(mk, "resolve_spec", return_value="/dev/dm-1")
+    mocker.patch.object(mk, "storage_layers", return_value=["LVM", "md RAID"])
+    with pytest.raises(KdumpError, match=r"/etc/kdump.conf:2: the dump target UUID=abc is on LVM, md RAID"):
+        plan_for("path /var/crash\next4 UUID=abc\n", tmp_path)
+
+
+def test_a_device_mapper_name_is_refused_in_an_image_for_another_machine(tmp_path: Path) -> None:
+    with pytest.raises(KdumpError, match="is on device-mapper or md RAID, which this version"):
+        plan_for("ext4 /dev/mapper/vg-crash\ndracut_args --no-hostonly --add lvm\n", tmp_path)
+
+
+def test_a_root_on_lvm_only_warns_for_the_failure_action(tmp_path: Path, mocker: Any,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    mocker.patch.object(mk, "resolve_spec", side_effect=lambda spec: "/dev/dm-0" if spec == "UUID=root"
+                        else "/dev/vdb1")
+    mocker.patch.object(mk, "storage_layers", side_effect=lambda device: ["LVM"] if device == "/dev/dm-0"
+                        else [])
+    mocker.patch.object(mk, "drivers_for", return_value=[])
+    mocker.patch.object(mk, "record_filesystem", return_value=FilesystemTarget("UUID=root", "xfs", "/"))
+    built = plan_for("ext4 /dev/vdb1\nfailure_action dump_to_rootfs\n", tmp_path)
+    assert built.argv[0] == "dracut"
+    assert "the root file system UUID=root is on LVM" in caplog.text
+    assert "dump_to_rootfs cannot reach it and falls through to final_action" in caplog.text

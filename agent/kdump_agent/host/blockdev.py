@@ -91,3 +91,44 @@ def drivers_above(device_node: Path, sysfs: Path) -> list[str]:
                 modules.append(module)
         node = node.parent
     return modules
+
+
+# device-mapper UUID prefixes (dm/uuid in sysfs), as lvm2, cryptsetup and multipath set them.
+_DM_KINDS = (("LVM-", "LVM"), ("CRYPT-", "dm-crypt (LUKS)"), ("mpath-", "multipath"))
+
+
+def storage_layers(device: str, sysfs: Path = Path("/sys")) -> list[str]:
+    """What stands between a file system and its disks: "LVM", "md RAID", "multipath",
+    "dm-crypt (LUKS)", "iSCSI", "device-mapper"; [] for a partition or disk on a plain bus.
+
+    Found through sysfs: a device-mapper device has `dm/uuid` (its prefix names the tool
+    that made it) and `slaves/`, an md array has `md/`, a partition's parent is its disk,
+    and an iSCSI disk hangs below a `sessionN` of the iSCSI initiator.
+    """
+    layers: list[str] = []
+
+    def add(layer: str) -> None:
+        if layer not in layers:
+            layers.append(layer)
+
+    def visit(node: Path) -> None:
+        if (node / "partition").exists():
+            visit(node.parent)
+            return
+        uuid = (node / "dm" / "uuid")
+        if uuid.exists():
+            text = uuid.read_text(encoding="utf-8", errors="replace").strip()
+            kind = next((name for prefix, name in _DM_KINDS if text.startswith(prefix)), None)
+            if kind is not None or not text.startswith("part"):  # kpartx partitions: look below
+                add(kind or "device-mapper")
+        if (node / "md").is_dir():
+            add("md RAID")
+        if any(part.startswith("session") and part[7:].isdigit() for part in node.parts):
+            add("iSCSI")
+        slaves = node / "slaves"
+        if slaves.is_dir():
+            for slave in sorted(slaves.iterdir()):
+                visit(slave.resolve())
+
+    visit((sysfs / "class" / "block" / os.path.basename(os.path.realpath(device))).resolve())
+    return layers
