@@ -42,7 +42,3 @@ class MountError(KdumpError):
 
 class TransferError(KdumpError):
     """Writing the dump to its target failed part-way."""
-
-
-class DeadlineExceeded(KdumpError):
-    """A state overran its deadline; the runner turns this into a failure outcome."""

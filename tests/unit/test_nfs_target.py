@@ -9,11 +9,12 @@ import pytest
 from kdump_agent import system
 from kdump_agent.errors import MountError
 from kdump_agent.targets import nfs
+from kdump_agent.targets.netspec import parse_nfs_spec
 
 
 def test_spec_splits_into_server_and_export() -> None:
-    assert nfs.split_spec("filer:/srv/dumps") == ("filer", "/srv/dumps")
-    assert nfs.split_spec("[2001:db8::1]:/export") == ("2001:db8::1", "/export")
+    assert parse_nfs_spec("filer:/srv/dumps") == ("filer", "/srv/dumps")
+    assert parse_nfs_spec("[2001:db8::1]:/export") == ("2001:db8::1", "/export")
     target = nfs.NfsTarget("filer:/srv/dumps", "nfs", "/var/crash")
     assert (target.server, target.export, target.versions) == ("filer", "/srv/dumps", ("4", "3"))
     assert nfs.NfsTarget("filer:/x", "nfs4", "/").versions == ("4",)

@@ -22,7 +22,8 @@ from ..config import Config
 from ..errors import KdumpError
 from ..network import bringup
 from ..network.record import record_host_route
-from ..targets.nfs import NfsTarget, split_spec
+from ..targets.netspec import parse_nfs_spec
+from ..targets.nfs import NfsTarget
 from ..targets.sshdest import SshDestination
 from .blockdev import nic_drivers
 
@@ -60,7 +61,7 @@ def network_pack(config: Config, *, hostonly: bool,
     host = server.server if isinstance(server, NfsTarget) else server.host
     if isinstance(server, NfsTarget):
         pack.drivers += NFS_MODULES
-        if ":" in split_spec(server.spec)[0]:
+        if ":" in parse_nfs_spec(server.spec)[0]:
             raise KdumpError(f"{where}: IPv6 NFS servers are not supported by this version")
     else:
         pack.key_path, pack.known_hosts = _ssh_files(server, where, known_hosts_files)

@@ -107,13 +107,6 @@ def wait_for_device(spec: str, timeout: float, clock: Callable[[], float] = time
         sleep(POLL_SECONDS)
 
 
-def mount_target(target: FilesystemTarget, mountpoint: str, disk_timeout: float) -> str:
-    """Wait for the target device and mount it read-write; returns the mountpoint."""
-    device = wait_for_device(target.spec, disk_timeout)
-    system.mount(device, mountpoint, target.fstype)
-    return mountpoint
-
-
 class MountedTarget(Protocol):
     """What LocalDirectory needs of its target: a file system (on a disk, or NFS) and `path`."""
 

@@ -26,8 +26,6 @@ from .netspec import parse_nfs_spec
 
 log = logging.getLogger("kdump-agent")
 
-split_spec = parse_nfs_spec  # the one NFS spec parser, shared with config.py and netpack.py
-
 # Each request waits timeo (deciseconds), then timeo more for each retry (TCP backs off
 # linearly): 5 + 10 + 15 s before a soft mount gives up on a request.
 SOFT_OPTIONS = "soft,timeo=50,retrans=2"
@@ -47,11 +45,11 @@ class NfsTarget:
     @property
     def server(self) -> str:
         """The host part, without the brackets of an IPv6 address."""
-        return split_spec(self.spec)[0]
+        return parse_nfs_spec(self.spec)[0]
 
     @property
     def export(self) -> str:
-        return split_spec(self.spec)[1]
+        return parse_nfs_spec(self.spec)[1]
 
     @property
     def versions(self) -> tuple[str, ...]:
