@@ -36,7 +36,7 @@ $(BINARY): $(SOURCES) | deps-build venv
 	@ls -l $(BINARY)
 
 lint: venv
-	$(VENV)/bin/ruff check agent tests bench --select F,E,W,I
+	$(VENV)/bin/ruff check agent tests bench
 	$(VENV)/bin/mypy --strict agent/kdump_agent
 	$(VENV)/bin/mypy --strict tests/harness
 

@@ -488,7 +488,7 @@ def main() -> int:
         "machine": {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "kernel": kernel.kver,
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True).stdout.strip(),
+                                 capture_output=True, text=True, check=False).stdout.strip(),
         "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "ssh": floors["ssh"]},
         "time": {"baseline_s": base_s, "ours_s": ours_s, "ratio": ratio(ours_s, base_s),
                  "runs": TIME_RUNS, "crashkernel_mib": TIME_AT_MIB,
@@ -536,32 +536,32 @@ def print_table(report: dict[str, Any]) -> None:
         ("panic to reboot, kdump-agent (local)",
          f"{timing['ours_s']} s (ratio {timing['ratio']}, {goal(timing['ratio'], 'time_ratio')})"),
         ("panic to reboot, kdump-agent (SSH)",
-         f"{ssh.get('total_s')} s (vs local: ratio {ssh.get('ratio')}, "
-         f"{goal(ssh.get('ratio'), 'ssh_ratio')})"),
-        ("COLLECT state, SSH / local", f"{ssh.get('collect_s')} / {ssh.get('local_collect_s')} s "
+         (f"{ssh.get('total_s')} s (vs local: ratio {ssh.get('ratio')}, "
+         f"{goal(ssh.get('ratio'), 'ssh_ratio')})")),
+        ("COLLECT state, SSH / local", (f"{ssh.get('collect_s')} / {ssh.get('local_collect_s')} s "
                                        f"(ratio {ssh.get('collect_ratio')}); "
-                                       f"transfer {ssh.get('transfer_mib_s')} MiB/s"),
+                                       f"transfer {ssh.get('transfer_mib_s')} MiB/s")),
         ("NETWORK_UP / MOUNT_TARGET (SSH login)",
          f"{ssh.get('network_up_s')} / {ssh.get('mount_target_s')} s"),
         ("agent start-up (hook to first state)", f"{timing['agent_startup_s']} s"),
         ("binary", f"{footprint['binary_bytes'] / 1e6:.1f} MB"),
-        ("initramfs ours / baseline", f"{footprint['initramfs_bytes'] / 1e6:.1f} / "
+        ("initramfs ours / baseline", (f"{footprint['initramfs_bytes'] / 1e6:.1f} / "
                                       f"{footprint['baseline_initramfs_bytes'] / 1e6:.1f} MB compressed, "
                                       f"{footprint['initramfs_unpacked_bytes'] / 1e6:.1f} / "
                                       f"{footprint['baseline_initramfs_unpacked_bytes'] / 1e6:.1f} "
-                                      "MB unpacked"),
-        ("initramfs SSH", f"{(ssh.get('initramfs_bytes') or 0) / 1e6:.1f} MB compressed, "
-                          f"{(ssh.get('initramfs_unpacked_bytes') or 0) / 1e6:.1f} MB unpacked"),
-        ("agent peak RSS, one-file unpack", f"{footprint.get('agent_peak_rss_kib')} KiB "
+                                      "MB unpacked")),
+        ("initramfs SSH", (f"{(ssh.get('initramfs_bytes') or 0) / 1e6:.1f} MB compressed, "
+                          f"{(ssh.get('initramfs_unpacked_bytes') or 0) / 1e6:.1f} MB unpacked")),
+        ("agent peak RSS, one-file unpack", (f"{footprint.get('agent_peak_rss_kib')} KiB "
                                             f"(SSH {ssh.get('agent_peak_rss_kib')} KiB), "
-                                            f"{footprint.get('agent_unpacked_bytes')} bytes"),
+                                            f"{footprint.get('agent_unpacked_bytes')} bytes")),
         (f"MemFree at collector start ({TIME_AT_MIB}M) local / SSH / baseline",
-         f"{footprint.get('memfree_at_collect_kib')} / {ssh.get('memfree_at_collect_kib')} / "
-         f"{footprint.get('baseline_memfree_at_collect_kib')} KiB"),
+         (f"{footprint.get('memfree_at_collect_kib')} / {ssh.get('memfree_at_collect_kib')} / "
+         f"{footprint.get('baseline_memfree_at_collect_kib')} KiB")),
         ("loopback SSH, paramiko SFTP / OpenSSH cat",
-         f"{put.get('paramiko_sftp_mib_s')} / {put.get('openssh_cat_mib_s')} MiB/s "
+         (f"{put.get('paramiko_sftp_mib_s')} / {put.get('openssh_cat_mib_s')} MiB/s "
          f"(ratio {put.get('ratio')}; {(put.get('stream_bytes') or 0) / MIB:.1f} MiB stream, "
-         f"{put.get('stream')})"),
+         f"{put.get('stream')})")),
     ]
     width = max(len(name) for name, _ in rows)
     print()

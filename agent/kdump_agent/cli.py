@@ -26,7 +26,7 @@ from .context import DEFAULT_CONFIG_PATH, Paths
 from .host import crashtest, dumps, service, status
 from .host.dumpstore import open_store
 from .host.estimate import Estimate, grub_advice, report
-from .host.hostpaths import HostPaths
+from .host.hostpaths import THIS_MACHINE
 from .host.kexec import default_kernel, load, load_problems, plan_load
 from .host.mkinitrd import default_output, mkinitrd
 from .host.netpack import DEFAULT_KNOWN_HOSTS
@@ -48,7 +48,7 @@ EXIT_HANDED_OVER = 75
 
 # The machine's files (/proc, /sys, /etc/default, /boot): the host modules take them as a
 # parameter so their tests can point them elsewhere; the commands use the real ones.
-HOST = HostPaths()
+HOST = THIS_MACHINE
 log = logging.getLogger("kdump-agent")
 
 

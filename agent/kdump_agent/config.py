@@ -618,7 +618,7 @@ def parse_bytes(data: bytes, source: str) -> Config:
     """
     errors: list[ConfigError] = []
     lines: list[str] = []
-    text = data[len(_BOM):] if data.startswith(_BOM) else data
+    text = data.removeprefix(_BOM)
     for number, raw in enumerate(text.split(b"\n"), start=1):
         try:
             lines.append(raw.decode("utf-8"))

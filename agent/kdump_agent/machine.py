@@ -12,6 +12,7 @@ states` prints the table, and the README's picture is drawn from it.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -104,7 +105,7 @@ _ENDINGS = (Outcome.DONE, Outcome.FAILED, Outcome.TIMED_OUT)
 def _chain(states: tuple[State, ...], on_failure: State) -> dict[tuple[State, Outcome], State]:
     """Each state leads to the next when done, and to on_failure otherwise."""
     table: dict[tuple[State, Outcome], State] = {}
-    for here, after in zip(states, states[1:]):
+    for here, after in itertools.pairwise(states):
         table[(here, Outcome.DONE)] = after
         table[(here, Outcome.FAILED)] = on_failure
         table[(here, Outcome.TIMED_OUT)] = on_failure

@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 from types import TracebackType
+from typing import Self
 
 CHUNK = 64 * 1024
 
@@ -36,7 +37,7 @@ class Relay:
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
 
-    def __enter__(self) -> Relay:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

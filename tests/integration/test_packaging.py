@@ -61,7 +61,7 @@ def make(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
            if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DESTDIR", "PREFIX")}
     result = subprocess.run(["make", "--no-print-directory", "-C", str(REPO),
                              "-o", str(BINARY.relative_to(REPO)), *args],
-                            capture_output=True, text=True, timeout=timeout, env=env)
+                            capture_output=True, text=True, timeout=timeout, env=env, check=False)
     assert result.returncode == 0, f"make {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -72,7 +72,7 @@ def tree(root: Path) -> dict[str, int]:
 
 
 def run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_every_example_in_the_default_config_is_valid_when_uncommented() -> None
     text = DEFAULT_CONF.read_text()
     for directive in set(DOCUMENTED_DIRECTIVES) - set(kdump_config.FILESYSTEM_TYPES):
         # Each has its own entry: '# directive <value>' (or in a '# a, b, c' list).
-        assert re.search(rf"^# (?:\w+, )*{directive}\b", text, re.M), directive
+        assert re.search(rf"^# (?:\w+, )*{directive}\b", text, re.MULTILINE), directive
 
 
 def test_the_documented_directives_are_the_ones_the_parser_knows() -> None:
@@ -185,7 +185,7 @@ def render(source: bytes) -> str:
     assert groff, "groff is missing (Debian: groff-base, installed by tools/install-deps.sh)"
     # -P-cbou: plain text, no SGR or overstrike for bold and italics.
     result = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-rLL=80n", "-P-cbou"], input=source,
-                            capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"})
+                            capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"}, check=False)
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
     return result.stdout.decode()
 
@@ -207,7 +207,7 @@ def test_kdump_conf_5_documents_every_directive() -> None:
 def test_kdump_conf_5_examples_are_valid() -> None:
     page = (REPO / "docs/man/kdump.conf.5").read_text()
     examples = page.split(".SH EXAMPLES", 1)[1].split(".SH ", 1)[0]
-    blocks = re.findall(r"^\.nf\n(.*?)^\.fi\n", examples, re.S | re.M)
+    blocks = re.findall(r"^\.nf\n(.*?)^\.fi\n", examples, re.DOTALL | re.MULTILINE)
     assert len(blocks) == 4
     for block in blocks:
         kdump_config.parse(block.replace("\\-", "-"), "kdump.conf.5 example")
@@ -215,19 +215,19 @@ def test_kdump_conf_5_examples_are_valid() -> None:
 
 def test_kdump_agent_8_documents_every_command() -> None:
     usage = run(str(BINARY), "--help").stdout
-    commands = re.findall(r"^    (\w[\w-]*)", usage, re.M)
+    commands = re.findall(r"^    (\w[\w-]*)", usage, re.MULTILINE)
     assert "check-config" in commands and "capture" in commands
     text = render((REPO / "docs/man/kdump-agent.8").read_bytes())
     documented = text.split("\nCOMMANDS\n", 1)[1].split("\nOPTIONS\n", 1)[0]
     coming = ("load", "unload", "start", "stop", "status", "estimate", "test", "propagate")
     for command in {*commands, *coming}:
-        assert re.search(rf"^       {command}\b|^       \w[\w-]*, {command}\b", documented, re.M), command
+        assert re.search(rf"^       {command}\b|^       \w[\w-]*, {command}\b", documented, re.MULTILINE), command
 
 
 def test_kdump_agent_8_documents_every_option() -> None:
     text = render((REPO / "docs/man/kdump-agent.8").read_bytes())
     usage = run(str(BINARY), "--help").stdout
-    for command in re.findall(r"^    (\w[\w-]*)", usage, re.M):
+    for command in re.findall(r"^    (\w[\w-]*)", usage, re.MULTILINE):
         options = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", run(str(BINARY), command, "--help").stdout))
         for option in options - {"--help"}:
             assert re.search(rf"(?<![\w-]){option}(?![\w-])", text), f"{command} {option}"
@@ -295,7 +295,7 @@ def test_deb_declares_package_conffiles_and_dependencies(deb: Path) -> None:
     assert run("dpkg-deb", "-I", str(deb), "conffiles").stdout == "/etc/kdump.conf\n"
     info = run("dpkg-deb", "-I", str(deb)).stdout
     for script in ("postinst", "prerm", "postrm"):
-        assert re.search(rf"^ .*\* +{script} +#!/bin/sh$", info, re.M), info
+        assert re.search(rf"^ .*\* +{script} +#!/bin/sh$", info, re.MULTILINE), info
 
 
 def test_deb_holds_what_make_install_installs(deb: Path, installed: Path, tmp_path: Path) -> None:

@@ -328,8 +328,8 @@ def test_parse_caps_configured_waits(directive: str, most: int) -> None:
     assert getattr(parse(f"{directive} {most}", "k"), directive) == most
     for too_long in (most + 1, 999999999):
         assert only_error(f"{directive} {too_long}") == (
-            1, f"'{directive}' {too_long} is too long: at most {most} seconds ({most // 60} minutes); "
-               "the machine stays down while the capture waits")
+            1, (f"'{directive}' {too_long} is too long: at most {most} seconds ({most // 60} minutes); "
+               "the machine stays down while the capture waits"))
 
 
 def test_wait_caps_are_ones_an_admin_accepts() -> None:
@@ -549,8 +549,8 @@ def test_parse_bytes_refuses_a_bom_that_is_not_at_the_start() -> None:
     with pytest.raises(ConfigErrors) as caught:
         parse_bytes(b"path /x\n\xef\xbb\xbfcore_collector cat\n", "k")
     (error,) = caught.value.errors
-    assert (error.line, error.message) == (2, "unknown directive '\\ufeffcore_collector' "
-                                              "(did you mean 'core_collector'?)")
+    assert (error.line, error.message) == (2, ("unknown directive '\\ufeffcore_collector' "
+                                              "(did you mean 'core_collector'?)"))
 
 
 def test_parse_bytes_accepts_utf8_in_comments_and_values() -> None:

@@ -38,8 +38,8 @@ def test_dracut_args_dracut_reads_as_intended_are_valid(args: str) -> None:
     ("--compress", "'--compress' needs a value and is the last word"),
     ("--add --hostonly", "'--add' needs a value, but is followed by the option '--hostonly'"),
     ("--add=", "'--add' needs a value after '='"),
-    ("--hostonly yes", "'yes' is not an option (after '--hostonly', which takes no value): dracut would "
-                       "take it as the output image or kernel version"),
+    ("--hostonly yes", ("'yes' is not an option (after '--hostonly', which takes no value): dracut would "
+                       "take it as the output image or kernel version")),
     ("/tmp/initrd.img", "'/tmp/initrd.img' is not an option: dracut would take it as the output image"),
     ("--add lvm 5.14.0", "'5.14.0' is not an option"),
     ("--", "'--' ends dracut's options"),

@@ -186,9 +186,9 @@ def test_a_local_file_system_is_listed_where_this_host_mounted_it(tmp_path: Path
         assert [d.directory for d in dumps.list_dumps(store)] == ["127.0.0.1-2024-05-01-10:00:00"]
         assert store.where == f"/dev/null:/srv/crash (on {mounted})"
     mountinfo.write_text(f"36 25 {os.major(null)}:{os.minor(null)} /sub {mounted} rw - ext4 /dev/null rw\n")
-    with pytest.raises(KdumpError, match=r"/dev/null \(ext4\) is not mounted on this host"):
-        with open_store(config, mountinfo=str(mountinfo)):
-            pass
+    with pytest.raises(KdumpError, match=r"/dev/null \(ext4\) is not mounted on this host"), \
+            open_store(config, mountinfo=str(mountinfo)):
+        pass
 
 
 def test_an_nfs_export_is_mounted_read_only_and_unmounted_after(tmp_path: Path, mocker: Any) -> None:
@@ -263,8 +263,8 @@ def test_start_logs_one_line_for_a_dump_taken_since_the_last_boot(tmp_path: Path
     assert service.log_dumps_since_last_boot(config, boot(tmp_path, "crashed", 1714600000)) == []
     with caplog.at_level(logging.WARNING, logger="kdump-agent"):
         lines = service.log_dumps_since_last_boot(config, boot(tmp_path, "after", 1714700000))
-    assert lines == [f'dump taken since the last boot: {crash}/127.0.0.1-2024-05-02-10:00:00 (complete): '
-                     'sysrq: "sysrq triggered crash" signature 5d0c1a9e2b7f']
+    assert lines == [(f'dump taken since the last boot: {crash}/127.0.0.1-2024-05-02-10:00:00 (complete): '
+                     'sysrq: "sysrq triggered crash" signature 5d0c1a9e2b7f')]
     assert caplog.messages == lines
 
 

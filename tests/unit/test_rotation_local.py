@@ -146,7 +146,7 @@ def test_free_disk_size_falls_back_to_dump_level_31(tmp_path: Path, mocker: Any)
 
 def test_free_disk_size_that_cannot_be_kept_saves_no_vmcore_and_deletes_nothing(tmp_path: Path,
                                                                                 mocker: Any) -> None:
-    capture, role = prepared(tmp_path, mocker, 10, "free_disk_size 4000")
+    capture, _ = prepared(tmp_path, mocker, 10, "free_disk_size 4000")
     before = olddumps.snapshot(crash_dir(capture))
     dry_run(mocker, {"31": 59 * MIB})
     with pytest.raises(KdumpError, match="free_disk_size 4000 MiB: .* no vmcore was written"):

@@ -238,8 +238,8 @@ def display_date(name: DumpDirName) -> str:
 
 def line(dump: Dump) -> str:
     """The dump as one line of `kdump-agent dumps`."""
-    parts = [f"{display_date(dump.name):<22} {dump.name.host:<15} {state_word(dump):<10} "
-             f"{human_size(dump.size):>10}  {describe_panic(dump)}"]
+    parts = [(f"{display_date(dump.name):<22} {dump.name.host:<15} {state_word(dump):<10} "
+             f"{human_size(dump.size):>10}  {describe_panic(dump)}")]
     if dump.repeats:
         parts.append(f"same signature as {dump.repeats} earlier dump{'s' if dump.repeats > 1 else ''}")
     if dump.problem:

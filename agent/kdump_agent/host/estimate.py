@@ -174,8 +174,8 @@ def report(estimate: Estimate) -> list[str]:
         f"{'RHEL 9':<{width}}  {mib(estimate.rhel9) if estimate.rhel9 else 'none':>8}  its default "
         f"{RHEL9_DEFAULT}, for comparison" + ("" if estimate.rhel9 else f" (nothing for {ram})"),
         "",
-        f"crashkernel={megabytes(estimate.recommended)}  (the larger of the total and the seed rule, "
-        "rounded up to 16M)",
+        (f"crashkernel={megabytes(estimate.recommended)}  (the larger of the total and the seed rule, "
+        "rounded up to 16M)"),
     ]
     reserved = estimate.reserved
     if reserved is None:

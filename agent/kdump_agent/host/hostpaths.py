@@ -36,6 +36,10 @@ class HostPaths:
     state_dir: str = "/var/lib/kdump-agent"  # the image's place when /boot is read-only
 
 
+# This machine's files, for the commands; tests pass HostPaths of their own.
+THIS_MACHINE = HostPaths()
+
+
 def read_int(path: str) -> int | None:
     """The integer a sysfs/procfs file holds, or None when it is absent or not a number."""
     text = read_text(path)

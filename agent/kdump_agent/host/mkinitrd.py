@@ -40,7 +40,7 @@ from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
 from .blockdev import drivers_for, filesystem_holding, nearest_existing, resolve_spec, storage_layers, uuid_of
-from .hostpaths import HostPaths, writable_dir
+from .hostpaths import THIS_MACHINE, HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
 
@@ -72,7 +72,7 @@ class BuildPlan:
     reasons: tuple[str, ...] = ()  # why it ran (or, with --dry-run, would run)
 
 
-def default_output(kver: str, paths: HostPaths = HostPaths()) -> Path:
+def default_output(kver: str, paths: HostPaths = THIS_MACHINE) -> Path:
     """RHEL's name and place, /boot/initramfs-<kver>kdump.img; under /var/lib/kdump-agent
     when /boot cannot be written (a read-only or shared /boot) and holds no image yet.
 
@@ -414,7 +414,7 @@ def _seal(partial: Path, output: Path) -> None:
 def mkinitrd(config: Config, *, output: Path | None = None, binary: Path | None = None,
              kver: str | None = None, kmoddir: str | None = None, dry_run: bool = False,
              known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS, force: bool = False,
-             paths: HostPaths = HostPaths()) -> BuildPlan:
+             paths: HostPaths = THIS_MACHINE) -> BuildPlan:
     """Build the capture initramfs for a validated config unless it is up to date; returns
     what was run (or, with dry_run, would run) and why."""
     kver = kver or platform.release()
