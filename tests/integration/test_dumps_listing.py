@@ -59,7 +59,8 @@ def crash_dir(tmp_path_factory: pytest.TempPathFactory, elf_vmcore: Path) -> Ite
 
 def dumps(*args: str) -> subprocess.CompletedProcess[str]:
     assert BINARY.exists(), f"{BINARY} missing: build it first"
-    return subprocess.run([str(BINARY), "dumps", *args], capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run([str(BINARY), "dumps", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def names(crash: Path) -> list[str]:

@@ -185,7 +185,8 @@ def render(source: bytes) -> str:
     assert groff, "groff is missing (Debian: groff-base, installed by tools/install-deps.sh)"
     # -P-cbou: plain text, no SGR or overstrike for bold and italics.
     result = subprocess.run([groff, "-man", "-Tutf8", "-ww", "-rLL=80n", "-P-cbou"], input=source,
-                            capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"}, check=False)
+                            capture_output=True, timeout=60, env={**os.environ, "LC_ALL": "C.UTF-8"},
+                            check=False)
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
     return result.stdout.decode()
 
@@ -221,7 +222,8 @@ def test_kdump_agent_8_documents_every_command() -> None:
     documented = text.split("\nCOMMANDS\n", 1)[1].split("\nOPTIONS\n", 1)[0]
     coming = ("load", "unload", "start", "stop", "status", "estimate", "test", "propagate")
     for command in {*commands, *coming}:
-        assert re.search(rf"^       {command}\b|^       \w[\w-]*, {command}\b", documented, re.MULTILINE), command
+        assert re.search(rf"^       {command}\b|^       \w[\w-]*, {command}\b", documented,
+                         re.MULTILINE), command
 
 
 def test_kdump_agent_8_documents_every_option() -> None:
