@@ -16,87 +16,30 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import hashlib
 import posixpath
-import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .dracutargs import check_dracut_args
+from . import config_values as values
+from .config_values import DEFAULT_COLLECTOR, FILESYSTEM_TYPES, Action, Target, TargetKind, printable
 from .errors import ConfigError, ConfigErrors
 from .targets.local import FilesystemTarget
-from .targets.netspec import parse_nfs_spec
 from .targets.nfs import NfsTarget
 from .targets.raw import RawTarget
 from .targets.sshdest import SshDestination
 from .targets.sshdest import parse_spec as parse_ssh_spec
 
-__all__ = ["COLLECTORS", "DEFAULT_COLLECTOR", "DEVICE_TAGS", "FILESYSTEM_TYPES", "FINAL_ACTIONS",
-           "MAX_BYTES", "MAX_SECONDS", "NOTICES", "Action", "Config", "ConfigError", "ConfigErrors",
-           "DumpTarget", "Notice", "Target", "TargetKind", "load", "parse", "parse_bytes", "printable"]
+__all__ = ["DEFAULT_COLLECTOR", "FILESYSTEM_TYPES", "MAX_BYTES", "NOTICES", "Action", "Config", "ConfigError",
+           "ConfigErrors", "DumpTarget", "Notice", "Target", "TargetKind", "load", "parse", "parse_bytes",
+           "printable"]
 
-DEFAULT_COLLECTOR: tuple[str, ...] = ("makedumpfile", "-l", "--message-level", "7", "-d", "31")
-# kdumpctl's list of file systems a dump can be written to directly.
-FILESYSTEM_TYPES: tuple[str, ...] = ("ext2", "ext3", "ext4", "xfs", "btrfs", "minix", "virtiofs")
-# The programs RHEL documents as core collectors (kdump.conf(5), EXAMPLES) that the COLLECT
-# step can drive. RHEL's `scp` is not one: an SSH target takes makedumpfile's flattened stream.
-COLLECTORS: tuple[str, ...] = ("makedumpfile", "cp", "cat")
-_NOT_COLLECTORS: dict[str, str] = {
-    "scp": "kdump-agent sends an SSH dump itself: name the server with 'ssh user@host' and keep "
-           f"makedumpfile as core_collector (e.g. 'core_collector {shlex.join(DEFAULT_COLLECTOR)}')",
-}
-DEVICE_TAGS: tuple[str, ...] = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=")
 # A real kdump.conf is a few kB; the cap keeps `load("/dev/zero")` from eating the memory
 # the capture kernel does not have.
 MAX_BYTES = 1 << 20
-
-# kdumpctl splits a line with `read`, i.e. on ASCII blanks; other Unicode spaces are text.
-_BLANKS = re.compile(r"[ \t\r\f\v]+")
-_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII only (str.isdigit takes '²'); far from int()'s limit
-# The longest waits an admin can configure. Every wait adds to the time the machine is down
-# before the dump even starts, and a typo (`disk_timeout 999999999` is 31 years) must not keep
-# it there: an hour covers the slowest SAN or multipath discovery, ten minutes the slowest
-# switch port (spanning tree needs 30 to 50 s before it forwards).
-MAX_SECONDS: dict[str, int] = {"disk_timeout": 3600, "link_delay": 600}
 _BOM = b"\xef\xbb\xbf"  # some Windows editors start a UTF-8 file with it
-
-
-class Action(enum.Enum):
-    """What the capture kernel does when the dump fails (failure_action) or ends (final_action)."""
-
-    REBOOT = "reboot"
-    HALT = "halt"
-    POWEROFF = "poweroff"
-    SHELL = "shell"
-    MOUNT_ROOT_RUN_INIT = "mount_root_run_init"  # RHEL 6/7 and the seed
-    DUMP_TO_ROOTFS = "dump_to_rootfs"  # RHEL 7.x and later
-
-
-# kdump.conf(5): final_action must end the capture kernel, so it cannot be shell & co.
-FINAL_ACTIONS: tuple[Action, ...] = (Action.REBOOT, Action.HALT, Action.POWEROFF)
-
-
-class TargetKind(enum.Enum):
-    """The four kinds of dump target kdump.conf can name."""
-
-    FILESYSTEM = "filesystem"
-    RAW = "raw"
-    NFS = "nfs"
-    SSH = "ssh"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The one dump target named in the file, with its line for later messages."""
-
-    kind: TargetKind
-    spec: str  # FILESYSTEM: /dev/..., UUID=..., LABEL=... (virtiofs: a tag); RAW: /dev/...;
-    #            NFS: host:/export; SSH: user@host
-    fstype: str | None  # FILESYSTEM: ext4, xfs, ...; NFS: nfs or nfs4; else None
-    line: int
 
 
 # The configured target as the objects that act on it (targets/registry.py maps each to its
@@ -198,261 +141,9 @@ def _render(value: object) -> str:
     return str(value)
 
 
-def printable(text: str) -> str:
-    """text with every non-printing character (C0 and C1 controls, DEL, bidi and other format
-    characters) escaped as Python writes it (\\x1b, \\r, \\u202e). Everything this module tells
-    the admin goes through here, so a value quoted from the file cannot move the cursor, recolour
-    or repaint the terminal, or hide the rest of the message."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def _error(source: str, number: int, message: str) -> ConfigError:
     """The one way this module makes a ConfigError: its message is printable()."""
     return ConfigError(source, number, printable(message))
-
-
-class _Invalid(Exception):
-    """A value is wrong; the parser turns it into a ConfigError with file and line."""
-
-
-@dataclass(frozen=True)
-class _Line:
-    """One directive line, after comment, blanks and one pair of wrapping quotes are dropped."""
-
-    number: int
-    name: str
-    raw: str  # the value as written (for shlex-split values, whose quotes matter)
-    words: tuple[str, ...]  # the value split on blanks
-    cut: bool  # a '#' cut the line short, perhaps inside quotes
-
-    @property
-    def value(self) -> str:
-        """The value with its blanks normalised, as messages and notices quote it."""
-        return " ".join(self.words)
-
-
-def _unquote(value: str) -> str:
-    """Drop one pair of quotes that wraps the whole value, as in `core_collector "cp -a"`.
-
-    `"a" "b"` is left alone: its first quote does not pair with its last.
-    """
-    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0] and value[0] not in value[1:-1]:
-        return value[1:-1]
-    return value
-
-
-def _split_line(number: int, text: str) -> _Line | None:
-    """A file line as directive and value, or None for a blank or comment-only line."""
-    if "\0" in text:
-        raise _Invalid("line contains a NUL byte; kdump.conf must be plain text")
-    kept = text.split("#", 1)[0].strip(" \t\r\f\v")
-    if not kept:
-        return None
-    name, *rest = _BLANKS.split(kept, maxsplit=1)
-    raw = _unquote(rest[0]) if rest else ""
-    return _Line(number, name, raw, tuple(word for word in _BLANKS.split(raw) if word), "#" in text)
-
-
-# ---- value converters: each takes a line with a non-empty value and returns the setting,
-# ---- or raises _Invalid saying what is wrong and how to fix it.
-
-def _word(line: _Line) -> str:
-    """The one word a single-valued directive takes; RHEL's scripts would silently take the
-    whole rest of the line, so extra words are an error here rather than a surprise there."""
-    if len(line.words) > 1:
-        raise _Invalid(f"'{line.name}' takes one value, not {len(line.words)} ({line.value!r})")
-    return line.words[0]
-
-
-# Why a path with '..' is refused: it is looked up again somewhere else than where it was written.
-_DOTDOT_WHY: dict[str, str] = {
-    "path": "the capture kernel resolves it below the dump target's mount point, where '..' can "
-            "lead off the target",
-}
-_DOTDOT_FILE = "the file is copied into the initramfs under this same path, where '..' can point outside it"
-
-
-def _no_dotdot(what: str, path: str, why: str) -> None:
-    """Refuse a path with a '..' component, saying why it makes no sense there."""
-    if ".." in path.split("/"):
-        raise _Invalid(f"{what} {path!r} must not contain '..': {why}; write the path without it")
-
-
-def _absolute(line: _Line) -> str:
-    path = _word(line)
-    if not posixpath.isabs(path):
-        raise _Invalid(f"'{line.name}' needs an absolute path, not {path!r} (start it with /)")
-    _no_dotdot(f"'{line.name}'", path, _DOTDOT_WHY.get(line.name, _DOTDOT_FILE))
-    return path
-
-
-def _absolutes(line: _Line) -> tuple[str, ...]:
-    relative = [word for word in line.words if not posixpath.isabs(word)]
-    if relative:
-        raise _Invalid(f"'{line.name}' needs absolute paths: {' '.join(relative)}")
-    for path in line.words:
-        _no_dotdot(f"'{line.name}'", path, _DOTDOT_WHY.get(line.name, _DOTDOT_FILE))
-    return line.words
-
-
-def _words(line: _Line) -> tuple[str, ...]:
-    return line.words
-
-
-def _text(line: _Line) -> str:
-    return line.value
-
-
-def _shell_words(line: _Line) -> tuple[str, ...]:
-    """Split like a shell would, since RHEL hands these values to one; never run a shell."""
-    try:
-        return tuple(shlex.split(line.raw))
-    except ValueError as error:
-        hint = " ('#' starts a comment anywhere on the line, even inside quotes)" if line.cut else ""
-        raise _Invalid(f"cannot split the value of '{line.name}': {error}{hint}") from None
-
-
-def _collector(line: _Line) -> tuple[str, ...]:
-    """The collector's argv. Only programs the COLLECT step knows how to drive are allowed,
-    by bare name (found on the initramfs PATH) or by absolute path."""
-    argv = _shell_words(line)
-    program = argv[0]
-    name = posixpath.basename(program)
-    if name in _NOT_COLLECTORS:
-        raise _Invalid(f"core_collector {name!r} is not supported: {_NOT_COLLECTORS[name]}")
-    if name not in COLLECTORS or (program != name and not posixpath.isabs(program)):
-        raise _Invalid(f"core_collector {program!r} is not one of {', '.join(COLLECTORS)} "
-                       f"(e.g. 'core_collector {shlex.join(DEFAULT_COLLECTOR)}')")
-    return argv
-
-
-def _action(line: _Line) -> Action:
-    word = _word(line)
-    try:
-        return Action(word)
-    except ValueError:
-        raise _Invalid(f"'{line.name}' must be one of {', '.join(a.value for a in Action)}, "
-                       f"not {word!r}") from None
-
-
-def _final_action(line: _Line) -> Action:
-    action = _action(line)
-    if action not in FINAL_ACTIONS:
-        raise _Invalid(f"'final_action' must be one of {', '.join(a.value for a in FINAL_ACTIONS)}, "
-                       f"not {action.value!r} (shell and the like belong in failure_action)")
-    return action
-
-
-def _seconds(line: _Line) -> int:
-    word = _word(line)
-    if not _DIGITS.fullmatch(word):
-        raise _Invalid(f"'{line.name}' must be a whole number of seconds (at most 9 digits), not {word!r}")
-    seconds, most = int(word), MAX_SECONDS[line.name]
-    if seconds > most:
-        raise _Invalid(f"'{line.name}' {seconds} is too long: at most {most} seconds "
-                       f"({most // 60} minutes); the machine stays down while the capture waits")
-    return seconds
-
-
-def _count(line: _Line) -> int:
-    """A whole number: keep_old_dumps (dumps), free_disk_size (MiB); 0 turns it off."""
-    word = _word(line)
-    if not _DIGITS.fullmatch(word):
-        unit = "MiB" if line.name == "free_disk_size" else "dumps"
-        raise _Invalid(f"'{line.name}' must be a whole number of {unit} (at most 9 digits; 0: off), "
-                       f"not {word!r}")
-    return int(word)
-
-
-def _dracut_args(line: _Line) -> tuple[str, ...]:
-    """dracut_args as dracut will read them; see dracutargs.py for what is refused and why."""
-    words = _shell_words(line)
-    problems = check_dracut_args(words)
-    if problems:
-        raise _Invalid("dracut_args: " + "; ".join(problems))
-    return words
-
-
-def _mem_level(line: _Line) -> int:
-    word = _word(line)
-    if word not in ("0", "1", "2", "3"):
-        raise _Invalid(f"'{line.name}' must be 0, 1, 2 or 3, not {word!r}")
-    return int(word)
-
-
-def _flag(line: _Line) -> bool:
-    word = _word(line)
-    if word not in ("0", "1"):
-        raise _Invalid(f"'{line.name}' must be 0 or 1, not {word!r}")
-    return word == "1"
-
-
-def _yes_no(line: _Line) -> bool:
-    word = _word(line)
-    if word not in ("yes", "no"):
-        raise _Invalid(f"'{line.name}' must be yes or no, not {word!r}")
-    return word == "yes"
-
-
-_DEVICE_DOTDOT = "name the device node itself"
-
-
-def _raw(line: _Line) -> Target:
-    device = _word(line)
-    if not device.startswith("/dev/") or device == "/dev/":
-        raise _Invalid(f"raw target {device!r} must be a device under /dev/ (e.g. /dev/vg/lv_kdump)")
-    _no_dotdot("raw target", device, _DEVICE_DOTDOT)
-    return Target(TargetKind.RAW, device, None, line.number)
-
-
-def _spec(parse: Callable[[str], object], spec: str) -> None:
-    """Check a network spec with the parser the capture kernel uses (LOAD_CONFIG), so both
-    refuse the same specs with the same message."""
-    try:
-        parse(spec)
-    except ValueError as error:
-        raise _Invalid(str(error)) from None
-
-
-def _nfs_target(spec: str, fstype: str, number: int) -> Target:
-    _spec(parse_nfs_spec, spec)
-    return Target(TargetKind.NFS, spec, fstype, number)
-
-
-def _nfs(line: _Line) -> Target:
-    return _nfs_target(_word(line), line.name, line.number)
-
-
-def _ssh_target(spec: str, number: int) -> Target:
-    _spec(parse_ssh_spec, spec)
-    return Target(TargetKind.SSH, spec, None, number)
-
-
-def _ssh(line: _Line) -> Target:
-    return _ssh_target(_word(line), line.number)
-
-
-def _net(line: _Line) -> Target:
-    """The seed's `net`: NFS when it names an export, SSH when it names a user; a value that
-    looks like both or neither is refused rather than guessed."""
-    spec = _word(line)
-    is_nfs, is_ssh = ":/" in spec, "@" in spec
-    if is_nfs == is_ssh:
-        raise _Invalid(f"cannot tell whether 'net {spec}' is NFS (host:/export) or SSH (user@host); "
-                       "write 'nfs ...' or 'ssh ...' instead")
-    return _nfs_target(spec, "nfs", line.number) if is_nfs else _ssh_target(spec, line.number)
-
-
-def _filesystem(line: _Line) -> Target:
-    spec = _word(line)
-    if line.name != "virtiofs":  # a virtiofs target is the tag the host exported, not a device
-        tag = next((tag for tag in DEVICE_TAGS if spec.startswith(tag)), None)
-        if not ((spec.startswith("/dev/") and spec != "/dev/") or (tag is not None and spec != tag)):
-            raise _Invalid(f"{line.name} target {spec!r} must be a device under /dev/ or "
-                           f"{', '.join(t + '...' for t in DEVICE_TAGS)}")
-        # A tag's value is found as /dev/disk/by-*/<value>, with '/' escaped but not '.'.
-        _no_dotdot(f"{line.name} target", spec if tag is None else spec[len(tag):], _DEVICE_DOTDOT)
-    return Target(TargetKind.FILESYSTEM, spec, line.name, line.number)
 
 
 @dataclass(frozen=True)
@@ -460,38 +151,38 @@ class _Directive:
     """How one directive is read: the Config field it sets and the converter for its value."""
 
     field: str
-    convert: Callable[[_Line], object]
+    convert: Callable[[values.Line], object]
 
 
 _DIRECTIVES: dict[str, _Directive] = {
-    "raw": _Directive("target", _raw),
-    "nfs": _Directive("target", _nfs),
-    "nfs4": _Directive("target", _nfs),
-    "ssh": _Directive("target", _ssh),
-    "net": _Directive("target", _net),
-    **{fstype: _Directive("target", _filesystem) for fstype in FILESYSTEM_TYPES},
-    "path": _Directive("path", _absolute),
-    "core_collector": _Directive("core_collector", _collector),
-    "default": _Directive("failure_action", _action),
-    "failure_action": _Directive("failure_action", _action),
-    "final_action": _Directive("final_action", _final_action),
-    "dracut_args": _Directive("dracut_args", _dracut_args),
-    "extra_modules": _Directive("extra_modules", _words),
-    "extra_bins": _Directive("extra_bins", _absolutes),
-    "kdump_pre": _Directive("kdump_pre", _absolute),
-    "kdump_post": _Directive("kdump_post", _absolute),
-    "kdump_emergency": _Directive("kdump_emergency", _absolute),
-    "link_delay": _Directive("link_delay", _seconds),
-    "disk_timeout": _Directive("disk_timeout", _seconds),
-    "debug_mem_level": _Directive("debug_mem_level", _mem_level),
-    "sshkey": _Directive("sshkey", _absolute),
-    "force_rebuild": _Directive("force_rebuild", _flag),
-    "force_no_rebuild": _Directive("force_no_rebuild", _flag),
-    "fence_kdump_args": _Directive("fence_kdump_args", _text),
-    "fence_kdump_nodes": _Directive("fence_kdump_nodes", _words),
-    "auto_reset_crashkernel": _Directive("auto_reset_crashkernel", _yes_no),
-    "keep_old_dumps": _Directive("keep_old_dumps", _count),
-    "free_disk_size": _Directive("free_disk_size", _count),
+    "raw": _Directive("target", values.raw),
+    "nfs": _Directive("target", values.nfs),
+    "nfs4": _Directive("target", values.nfs),
+    "ssh": _Directive("target", values.ssh),
+    "net": _Directive("target", values.net),
+    **{fstype: _Directive("target", values.filesystem) for fstype in FILESYSTEM_TYPES},
+    "path": _Directive("path", values.absolute),
+    "core_collector": _Directive("core_collector", values.collector),
+    "default": _Directive("failure_action", values.action_named),
+    "failure_action": _Directive("failure_action", values.action_named),
+    "final_action": _Directive("final_action", values.final_action),
+    "dracut_args": _Directive("dracut_args", values.dracut_args),
+    "extra_modules": _Directive("extra_modules", values.words),
+    "extra_bins": _Directive("extra_bins", values.absolutes),
+    "kdump_pre": _Directive("kdump_pre", values.absolute),
+    "kdump_post": _Directive("kdump_post", values.absolute),
+    "kdump_emergency": _Directive("kdump_emergency", values.absolute),
+    "link_delay": _Directive("link_delay", values.seconds),
+    "disk_timeout": _Directive("disk_timeout", values.seconds),
+    "debug_mem_level": _Directive("debug_mem_level", values.mem_level),
+    "sshkey": _Directive("sshkey", values.absolute),
+    "force_rebuild": _Directive("force_rebuild", values.flag),
+    "force_no_rebuild": _Directive("force_no_rebuild", values.flag),
+    "fence_kdump_args": _Directive("fence_kdump_args", values.text),
+    "fence_kdump_nodes": _Directive("fence_kdump_nodes", values.words),
+    "auto_reset_crashkernel": _Directive("auto_reset_crashkernel", values.yes_no),
+    "keep_old_dumps": _Directive("keep_old_dumps", values.count),
+    "free_disk_size": _Directive("free_disk_size", values.count),
 }
 
 # Directives older RHEL releases had and current kdumpctl rejects; the hint says what replaced them.
@@ -528,7 +219,7 @@ NOTICES: dict[tuple[str, str | None], str] = {
 }
 
 
-def _notice(line: _Line) -> Notice | None:
+def _notice(line: values.Line) -> Notice | None:
     """What NOTICES says about this line, if anything."""
     template = NOTICES.get((line.name, line.value), NOTICES.get((line.name, None)))
     if template is None:
@@ -547,7 +238,7 @@ def _unknown(name: str) -> str:
 
 def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Config:
     """The parser proper. `errors` may already hold problems found in the bytes."""
-    values: dict[str, Any] = {}  # Config field -> value; each converter returns its field's type
+    settings: dict[str, Any] = {}  # Config field -> value; each converter returns its field's type
     first_seen: dict[str, tuple[str, int]] = {}  # Config field -> (directive, line)
     notices: list[Notice] = []
 
@@ -556,8 +247,8 @@ def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Co
 
     for number, text in enumerate(lines, start=1):
         try:
-            line = _split_line(number, text)
-        except _Invalid as error:
+            line = values.split_line(number, text)
+        except values.Invalid as error:
             fail(number, str(error))
             continue
         if line is None:
@@ -580,28 +271,28 @@ def _parse_lines(lines: list[str], source: str, errors: list[ConfigError]) -> Co
             continue
         try:
             value = directive.convert(line)
-        except _Invalid as error:
+        except values.Invalid as error:
             fail(number, str(error))
             continue
-        values.setdefault(directive.field, value)
+        settings.setdefault(directive.field, value)
         notice = _notice(line)
         if notice:
             notices.append(notice)
 
-    target, collector = values.get("target"), values.get("core_collector", DEFAULT_COLLECTOR)
+    target, collector = settings.get("target"), settings.get("core_collector", DEFAULT_COLLECTOR)
     if target is not None and target.kind in _STREAM_TARGETS and \
             posixpath.basename(collector[0]) != "makedumpfile":
         fail(target.line, _STREAM_TARGETS[target.kind])
     if target is not None and target.kind is TargetKind.RAW:
         notices += [Notice(first_seen[name][1], _RAW_ROTATION.format(name=name))
-                    for name in ("keep_old_dumps", "free_disk_size") if values.get(name)]
+                    for name in ("keep_old_dumps", "free_disk_size") if settings.get(name)]
         notices.sort(key=lambda notice: notice.line)
-    if values.get("force_rebuild") and values.get("force_no_rebuild"):
+    if settings.get("force_rebuild") and settings.get("force_no_rebuild"):
         later = max(first_seen["force_rebuild"][1], first_seen["force_no_rebuild"][1])
         fail(later, "force_rebuild and force_no_rebuild cannot both be set; set only one to 1")
     if errors:
         raise ConfigErrors(sorted(errors, key=lambda error: error.line))
-    return dataclasses.replace(Config(source), notices=tuple(notices), **values)
+    return dataclasses.replace(Config(source), notices=tuple(notices), **settings)
 
 
 def parse(text: str, source: str) -> Config:

@@ -12,7 +12,6 @@ import pytest
 from kdump_agent.config import (
     DEFAULT_COLLECTOR,
     FILESYSTEM_TYPES,
-    MAX_SECONDS,
     NOTICES,
     Action,
     Config,
@@ -24,6 +23,7 @@ from kdump_agent.config import (
     parse,
     parse_bytes,
 )
+from kdump_agent.config_values import MAX_SECONDS
 from kdump_agent.errors import ConfigError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
