@@ -117,17 +117,17 @@ class IscsiSession(Layer):
         raise CommandFailed(list(result.args), result.returncode, last)  # args as logged: secrets hidden
 
 
-def session_of(target: str, sessions: str = SESSIONS) -> str | None:
+def session_of(target: str) -> str | None:
     """The sysfs directory of a session logged in to target, if there is one."""
-    for session in sorted(glob.glob(os.path.join(sessions, "session*"))):
+    for session in sorted(glob.glob(os.path.join(SESSIONS, "session*"))):
         if (system.read_text(os.path.join(session, "targetname")) or "").strip() == target:
             return session
     return None
 
 
-def session_disks(target: str, sessions: str = SESSIONS) -> list[str]:
+def session_disks(target: str) -> list[str]:
     """The disks (/dev/sdX) of target's session that the kernel has made so far."""
-    session = session_of(target, sessions)
+    session = session_of(target)
     if session is None:
         return []
     found = glob.glob(os.path.join(session, "device", "target*", "*", "block", "*"))
