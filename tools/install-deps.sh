@@ -15,7 +15,7 @@ for group in "$@"; do
     guest) PACKAGES="$PACKAGES qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile
                      busybox-static cpio e2fsprogs zstd kmod udev util-linux" ;;
     test) PACKAGES="$PACKAGES socat dnsmasq-base iproute2 openssh-server openssh-client nfs-ganesha
-                    nfs-ganesha-vfs rpcbind groff-base debootstrap" ;;
+                    nfs-ganesha-vfs rpcbind groff-base debootstrap open-iscsi tgt" ;;
     *) echo "$0: unknown group $group (build, guest, test)" >&2; exit 2 ;;
     esac
 done
