@@ -36,13 +36,13 @@ import contextlib
 import dataclasses
 import os
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .scenario import HOST_FROM_GUEST
+from .sshd import free_port
 
 TGTD = Path("/usr/sbin/tgtd")
 TGTADM = Path("/usr/sbin/tgtadm")
@@ -100,12 +100,6 @@ class IscsiTarget:
     def portal(self) -> str:
         """`10.0.2.2:PORT`, as kdump.conf or iscsiadm in the guest names it."""
         return f"{HOST_FROM_GUEST}:{self.port}"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -195,7 +189,7 @@ class _Tgtd:
 def _start(directory: Path) -> _Tgtd:
     """A tgtd listening on 127.0.0.1 only, on a free port; retried on a lost port race."""
     for _ in range(PORT_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         tgtd = _Tgtd(directory, port)
         try:
             portals = tgtd.portals(time.monotonic() + START_TIMEOUT)
