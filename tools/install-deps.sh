@@ -4,7 +4,8 @@
 #           and strip; ldd comes with libc-bin, which every system has)
 #   guest   a panic in QEMU with an image made by `kdump-agent mkinitrd` (`make demo`)
 #   test    the rest of `make test` and `make bench`: the servers the network targets are
-#           tested against, the tools the integration tests call, debootstrap
+#           tested against (tgt: the iSCSI target), the tools the integration tests call
+#           (open-iscsi: iscsistart, packed into test guests), debootstrap
 # `sh tools/install-deps.sh build guest test` installs everything.
 set -eu
 [ "$#" -gt 0 ] || { echo "usage: $0 build|guest|test..." >&2; exit 2; }
@@ -27,7 +28,7 @@ done
 [ -z "$missing" ] && exit 0
 echo "== installing Debian packages:$missing"
 export DEBIAN_FRONTEND=noninteractive
-# Install, never start: the tests run their own sshd, dnsmasq, nfs-ganesha and rpcbind on
+# Install, never start: the tests run their own sshd, dnsmasq, nfs-ganesha, rpcbind and tgtd on
 # loopback or in network namespaces, and a package's service must not listen on this
 # machine's interfaces.
 policy=/usr/sbin/policy-rc.d

@@ -25,7 +25,9 @@ needed for the tests' read-back; O_SYNC/O_DIRECT would only matter for a host cr
 tgtd ignores SIGTERM and SIGINT (its handler is empty), so stop() asks it to quit over
 its management socket (`--op delete --mode system`, after deleting the target with
 `--force`, which ends the sessions and closes the image), waits, and SIGKILLs it by pid
-after STOP_TIMEOUT. Every wait has a deadline.
+after STOP_TIMEOUT. Every wait has a deadline. tgtd runs under `setpriv --pdeathsig KILL`
+(which execs it, so the pid is tgtd's): should the test process die without stopping it,
+the kernel ends tgtd too, and no target is left listening.
 """
 
 from __future__ import annotations
@@ -34,17 +36,20 @@ import contextlib
 import dataclasses
 import os
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .scenario import HOST_FROM_GUEST
+from .sshd import free_port
 
 TGTD = Path("/usr/sbin/tgtd")
 TGTADM = Path("/usr/sbin/tgtadm")
-INSTALL_HINT = "run `sh tools/install-deps.sh test` (tgt)"
+SETPRIV = Path("/usr/bin/setpriv")
+INSTALL_HINT = "run `sh tools/install-deps.sh guest test` (tgt, util-linux)"
+SOCKET_NAME = "tgtd.socket"  # TGT_IPC_SOCKET; tgtd listens on <it>.<instance>
+SOCKET_PATH_MAX = 107  # sun_path: 108 bytes with the final NUL
 
 LOOPBACK = "127.0.0.1"
 TARGET_IQN = "iqn.2024-01.test.kdump-agent:dump"
@@ -52,7 +57,7 @@ INITIATOR_IQN = "iqn.2024-01.test.kdump-agent:guest"
 ANY_INITIATOR = "ALL"
 TID = 1  # the one target of this tgtd
 LUN = 1  # LUN 0 is tgt's own controller device
-CONTROL_PORT = 1  # the instance number (-C): a suffix of the socket path in our directory
+CONTROL_PORT = 1  # the instance number (-C): the suffix of the socket path in our directory
 
 START_TIMEOUT = 20.0   # tgtd answers its socket in well under a second
 TGTADM_TIMEOUT = 15.0  # one management request
@@ -97,12 +102,6 @@ class IscsiTarget:
         return f"{HOST_FROM_GUEST}:{self.port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
 def _tail(path: Path, chars: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]
@@ -117,11 +116,11 @@ class _Tgtd:
         self.directory = directory
         self.port = port
         self.log_path = directory / "tgtd.log"
-        self.env = {**os.environ, "TGT_IPC_SOCKET": str(directory / "tgtd.socket")}
+        self.env = {**os.environ, "TGT_IPC_SOCKET": str(directory / SOCKET_NAME)}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [str(TGTD), "--foreground", "-C", str(CONTROL_PORT),
-                 "--iscsi", f"portal={LOOPBACK}:{port}"],
+                [str(SETPRIV), "--pdeathsig", "KILL", "--", str(TGTD), "--foreground",
+                 "-C", str(CONTROL_PORT), "--iscsi", f"portal={LOOPBACK}:{port}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
 
     def tgtadm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -190,7 +189,7 @@ class _Tgtd:
 def _start(directory: Path) -> _Tgtd:
     """A tgtd listening on 127.0.0.1 only, on a free port; retried on a lost port race."""
     for _ in range(PORT_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         tgtd = _Tgtd(directory, port)
         try:
             portals = tgtd.portals(time.monotonic() + START_TIMEOUT)
@@ -216,11 +215,16 @@ def iscsi_target(image: Path, directory: Path, *, target_iqn: str = TARGET_IQN,
     log live in `directory`. On exit tgtd is stopped and reaped, and everything the guest
     wrote is in `image`. Missing packages fail, they do not skip: `make test` installs them.
     """
-    for program in (TGTD, TGTADM):
+    for program in (TGTD, TGTADM, SETPRIV):
         if not program.exists():
             raise IscsiTargetError(f"{program} missing: {INSTALL_HINT}")
     if not image.is_file():
         raise IscsiTargetError(f"backing image {image} is not a file")
+    directory = directory.resolve()
+    socket_path = directory / f"{SOCKET_NAME}.{CONTROL_PORT}"
+    if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
+        raise IscsiTargetError(f"tgtd's management socket {socket_path} would be longer than "
+                               f"{SOCKET_PATH_MAX} bytes; use a shorter directory")
     directory.mkdir(parents=True, exist_ok=True)
     tgtd = _start(directory)
     try:
