@@ -30,8 +30,10 @@ from .dumps import display_date, list_dumps, summary
 from .dumpstore import open_store, reachable_here
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
+from .imagefiles import image_file, image_paths
 from .mkinitrd import IMAGE_MODE, collector_program, hostonly_wanted, image_changes, local_device
 from .stack import stack_under
+from .stackpack import storage_pack
 
 CONNECT_TIMEOUT = 3.0
 NFS_PORT = 2049
@@ -120,6 +122,41 @@ def chap_session(config: Config) -> IscsiSession | None:
     except (KdumpError, OSError):
         return None
     return next((layer for layer in layers if isinstance(layer, IscsiSession) and layer.chap), None)
+
+
+def check_storage(config: Config | None, image: Path) -> Check:
+    """The target's storage stack on this machine now, and that the image holds its record
+    and tools: an LV renamed or an array rebuilt since the build would not come up."""
+    name = "storage stack"
+    if config is None:
+        return Check(name, False, "not checked: the config is invalid", "fix the config")
+    try:
+        target = config.dump_target
+        device = local_device(target) if target else filesystem_holding(config.path).device
+        if not device:
+            return Check(name, True, "a network target: no local storage")
+        if not hostonly_wanted(config.dracut_args):
+            return Check(name, True, "a generic (--no-hostonly) image: the stack comes from dracut_args")
+        pack = storage_pack(config, device, "", hostonly=True)
+    except (KdumpError, OSError) as error:
+        return Check(name, False, _reason(error), "dump to a plain partition, an LV, md RAID, NFS or SSH")
+    stack = pack.stacks.get("target")
+    if not stack:
+        return Check(name, True, f"{device} is on a plain disk")
+    fix = f"kdump-agent mkinitrd -o {image}, then kdump-agent load"
+    if not image.exists():
+        return Check(name, False, f"{device} is on {stack.describe()}; {image} is not built", fix)
+    try:
+        held = image_file(image, "etc/kdump-agent/storage.json")
+        missing = sorted(set(pack.programs) - image_paths(image))
+    except (KdumpError, OSError) as error:
+        return Check(name, False, f"cannot read {image}: {_reason(error)}", fix)
+    if held is None or held.strip() != (pack.record() or "").strip():
+        return Check(name, False, f"{device} is on {stack.describe()}, which {image} does not record", fix)
+    if missing:
+        return Check(name, False, f"{image} lacks {', '.join(missing)}, which {stack.describe()} needs", fix)
+    return Check(name, True, f"{device} is on {stack.describe()}; {image} holds its record and "
+                 f"{', '.join(pack.programs)}")
 
 
 def check_image_mode(config: Config | None, image: Path,
@@ -367,6 +404,7 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         check_image_mode(config, image),
         check_collector(config),
         check_target(config),
+        check_storage(config, image),
         *check_raw_restored(config),
         check_size(estimate(config)),
         check_nmi_watchdog(paths),
