@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import shlex
 import shutil
 import subprocess
@@ -117,11 +118,12 @@ def read_back(kernel: Kernel, disks: Sequence[Path], assemble: str, device: str,
 
 def read_stack(kernel: Kernel, stack: Stack, out_image: Path,
                leave_out: Sequence[int] = ()) -> Path:
-    """read_back for a preset: its device, its assemble lines, without the disks whose
-    indexes are in `leave_out` (a degraded array)."""
+    """read_back for a preset, without the disks whose indexes are in `leave_out` (a
+    degraded array); it fails unless every one of the stack's names is a block device once
+    the stack is up."""
     disks = [disk for i, disk in enumerate(stack.disks) if i not in leave_out]
-    return read_back(kernel, disks, stack.assemble, stack.device, out_image,
-                     stack.disassemble)
+    assemble = "\n".join([stack.assemble, *(f"test -b {name}" for name in stack.names)])
+    return read_back(kernel, disks, assemble, stack.device, out_image, stack.disassemble)
 
 
 def _sparse(path: Path, size_mib: int) -> Path:
@@ -134,7 +136,7 @@ def _sparse(path: Path, size_mib: int) -> Path:
 def _filesystem(device: str, uuid: str, label: str, populate: str) -> str:
     """Shell lines: ext4 on `device`, and `populate` run with it mounted at /mnt."""
     return "\n".join([
-        f"mkfs.ext4 -q -F -U {uuid} -L {shlex.quote(label)} {device}",
+        f"mkfs.ext4 -q -F -b 4096 -U {uuid} -L {shlex.quote(label)} {device}",
         f"mount -t ext4 {device} /mnt",
         populate,
         "umount /mnt",
@@ -251,14 +253,20 @@ class Multipath:
     """One image behind two SCSI paths: what the guest sees and what QEMU needs."""
 
     image: Path
-    wwn: str  # as QEMU takes it, 0x + 16 hex digits (NAA 5)
-    serial: str
+    wwn: str = "0x5000c500a1b2c3d4"  # as QEMU takes it: 0x and 16 hex digits, NAA type 5
+    serial: str = "KDUMPMPATH1"
     paths: tuple[str, ...] = ("/dev/sda", "/dev/sdb")
 
     @property
-    def wwid(self) -> str:
-        """The WWID the guest reads in /sys/block/sdX/device/wwid: naa.<wwn>."""
+    def sysfs_wwid(self) -> str:
+        """What the guest reads in /sys/block/sdX/device/wwid."""
         return "naa." + self.wwn.removeprefix("0x")
+
+    @property
+    def map_wwid(self) -> str:
+        """The WWID multipath names the map by (/dev/mapper/<it> without
+        user_friendly_names): 3, the page 0x83 designator type NAA, and the WWN."""
+        return "3" + self.wwn.removeprefix("0x")
 
     def qemu_args(self) -> list[str]:
         """Two virtio-scsi controllers, each with a scsi-hd of the same WWN and serial on
@@ -276,7 +284,33 @@ class Multipath:
         return args
 
 
-def multipath_disk(image: Path, size_mib: int, wwn: str = "0x5000c500a1b2c3d4",
-                   serial: str = "KDUMPMPATH1") -> Multipath:
+def multipath_disk(image: Path, size_mib: int) -> Multipath:
     """A fresh sparse image `image` to reach through two paths (Multipath.qemu_args)."""
-    return Multipath(image=_sparse(image, size_mib), wwn=wwn, serial=serial)
+    return Multipath(image=_sparse(image, size_mib))
+
+
+def multipath_lun(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
+                  label: str = STACK_LABEL, populate: str = "") -> tuple[Stack, Multipath]:
+    """A LUN holding ext4 on the whole disk, to attach through Multipath.qemu_args; the
+    file system is made on the image as a virtio disk (the bytes are the same). The Stack
+    names the map, and there is nothing to assemble for read-back: harness.disks reads
+    the image itself."""
+    (disk,) = build_stack(kernel, "multipath-lun", [LV_MIB + 16],
+                          _filesystem(disk_name(0), uuid, label, populate) + "\n", workdir)
+    lun = Multipath(image=disk)
+    device = f"/dev/mapper/{lun.map_wwid}"
+    stack = Stack(disks=[disk], device=device, names=(device,), uuid=uuid, label=label,
+                  assemble="", disassemble="")
+    return stack, lun
+
+
+def extract_partition(image: Path, number: int, out: Path) -> Path:
+    """Partition `number` of the partitioned raw `image`, copied sparse to `out`: what
+    harness.disks reads when the file system is not on the whole disk."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], check=True,
+                                      capture_output=True, text=True).stdout)["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    part = next(p for p in table["partitions"] if p["node"].endswith(str(number)))
+    subprocess.run(["dd", f"if={image}", f"of={out}", f"bs={sector}", f"skip={part['start']}",
+                    f"count={part['size']}", "conv=sparse", "status=none"], check=True)
+    return out

@@ -37,7 +37,7 @@ TOOLS = (
     (Path("/usr/sbin/blkid"), "usr/sbin/blkid"),
 )
 MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ext4", "md_mod", "raid1",
-           "raid10", "raid456", "dm_mod", "dm_thin_pool", "dm_raid", "dm_multipath")
+           "raid10", "raid456", "dm_mod", "dm_thin_pool", "dm_raid", "dm_multipath", "dm_round_robin")
 
 # No udev: lvm must neither wait for it nor ask it which devices exist, and nothing may
 # start dmeventd. Every VG on the attached disks is considered (no devices file).
