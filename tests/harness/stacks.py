@@ -20,6 +20,7 @@ import hashlib
 import json
 import shlex
 import shutil
+import string
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -250,12 +251,14 @@ def lvm_on_partition(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
 
 @dataclasses.dataclass(frozen=True)
 class Multipath:
-    """One image behind two SCSI paths: what the guest sees and what QEMU needs."""
+    """One image behind two SCSI paths: what the guest sees and what QEMU needs. Give
+    each LUN of one guest its own `wwn` and `serial` (the serial names its QEMU devices).
+    The guest names the paths sda, sdb, ... in the order the controllers are probed, which
+    for several LUNs is not theirs: tell them apart by WWID."""
 
     image: Path
     wwn: str = "0x5000c500a1b2c3d4"  # as QEMU takes it: 0x and 16 hex digits, NAA type 5
     serial: str = "KDUMPMPATH1"
-    paths: tuple[str, ...] = ("/dev/sda", "/dev/sdb")
 
     @property
     def sysfs_wwid(self) -> str:
@@ -274,30 +277,39 @@ class Multipath:
         two HBAs reach."""
         args = []
         for path in range(2):
+            hba = f"{self.serial}-hba{path}"
             args += [
-                "-device", f"virtio-scsi-pci,id=mpath{path}",
+                "-device", f"virtio-scsi-pci,id={hba}",
                 "-drive", (f"file={str(self.image).replace(',', ',,')},format=raw,if=none,"
-                           f"id=mpath{path}-lun,file.locking=off"),
-                "-device", (f"scsi-hd,bus=mpath{path}.0,drive=mpath{path}-lun,"
+                           f"id={hba}-lun,file.locking=off"),
+                "-device", (f"scsi-hd,bus={hba}.0,drive={hba}-lun,"
                             f"wwn={self.wwn},serial={self.serial},share-rw=on"),
             ]
         return args
 
 
-def multipath_disk(image: Path, size_mib: int) -> Multipath:
+def scsi_paths(luns: int) -> list[str]:
+    """The guest's SCSI disks for `luns` multipath LUNs, two paths each: /dev/sda, ...;
+    what run_script(wait_for=) waits for."""
+    return [f"/dev/sd{string.ascii_lowercase[i]}" for i in range(2 * luns)]
+
+
+def multipath_disk(image: Path, size_mib: int, wwn: str = Multipath.wwn,
+                   serial: str = Multipath.serial) -> Multipath:
     """A fresh sparse image `image` to reach through two paths (Multipath.qemu_args)."""
-    return Multipath(image=_sparse(image, size_mib))
+    return Multipath(image=_sparse(image, size_mib), wwn=wwn, serial=serial)
 
 
 def multipath_lun(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
-                  label: str = STACK_LABEL, populate: str = "") -> tuple[Stack, Multipath]:
+                  label: str = STACK_LABEL, populate: str = "", wwn: str = Multipath.wwn,
+                  serial: str = Multipath.serial) -> tuple[Stack, Multipath]:
     """A LUN holding ext4 on the whole disk, to attach through Multipath.qemu_args; the
     file system is made on the image as a virtio disk (the bytes are the same). The Stack
     names the map, and there is nothing to assemble for read-back: harness.disks reads
     the image itself."""
     (disk,) = build_stack(kernel, "multipath-lun", [LV_MIB + 16],
                           _filesystem(disk_name(0), uuid, label, populate) + "\n", workdir)
-    lun = Multipath(image=disk)
+    lun = Multipath(image=disk, wwn=wwn, serial=serial)
     device = f"/dev/mapper/{lun.map_wwid}"
     stack = Stack(disks=[disk], device=device, names=(device,), uuid=uuid, label=label,
                   assemble="", disassemble="")
