@@ -2,15 +2,15 @@
 multipath), made and read back in tool guests (harness.toolguest): this host's kernel has
 neither device-mapper nor md.
 
-    stack = stacks.md_raid1(kernel, tmp_path)              # cached; the test gets copies
-    ... a panic with stack.disks attached, target LABEL=... or /dev/md/dump ...
-    image = stacks.read_back(kernel, stack.disks, stack.assemble, stack.device,
-                             tmp_path / "fs.img")
-    find_dumps(image, tmp_path / "out")                   # debugfs on the host, as always
+    stack = stacks.md_raid1(kernel, tmp_path)          # cached; the test gets copies
+    ... a panic with stack.disks[1:] attached, target LABEL=... or /dev/md/dump ...
+    image = stacks.read_stack(kernel, stack, tmp_path / "fs.img", leave_out=(0,))
+    find_dumps(image, tmp_path / "out")               # debugfs on the host, as always
 
 Each preset makes an ext4 file system with a known UUID and LABEL on top of the stack and
 stops the stack cleanly (so no boot after it starts a resync). A degraded array is read back
-by leaving a disk out of `disks`: the assemble lines start arrays with --run.
+by leaving a disk out of `disks`: the assemble lines start arrays with --run. Leave out the
+disk that was left out of the panic too: its copy is stale.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shlex
 import shutil
 import string
@@ -65,6 +66,7 @@ def build_stack(kernel: Kernel, name: str, disks_mib: Sequence[int], script: str
 
     The images are cached (cache_dir("stacks")) by the script, the sizes, the kernel and the
     tool initramfs; every caller gets its own sparse copy, so a dump never reaches the cache.
+    A build's console is `workdir/<name>-build.console.log`.
     """
     key = hashlib.sha256("\0".join([script, kernel.kver, toolguest.tool_key(kernel),
                                     *map(str, disks_mib)]).encode()).hexdigest()[:16]
@@ -77,7 +79,7 @@ def build_stack(kernel: Kernel, name: str, disks_mib: Sequence[int], script: str
                 made = [_sparse(staging / image.name, size) for image, size
                         in zip(images, disks_mib, strict=True)]
                 toolguest.run_script(kernel, script, disks=made,
-                                     log_path=staging / "console.log")
+                                     log_path=workdir / f"{name}-build.console.log")
                 staging.rename(cached)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -322,7 +324,8 @@ def extract_partition(image: Path, number: int, out: Path) -> Path:
     table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], check=True,
                                       capture_output=True, text=True).stdout)["partitiontable"]
     sector = int(table.get("sectorsize", 512))
-    part = next(p for p in table["partitions"] if p["node"].endswith(str(number)))
+    part = next(p for p in table["partitions"]
+                if re.fullmatch(rf".*\D{number}", p["node"]))
     subprocess.run(["dd", f"if={image}", f"of={out}", f"bs={sector}", f"skip={part['start']}",
                     f"count={part['size']}", "conv=sparse", "status=none"], check=True)
     return out
