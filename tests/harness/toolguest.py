@@ -11,6 +11,7 @@ mdadm its /dev/md/ links (MDADM_NO_UDEV=1).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import string
 from collections.abc import Sequence
@@ -88,9 +89,13 @@ def disk_name(index: int) -> str:
     return f"/dev/vd{string.ascii_lowercase[index]}"
 
 
+@functools.cache
 def tool_initrd(kernel: Kernel) -> Path:
     """The tool initramfs, cached by content. Its /init waits for the block devices listed
-    in /stack-devices, then runs /stack.sh: both come with each run (run_script)."""
+    in /stack-devices, then runs /stack.sh: both come with each run (run_script).
+
+    Its name carries its content key, so sessions running different versions of this
+    module (two worktrees) each keep their own image instead of rebuilding one in turn."""
     archive = Cpio()
     archive.add_base_layout()
     archive.add_busybox()
@@ -100,14 +105,14 @@ def tool_initrd(kernel: Kernel) -> Path:
     modules = add_modules(archive, kernel, MODULES)
     init = _INIT.format(modules=" ".join(modules), ok=OK, failed=FAILED)
     archive.add_file("init", init.encode(), 0o755)
-    return archive.write_cached(cache_dir("initrds") / f"stack-tools-{kernel.kver}.img")
+    name = f"stack-tools-{kernel.kver}-{archive.digest()[:16]}.img"
+    return archive.write_cached(cache_dir("initrds") / name)
 
 
 def tool_key(kernel: Kernel) -> str:
     """The content key of the tool initramfs: part of every cached stack's key, so that new
     tools or modules rebuild the stacks made with them."""
-    image = tool_initrd(kernel)
-    return image.with_name(image.name + ".key").read_text().strip()
+    return tool_initrd(kernel).name
 
 
 def run_script(kernel: Kernel, script: str, *, disks: Sequence[Path], log_path: Path,
