@@ -73,16 +73,29 @@ def test_stack_reads_back_on_the_host(case: str, kernel: Kernel, tmp_path: Path,
     assert extract(out, PROOF, tmp_path / "proof.txt").read_text() == PROOF_TEXT
 
 
+def _head(image: Path) -> bytes:
+    with open(image, "rb") as fd:
+        return fd.read(1 << 20)
+
+
 @pytest.mark.qemu
 def test_each_caller_gets_its_own_sparse_copy(kernel: Kernel, tmp_path: Path) -> None:
     (first,) = stacks.lvm_linear(kernel, tmp_path / "a", populate=POPULATE).disks
     (second,) = stacks.lvm_linear(kernel, tmp_path / "b", populate=POPULATE).disks
     assert second.stat().st_blocks * 512 < second.stat().st_size / 10
-    original = second.read_bytes()[:1 << 20]
+    original = _head(second)
     with open(first, "r+b") as fd:
         fd.write(b"\xff" * (1 << 20))  # what a dump into the first copy would do
-    assert stacks.lvm_linear(kernel, tmp_path / "c", populate=POPULATE).disks[0].read_bytes()[
-        :1 << 20] == original
+    (third,) = stacks.lvm_linear(kernel, tmp_path / "c", populate=POPULATE).disks
+    assert _head(third) == original
+
+
+@pytest.mark.qemu
+def test_a_failing_script_fails_the_caller_with_the_console(kernel: Kernel,
+                                                            tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match=r"(?s)no STACK-OK.*last-words-before.*STACK-FAILED"):
+        toolguest.run_script(kernel, "echo last-words-before\nfalse\necho never\n", disks=[],
+                             log_path=tmp_path / "failing.log")
 
 
 # Two LUNs, two paths each: on the blank one a GPT and ext4 are made through one path and
