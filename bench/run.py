@@ -7,7 +7,9 @@ in the same run, because this machine's timings drift from run to run.
 
 1. Memory floor: the smallest crashkernel= (16M steps, 1 GiB guest) at which a dump
    completes, found by bisection, for the baseline and for kdump-agent with a local ext4
-   target and with an SSH target (OpenSSH on this host's loopback, reached by the guest as
+   target, with ext4 on an LVM logical volume (the stack made and read back in tool guests,
+   harness.stacks; the image generic, `--add lvm`, the LV named by /dev/mapper name) and
+   with an SSH target (OpenSSH on this host's loopback, reached by the guest as
    10.0.2.2 through QEMU's user-mode network; the dump counts once the server holds a
    vmcore the crashed kernel's log reads back from).
 2. Time: panic -> dump saved -> reboot, median of several boots, ours vs the baseline; and
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness import stacks
 from harness.cache import cache_dir
 from harness.disks import make_disk, replay_journal
 from harness.dumps import Dump, dump_on_host, dump_problems, find_dumps, manifest_of, panic_problems
@@ -75,6 +78,7 @@ BOOT_TIMEOUT_S = 300
 DISK_UUID = "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
 TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10}
 OURS_CONFIG = f"ext4 UUID={DISK_UUID}\npath /var/crash\n{LEAN_DRACUT_ARGS}\n"
+LVM_CONFIG = f"ext4 {stacks.LV_NAMES[0]}\npath /var/crash\n{LEAN_DRACUT_ARGS} --add lvm\n"
 # The loopback sample: a flattened stream as the capture sends, uncompressed for size (108 MiB of
 # the cached vmcore; with the capture's -l -d 31 it is 39 MiB, and each send is then mostly the
 # session set-up, ~0.2 s of ~0.45 s).
@@ -107,6 +111,25 @@ class LocalDisk:
     def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
         replay_journal(disks[0])
         dumps = find_dumps(disks[0], workdir / "out")
+        return dumps[0] if dumps else None
+
+
+class LvmLogicalVolume:
+    """A fresh copy of harness.stacks' linear LV per boot; read back in a tool guest."""
+
+    network = False
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.stack: stacks.Stack | None = None
+
+    def attach(self, workdir: Path) -> list[Path]:
+        self.stack = stacks.lvm_linear(self.kernel, workdir / "disks")
+        return self.stack.disks
+
+    def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
+        assert self.stack is not None, "attach ran"
+        dumps = find_dumps(stacks.read_stack(self.kernel, self.stack, workdir / "fs.img"), workdir / "out")
         return dumps[0] if dumps else None
 
 
@@ -450,6 +473,10 @@ def main() -> int:
     baseline = Variant("baseline", baseline_image, lambda console: "BASELINE: done rc=0" in console,
                        LocalDisk(), problems=lambda dump, workdir: panic_problems(dump.local_copy, workdir))
     ours = Variant("kdump-agent", ours_image, lambda console: "dump saved in" in console, LocalDisk())
+    with tempfile.TemporaryDirectory() as scratch:
+        lvm_image = build_capture_initrd(kernel, LVM_CONFIG, Path(scratch))
+    on_lvm = Variant("kdump-agent-lvm", lvm_image, lambda console: "dump saved in" in console,
+                     LvmLogicalVolume(kernel))
 
     (work / "ssh").mkdir()
     client_key = keygen(work / "ssh" / "kdump_id_rsa", "rsa")  # RHEL's default kind
@@ -463,7 +490,7 @@ def main() -> int:
 
         floors: dict[str, int | None] = {}
         floor_runs: dict[str, list[Run]] = {}
-        for key, variant in (("baseline", baseline), ("local", ours), ("ssh", over_ssh)):
+        for key, variant in (("baseline", baseline), ("local", ours), ("lvm", on_lvm), ("ssh", over_ssh)):
             floors[key], floor_runs[key] = memory_floor(kernel, variant, work / variant.name)
 
         timings: dict[str, list[Run]] = {}
@@ -489,7 +516,8 @@ def main() -> int:
         "kernel": kernel.kver,
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, check=False).stdout.strip(),
-        "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "ssh": floors["ssh"]},
+        "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "lvm": floors["lvm"],
+                      "ssh": floors["ssh"]},
         "time": {"baseline_s": base_s, "ours_s": ours_s, "ratio": ratio(ours_s, base_s),
                  "runs": TIME_RUNS, "crashkernel_mib": TIME_AT_MIB,
                  "agent_startup_s": median(startups)},
@@ -497,6 +525,7 @@ def main() -> int:
             "binary_bytes": BINARY.stat().st_size,
             "initramfs_bytes": ours_image.stat().st_size,
             "initramfs_unpacked_bytes": unpacked_bytes(ours_image),
+            "lvm_initramfs_unpacked_bytes": unpacked_bytes(lvm_image),
             "baseline_initramfs_bytes": baseline_image.stat().st_size,
             "baseline_initramfs_unpacked_bytes": unpacked_bytes(baseline_image),
             **(manifest.get("footprint") or {}),
@@ -531,6 +560,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("memory floor, baseline", f"{floor['baseline']} MiB"),
         ("memory floor, kdump-agent (local)",
          f"{floor['local']} MiB ({goal(floor['local'], 'floor_local_mib')})"),
+        ("memory floor, kdump-agent (LVM, generic image)", f"{floor.get('lvm')} MiB"),
         ("memory floor, kdump-agent (SSH)", f"{floor['ssh']} MiB ({goal(floor['ssh'], 'floor_ssh_mib')})"),
         ("panic to reboot, baseline", f"{timing['baseline_s']} s"),
         ("panic to reboot, kdump-agent (local)",

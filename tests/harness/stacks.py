@@ -2,7 +2,7 @@
 multipath), made and read back in tool guests (harness.toolguest): this host's kernel has
 neither device-mapper nor md.
 
-    stack = stacks.md_raid1(kernel, tmp_path)          # cached; the test gets copies
+    stack = stacks.md_raid(kernel, tmp_path, 1)        # cached; the test gets copies
     ... a panic with stack.disks[1:] attached, target LABEL=... or /dev/md/dump ...
     image = stacks.read_stack(kernel, stack, tmp_path / "fs.img", leave_out=(0,))
     find_dumps(image, tmp_path / "out")               # debugfs on the host, as always
@@ -166,14 +166,30 @@ def _md_create(level: int, members: Sequence[str], name: str = MD_NAME) -> str:
 
 def _preset(kernel: Kernel, workdir: Path, name: str, disks_mib: Sequence[int], make: str,
             names: Sequence[str], up: str, down: str, uuid: str, label: str,
-            populate: str) -> Stack:
+            populate: str, crash_after: str = "") -> Stack:
+    """A stack made by `make`, ext4 on it, stopped by `down`; `crash_after`: lines run after,
+    which end the tool guest themselves as a crash would (DIRTY_MD)."""
     device = names[0]
-    script = "\n".join([make, _filesystem(device, uuid, label, populate), down, ""])
-    disks = build_stack(kernel, name, disks_mib, script, workdir)
+    script = "\n".join([make, _filesystem(device, uuid, label, populate), down, crash_after, ""])
+    disks = build_stack(kernel, name + ("-crashed" if crash_after else ""), disks_mib, script, workdir)
     return Stack(disks=disks, device=device, names=tuple(names), uuid=uuid, label=label,
                  assemble=up, disassemble=down)
 
 
+# md_raid(dirty=True): the array assembled again, safe mode off (md then never marks it clean
+# after a write), a file written through the mounted file system, and an emergency reboot
+# (sysrq-b), which skips md's reboot notifier that would mark the array clean.
+DIRTY_MD = "\n".join([
+    MD_UP,
+    f"echo 0 > /sys/block/$(basename $(readlink -f /dev/md/{MD_NAME}))/md/safe_mode_delay",
+    f"mount -t ext4 /dev/md/{MD_NAME} /mnt",
+    "echo in-flight > /mnt/written-before-the-crash",
+    "sync",
+    f"grep -q active /sys/block/$(basename $(readlink -f /dev/md/{MD_NAME}))/md/array_state",
+    f"echo {toolguest.OK}",
+    "echo 1 > /proc/sys/kernel/sysrq",
+    "echo b > /proc/sysrq-trigger",
+])
 LV_NAMES = (f"/dev/mapper/{VG}-{LV}", f"/dev/{VG}/{LV}")
 MD_NAMES = (f"/dev/md/{MD_NAME}", "/dev/md127")
 
@@ -214,18 +230,15 @@ def lvm_raid1(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
 
 
 def md_raid(kernel: Kernel, workdir: Path, level: int, *, uuid: str = STACK_UUID,
-            label: str = STACK_LABEL, populate: str = "") -> Stack:
+            label: str = STACK_LABEL, populate: str = "", dirty: bool = False) -> Stack:
     """ext4 straight on an md array /dev/md/dump: RAID1 over two disks, RAID5 over three
-    or RAID10 over four, each array about 280-320 MiB."""
+    or RAID10 over four, each array about 280-320 MiB. `dirty`: left as a crash leaves it,
+    the array not clean (a write in flight: safe mode off, no stop) and the file system
+    mounted, so the next assembly wants a resync."""
     members, member_mib = {1: (2, LV_MIB + 32), 5: (3, 160), 10: (4, 160)}[level]
     make = _md_create(level, [disk_name(i) for i in range(members)])
     return _preset(kernel, workdir, f"md-raid{level}", [member_mib] * members, make, MD_NAMES,
-                   MD_UP, MD_DOWN, uuid, label, populate)
-
-
-def md_raid1(kernel: Kernel, workdir: Path, **fs: str) -> Stack:
-    """md RAID1 over two disks (see md_raid)."""
-    return md_raid(kernel, workdir, 1, **fs)
+                   MD_UP, MD_DOWN, uuid, label, populate, crash_after=DIRTY_MD if dirty else "")
 
 
 def lvm_on_md(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
