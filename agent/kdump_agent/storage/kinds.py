@@ -10,8 +10,9 @@ from typing import Any
 from .base import Layer, Stack
 from .lvm import LvmVolume
 from .md import MdArray
+from .multipath import MultipathMap
 
-KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (MdArray, LvmVolume)}
+KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (MultipathMap, MdArray, LvmVolume)}
 ROLES = ("target", "rootfs")
 
 
