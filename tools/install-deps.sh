@@ -2,7 +2,8 @@
 # Install the Debian packages a make target needs (first use only), by group:
 #   build   what `make binary` needs beyond the venv: binutils (PyInstaller runs objdump
 #           and strip; ldd comes with libc-bin, which every system has)
-#   guest   a panic in QEMU with an image made by `kdump-agent mkinitrd` (`make demo`)
+#   guest   a panic in QEMU with an image made by `kdump-agent mkinitrd` (`make demo`), and
+#           the storage tools the harness's tool guests run (tests/harness/toolguest.py)
 #   test    the rest of `make test` and `make bench`: the servers the network targets are
 #           tested against, the tools the integration tests call, debootstrap
 # `sh tools/install-deps.sh build guest test` installs everything.
@@ -13,7 +14,8 @@ for group in "$@"; do
     case "$group" in
     build) PACKAGES="$PACKAGES binutils" ;;
     guest) PACKAGES="$PACKAGES qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile
-                     busybox-static cpio e2fsprogs zstd kmod udev util-linux" ;;
+                     busybox-static cpio e2fsprogs zstd kmod udev util-linux
+                     lvm2 mdadm thin-provisioning-tools multipath-tools fdisk" ;;
     test) PACKAGES="$PACKAGES socat dnsmasq-base iproute2 openssh-server openssh-client nfs-ganesha
                     nfs-ganesha-vfs rpcbind groff-base debootstrap" ;;
     *) echo "$0: unknown group $group (build, guest, test)" >&2; exit 2 ;;
