@@ -82,6 +82,13 @@ def md_layer(name: str) -> MdArray:
                    level=detail.get("MD_LEVEL", ""), raid_devices=int(detail.get("MD_DEVICES", "0") or 0))
 
 
+def device_handlers(paths: list[Path]) -> tuple[str, ...]:
+    """The SCSI device handlers attached to a map's paths (`device/dh_state`: alua, rdac,
+    emc; "detached" or no file when none is)."""
+    states = (_read(path / "device" / "dh_state") for path in paths)
+    return tuple(sorted({state for state in states if state and state != "detached"}))
+
+
 def stack_under(device: str, sysfs: Path = Path("/sys")) -> Found:
     """What stands between the file system on `device` and its disks (module docstring)."""
     layers: list[Layer] = []
@@ -101,7 +108,8 @@ def stack_under(device: str, sysfs: Path = Path("/sys")) -> Found:
         uuid = _read(node / "dm" / "uuid")
         if uuid.startswith(MPATH_UUID):
             mpath = MultipathMap(wwid=uuid.removeprefix(MPATH_UUID), name=_read(node / "dm" / "name"),
-                                 paths=tuple(slave.name for slave in slaves), partition=partition)
+                                 paths=tuple(slave.name for slave in slaves), partition=partition,
+                                 handlers=device_handlers(slaves))
         elif _KPARTX_ON_MPATH.match(uuid):
             below = _read(node / "dm" / "name")
         elif (node / "dm").is_dir():

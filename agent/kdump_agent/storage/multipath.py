@@ -7,8 +7,9 @@ once, without multipathd and without udev. The WWID of each path is read from sy
 page 0x83, `uid_attribute ""`), not from udev's database: udev in the capture kernel need
 not have run scsi_id on the paths. Every path checker and prioritizer is set to the two
 plugins the image holds (tur, const), so nothing else need be packed; a map with several
-path groups still fails over, and the hardware handler of an active/passive array still
-switches groups (scsi_dh_*).
+path groups still fails over. The SCSI device handlers attached to the host's paths
+(`dh_state`: alua, rdac, emc) are packed and loaded, so that an active/passive array's
+handler still switches path groups; only those, since a kernel may have none (CONFIG_SCSI_DH).
 
 While paths are missing (disks are probed in parallel with our start) the map is not made
 until all the host's paths are there, or COMPLETE_GRACE_SECONDS have passed: then it is
@@ -38,13 +39,14 @@ COMPLETE_GRACE_SECONDS = 15.0
 CONFIG = Path("/etc/multipath.conf")
 CONFIG_DIR = Path("/etc/multipath/conf.d")  # read after CONFIG: a hostonly image has none of it
 SYSFS = Path("/sys")
+MAPPER = "/dev/mapper"  # libdevmapper makes the maps' nodes here, udev or not
 # The plugins `multipath` dlopens for the checker and prioritizer CONFIG sets.
 CHECKER, PRIORITIZER = "tur", "const"
 PLUGINS = (f"libcheck{CHECKER}.so", f"libprio{PRIORITIZER}.so")
 # Where distributions build multipath-tools to look for them (its compiled-in multipath_dir).
 PLUGIN_DIRS = ("/lib/multipath", "/usr/lib/multipath", "/lib64/multipath", "/usr/lib64/multipath",
                "/lib/x86_64-linux-gnu/multipath", "/usr/lib/x86_64-linux-gnu/multipath")
-MODULES = ("dm_mod", "dm_multipath", "dm_service_time", "scsi_dh_alua", "scsi_dh_emc", "scsi_dh_rdac")
+MODULES = ("dm_mod", "dm_multipath", "dm_service_time")  # service-time: the path selector set below
 # The kernel's scsi `wwid` attribute names the VPD 0x83 designator by type; multipath
 # prefixes the same identifier with the type's number.
 _DESIGNATOR_TYPES = {"naa.": "3", "eui.": "2", "t10.": "1"}
@@ -88,10 +90,10 @@ def path_wwid(kernel_wwid: str) -> str:
     return text
 
 
-def paths_with(wwid: str, sysfs: Path = SYSFS) -> list[str]:
+def paths_with(wwid: str) -> list[str]:
     """The SCSI disks there now whose WWID is `wwid`."""
     found = []
-    for disk in sorted((sysfs / "block").glob("sd*")):
+    for disk in sorted((SYSFS / "block").glob("sd*")):
         attribute = disk / "device" / "wwid"
         try:
             if path_wwid(attribute.read_text(encoding="utf-8", errors="replace")) == wwid:
@@ -101,29 +103,29 @@ def paths_with(wwid: str, sysfs: Path = SYSFS) -> list[str]:
     return found
 
 
-def sysfs_of(node: str, sysfs: Path = SYSFS) -> Path | None:
+def sysfs_of(node: str) -> Path | None:
     """The sysfs directory of block device `node` (a /dev/mapper name is a node of its own,
     not a link to its dm-N), or None if there is no such device."""
     try:
         rdev = os.stat(node).st_rdev
     except OSError:
         return None
-    found = sysfs / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+    found = SYSFS / "dev" / "block" / f"{os.major(rdev)}:{os.minor(rdev)}"
     return found if found.exists() else None
 
 
-def is_map_device(node: str, sysfs: Path = SYSFS) -> bool:
+def is_map_device(node: str) -> bool:
     """Whether `node` is a multipath map or a kpartx partition of one."""
-    where = sysfs_of(node, sysfs)
+    where = sysfs_of(node)
     if where is None:
         return False
     uuid = (where / "dm" / "uuid")
     return uuid.exists() and bool(_MAP_UUID.match(uuid.read_text(encoding="utf-8", errors="replace")))
 
 
-def held(node: str, sysfs: Path = SYSFS) -> bool:
+def held(node: str) -> bool:
     """Whether something is built on `node` (a map holds it as a path)."""
-    where = sysfs_of(node, sysfs)
+    where = sysfs_of(node)
     return where is not None and (where / "holders").is_dir() and any((where / "holders").iterdir())
 
 
@@ -140,9 +142,10 @@ def devices_with(spec: str) -> list[str]:
 @dataclass(frozen=True)
 class MultipathMap(Layer):
     """The map as the host has it: its WWID, its name (alias, mpathN or the WWID itself),
-    the host's paths (sdX, for how many to wait for) and, for a target on a partition of
-    the map, the partition's map name. wwid None in a generic image (every LUN reached
-    through more than one path gets a map, or the host's config packed by dracut decides)."""
+    the host's paths (sdX, for how many to wait for), the device handlers attached to them
+    and, for a target on a partition of the map, the partition's map name. wwid None in a
+    generic image (every LUN reached through more than one path gets a map, or the host's
+    config packed by dracut decides)."""
 
     kind: ClassVar[str] = "multipath"
     shadows_members: ClassVar[bool] = True
@@ -151,9 +154,13 @@ class MultipathMap(Layer):
     name: str | None
     paths: tuple[str, ...] = field(default=())
     partition: str | None = None
+    handlers: tuple[str, ...] = field(default=())  # scsi_dh_<name> for each
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(self.paths))
+        object.__setattr__(self, "handlers", tuple(self.handlers))
+        if any(not re.fullmatch(r"\w+", handler) for handler in self.handlers):
+            raise ValueError(f"multipath layer: device handlers {list(self.handlers)!r}")
         if (self.wwid is None) != (self.name is None):
             raise ValueError("multipath layer: wwid and name are both given or both null")
         if self.wwid is not None and not re.fullmatch(r"[\w.:-]+", self.wwid):
@@ -177,11 +184,11 @@ class MultipathMap(Layer):
         return ("multipath", "kpartx", *plugin_paths())
 
     def modules(self) -> tuple[str, ...]:
-        return MODULES
+        return (*MODULES, *(f"scsi_dh_{handler}" for handler in self.handlers))
 
     def node(self) -> str | None:
         made = self.partition or self.name
-        return f"/dev/mapper/{made}" if made else None
+        return f"{MAPPER}/{made}" if made else None
 
     def locate(self, spec: str) -> str | None:
         """The target among the map's devices (module docstring). A generic image knows no
@@ -212,7 +219,7 @@ class MultipathMap(Layer):
             if len(present) < expected and waited < min(COMPLETE_GRACE_SECONDS, left / 2):
                 return None
             run_tool(["multipath", "-v2", wwid], left)
-            node = f"/dev/mapper/{self.name}"
+            node = f"{MAPPER}/{self.name}"
             if not os.path.exists(node):
                 return None
             note = f"{node} over {', '.join(self._map_paths(node)) or 'no path'}"
@@ -228,13 +235,14 @@ class MultipathMap(Layer):
         assert self.partition is not None and self.name is not None
         delimiter = self.partition.removeprefix(self.name).rstrip("0123456789")
         run_tool(["kpartx", "-a", "-p", delimiter, node], left)
-        partition = f"/dev/mapper/{self.partition}"
+        partition = f"{MAPPER}/{self.partition}"
         if not os.path.exists(partition):
             raise MountError(f"{self.describe()}: kpartx made no {partition}")
         return f"partition {partition}"
 
     @staticmethod
     def _map_paths(node: str) -> list[str]:
+        """The paths the kernel's map holds (its slaves)."""
         where = sysfs_of(node)
         slaves = where / "slaves" if where else None
         return sorted(p.name for p in slaves.iterdir()) if slaves and slaves.is_dir() else []
@@ -248,7 +256,7 @@ class MultipathMap(Layer):
             if not CONFIG.exists():
                 _write_config(config_for(None, None))
         run_tool(["multipath", "-v2"], max(1.0, give_up_at - time.monotonic()))
-        maps = sorted(device for device in Path("/dev/mapper").glob("*")
+        maps = sorted(device for device in Path(MAPPER).glob("*")
                       if is_map_device(str(device)) and not _partition_uuid(str(device)))
         for device in maps:
             run_tool(["kpartx", "-a", str(device)], max(1.0, give_up_at - time.monotonic()))

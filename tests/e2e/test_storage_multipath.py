@@ -1,0 +1,100 @@
+"""A dump to a device-mapper multipath map: one disk image reached through two virtio-scsi
+paths with the same WWN (a SAN LUN behind two HBAs), as the guest sees sda and sdb.
+
+The capture image is built on this host by `kdump-agent mkinitrd` as an admin builds a
+generic one (`--no-hostonly`, `dracut_args --add multipath`), with the record a hostonly
+build on the guest would write laid over it: the map's exact WWID and name. The dump must
+land on the map, never on one of its paths: both carry the same file system, UUID and all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.disks import make_disk
+from harness.dumps import assert_good_dump, find_dumps
+from harness.guest import BootResult, boot
+from harness.kernels import Kernel
+from harness.panic_initrd import build_panic_initrd
+from harness.scenario import (
+    CAPTURE_CMDLINE,
+    FIRST_KERNEL_CMDLINE,
+    build_capture_initrd,
+    with_config_overlay,
+)
+from harness.stacks import Multipath
+
+pytestmark = pytest.mark.qemu
+
+UUID = "7d2e4f60-1a3b-4c5d-8e9f-0a1b2c3d4e5f"
+WWN = "0x5000c500a1b2c3d4"
+# multipath's WWID of the LUN: VPD page 0x83's NAA designator (type 3) as `3<naa>`; the
+# guest's kernel shows the same designator as naa.5000c500a1b2c3d4 in device/wwid.
+WWID = "35000c500a1b2c3d4"
+ALIAS = "crashlun"
+CONFIG = "\n".join([
+    f"ext4 UUID={UUID}",
+    "path /var/crash",
+    'dracut_args --no-hostonly --add multipath --drivers "virtio_scsi virtio_pci sd_mod"',
+    "",
+])
+
+
+def storage_record(paths: tuple[str, ...]) -> str:
+    """What mkinitrd records for a target on the map (storage.kinds.stacks_as_json)."""
+    return json.dumps({"target": [{"kind": "multipath", "wwid": WWID, "name": ALIAS,
+                                   "paths": list(paths), "partition": None, "handlers": []}]})
+
+
+@pytest.fixture(scope="module")
+def generic_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_capture_initrd(kernel, CONFIG, tmp_path_factory.mktemp("mpath-initrd"))
+
+
+def one_path_args(lun: Multipath) -> list[str]:
+    """The first of the two paths only: the other HBA's link is down."""
+    return lun.qemu_args()[:6]
+
+
+def panic_on(kernel: Kernel, initrd: Path, workdir: Path, qemu_args: list[str]) -> BootResult:
+    panic = build_panic_initrd(kernel, initrd, CAPTURE_CMDLINE, workdir / "panic.img")
+    return boot(kernel, panic, append=FIRST_KERNEL_CMDLINE, timeout_s=480,
+                log_path=workdir / "console.log", extra_args=qemu_args)
+
+
+def assert_dumped_to_the_map(result: BootResult, image: Path, workdir: Path) -> None:
+    console = result.console
+    assert f"storage: multipath map {ALIAS} (WWID {WWID}) is up" in console
+    assert f"target UUID={UUID} is /dev/mapper/{ALIAS}" in console
+    assert f"target UUID={UUID} is /dev/sd" not in console
+    dumps = find_dumps(image, workdir / "out")
+    assert len(dumps) == 1, f"expected one dump, found {[d.directory for d in dumps]}"
+    assert dumps[0].directory.lstrip("/").startswith("var/crash/127.0.0.1-")
+    assert_good_dump(dumps[0], workdir)
+
+
+def test_dump_lands_on_the_map_of_two_paths(kernel: Kernel, generic_initrd: Path, tmp_path: Path,
+                                             console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
+    lun = Multipath(image=make_disk(tmp_path / "lun.img", 256, UUID, "MPATHLUN"), wwn=WWN,
+                    serial="KDUMPMPATH1")
+    initrd = with_config_overlay(generic_initrd, CONFIG, tmp_path / "capture.img",
+                                 records={"storage.json": storage_record(("sda", "sdb"))})
+    result = panic_on(kernel, initrd, tmp_path, lun.qemu_args())
+    assert f"/dev/mapper/{ALIAS} over sda, sdb" in result.console
+    assert_dumped_to_the_map(result, lun.image, tmp_path)
+
+
+def test_a_path_down_still_dumps_on_the_map(kernel: Kernel, generic_initrd: Path, tmp_path: Path,
+                                            console_logs: list[Path]) -> None:
+    console_logs.append(tmp_path / "console.log")
+    lun = Multipath(image=make_disk(tmp_path / "lun.img", 256, UUID, "MPATHLUN"), wwn=WWN,
+                    serial="KDUMPMPATH1")
+    initrd = with_config_overlay(generic_initrd, CONFIG, tmp_path / "capture.img",
+                                 records={"storage.json": storage_record(("sda", "sdb"))})
+    result = panic_on(kernel, initrd, tmp_path, one_path_args(lun))
+    assert f"/dev/mapper/{ALIAS} over sda (1 of the host's 2 paths there)" in result.console
+    assert_dumped_to_the_map(result, lun.image, tmp_path)
