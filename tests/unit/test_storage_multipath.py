@@ -4,7 +4,6 @@ for generic images, and set up in the capture kernel (the tools mocked at the bo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -172,12 +171,13 @@ class Guest:
     `multipath`/`kpartx` that make their maps' nodes."""
 
     def __init__(self, root: Path, mocker: Any, paths: list[str], works: bool = True) -> None:
-        self.sysfs, self.mapper, self.calls = root / "sys", root / "mapper", []  # type: list[list[str]]
+        self.sysfs, self.mapper = root / "sys", root / "mapper"
+        self.calls: list[list[str]] = []
         self.mapper.mkdir()
         for path in paths:
             (self.sysfs / "block" / path / "device").mkdir(parents=True)
-            (self.sysfs / "block" / path / "device" / "wwid").write_text("naa.6001405a1b2c3d4e5f60718293a4b5c6\n")
-        dm = self.sysfs / "dev" / "block" / f"{os.major(os.stat(root).st_dev)}:0"
+            (self.sysfs / "block" / path / "device" / "wwid").write_text(f"naa.{WWID[1:]}\n")
+        dm = self.sysfs / "devices" / "virtual" / "block" / "dm-2"  # what sysfs_of finds for the map
         (dm / "slaves").mkdir(parents=True)
         for path in paths:
             (dm / "slaves" / path).mkdir()
@@ -203,7 +203,7 @@ def test_the_map_comes_up_over_its_paths(tmp_path: Path, mocker: Any) -> None:
     note = MultipathMap(wwid=WWID, name="mpatha", paths=("sda", "sdb")).bring_up(time.monotonic() + 5)
     assert note == f"{guest.mapper}/mpatha over sda, sdb"
     assert guest.calls == [["multipath", "-v2", WWID]]
-    assert f'alias "mpatha"' in (tmp_path / "multipath.conf").read_text()
+    assert 'alias "mpatha"' in (tmp_path / "multipath.conf").read_text()
 
 
 def test_with_a_path_down_the_map_comes_up_after_the_grace_period(tmp_path: Path, mocker: Any) -> None:
