@@ -10,6 +10,7 @@ land on the map, never on one of its paths: both carry the same file system, UUI
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,15 +66,19 @@ def panic_on(kernel: Kernel, initrd: Path, workdir: Path, qemu_args: list[str]) 
                 log_path=workdir / "console.log", extra_args=qemu_args)
 
 
+def assert_one_good_dump(image: Path, workdir: Path) -> None:
+    dumps = find_dumps(image, workdir / "out")
+    assert len(dumps) == 1, f"expected one dump, found {[d.directory for d in dumps]}"
+    assert dumps[0].directory.lstrip("/").startswith("var/crash/127.0.0.1-")
+    assert_good_dump(dumps[0], workdir)
+
+
 def assert_dumped_to_the_map(result: BootResult, image: Path, workdir: Path) -> None:
     console = result.console
     assert f"storage: multipath map {ALIAS} (WWID {WWID}) is up" in console
     assert f"target UUID={UUID} is /dev/mapper/{ALIAS}" in console
     assert f"target UUID={UUID} is /dev/sd" not in console
-    dumps = find_dumps(image, workdir / "out")
-    assert len(dumps) == 1, f"expected one dump, found {[d.directory for d in dumps]}"
-    assert dumps[0].directory.lstrip("/").startswith("var/crash/127.0.0.1-")
-    assert_good_dump(dumps[0], workdir)
+    assert_one_good_dump(image, workdir)
 
 
 def test_dump_lands_on_the_map_of_two_paths(kernel: Kernel, generic_initrd: Path, tmp_path: Path,
@@ -98,3 +103,16 @@ def test_a_path_down_still_dumps_on_the_map(kernel: Kernel, generic_initrd: Path
     result = panic_on(kernel, initrd, tmp_path, one_path_args(lun))
     assert f"/dev/mapper/{ALIAS} over sda (1 of the host's 2 paths there)" in result.console
     assert_dumped_to_the_map(result, lun.image, tmp_path)
+
+
+def test_a_generic_image_dumps_on_the_map_it_finds(kernel: Kernel, generic_initrd: Path, tmp_path: Path,
+                                                   console_logs: list[Path]) -> None:
+    """The image as mkinitrd built it, for any machine: it knows no WWID, sets up every LUN
+    it sees through two paths (named by WWID), and finds the target's UUID on the map."""
+    console_logs.append(tmp_path / "console.log")
+    lun = Multipath(image=make_disk(tmp_path / "lun.img", 256, UUID, "MPATHLUN"), wwn=WWN,
+                    serial="KDUMPMPATH1")
+    result = panic_on(kernel, generic_initrd, tmp_path, lun.qemu_args())
+    assert "storage: multipath (every map found) is up" in result.console
+    assert re.search(rf"target UUID={UUID} is /dev/(mapper/{WWID}|dm-\d+)\n", result.console)
+    assert_one_good_dump(lun.image, tmp_path)

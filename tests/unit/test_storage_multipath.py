@@ -244,3 +244,17 @@ def test_a_generic_image_takes_the_device_that_is_a_map(mocker: Any) -> None:
     mocker.patch.object(multipath, "devices_with", return_value=["/dev/sda", "/dev/sdb", "/dev/dm-0"])
     mocker.patch.object(multipath, "is_map_device", side_effect=lambda device: device == "/dev/dm-0")
     assert MultipathMap(wwid=None, name=None).locate("UUID=abc") == "/dev/dm-0"
+
+
+def test_a_generic_image_takes_a_single_path_no_map_holds_after_the_grace_period(mocker: Any) -> None:
+    """A LUN reached through one path gets no map (find_multipaths yes): once the paths have
+    had their time, the device itself is the target, unless a map holds it."""
+    mocker.patch.object(multipath, "devices_with", return_value=["/dev/sda", "/dev/sdb"])
+    mocker.patch.object(multipath, "is_map_device", return_value=False)
+    mocker.patch.object(multipath, "held", side_effect=lambda device: device == "/dev/sda")
+    layer = MultipathMap(wwid=None, name=None)
+    mocker.patch.object(multipath, "_generic_since", time.monotonic())
+    assert layer.locate("UUID=abc") is None
+    mocker.patch.object(multipath, "_generic_since", time.monotonic() - multipath.COMPLETE_GRACE_SECONDS)
+    assert layer.locate("UUID=abc") == "/dev/sdb"
+
