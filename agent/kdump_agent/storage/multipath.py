@@ -37,7 +37,7 @@ from .base import Layer, retry_until, run_tool
 
 COMPLETE_GRACE_SECONDS = 15.0
 CONFIG = Path("/etc/multipath.conf")
-CONFIG_DIR = Path("/etc/multipath/conf.d")  # read after CONFIG: a hostonly image has none of it
+CONFIG_DIR = Path("/etc/multipath/conf.d")  # multipath reads it after CONFIG: removed when CONFIG is ours
 SYSFS = Path("/sys")
 MAPPER = "/dev/mapper"  # libdevmapper makes the maps' nodes here, udev or not
 # The plugins `multipath` dlopens for the checker and prioritizer CONFIG sets.
@@ -58,14 +58,15 @@ OVERRIDES = (f'overrides {{\n\tpath_checker "{CHECKER}"\n\tdetect_checker "no"\n
 
 def config_for(wwid: str | None, name: str | None) -> str:
     """CONFIG for the one map `wwid` named `name`, or for a generic image (wwid None): any
-    LUN seen through two paths or more becomes a map, named by its WWID."""
+    LUN seen through two paths or more becomes a map, named by its WWID. A WWID is word
+    characters, '.', ':' and '-' (MultipathMap checks): only '.' means more in a regex."""
     defaults = ('defaults {\n\tuser_friendly_names "no"\n\tfind_multipaths "%s"\n'
                 '\tuid_attribute ""\n\tqueue_without_daemon "no"\n}\n')
     if wwid is None:
         return defaults % "yes" + OVERRIDES
     return (defaults % "no"
             + 'blacklist {\n\twwid ".*"\n}\n'
-            + f'blacklist_exceptions {{\n\twwid "^{re.escape(wwid)}$"\n}}\n'
+            + f'blacklist_exceptions {{\n\twwid "^{wwid.replace(".", "[.]")}$"\n}}\n'
             + f'multipaths {{\n\tmultipath {{\n\t\twwid "{wwid}"\n\t\talias "{name or wwid}"\n\t}}\n}}\n'
             + OVERRIDES)
 
@@ -119,7 +120,7 @@ def is_map_device(node: str) -> bool:
     where = sysfs_of(node)
     if where is None:
         return False
-    uuid = (where / "dm" / "uuid")
+    uuid = where / "dm" / "uuid"
     return uuid.exists() and bool(_MAP_UUID.match(uuid.read_text(encoding="utf-8", errors="replace")))
 
 
@@ -260,7 +261,7 @@ class MultipathMap(Layer):
                       if is_map_device(str(device)) and not _partition_uuid(str(device)))
         for device in maps:
             run_tool(["kpartx", "-a", str(device)], max(1.0, give_up_at - time.monotonic()))
-        return f"{len(maps)} maps: {', '.join(device.name for device in maps) or 'none'}"
+        return f"maps set up: {', '.join(device.name for device in maps) or 'none'}"
 
 
 # When a generic image first ran multipath: its grace period for single paths runs from there.
