@@ -85,48 +85,69 @@ def test_each_caller_gets_its_own_sparse_copy(kernel: Kernel, tmp_path: Path) ->
         :1 << 20] == original
 
 
+# Two LUNs, two paths each: on the blank one a GPT and ext4 are made through one path and
+# read through the other and through a dm multipath map over both; the one multipath_lun
+# made is read through its map.
 _MULTIPATH_PROOF = """\
-a=$(cat /sys/block/sda/device/wwid)
-b=$(cat /sys/block/sdb/device/wwid)
-echo "MPATH-WWID sda=$a sdb=$b"
-echo 'type=linux' | sfdisk -q -X gpt /dev/sda
-mkfs.ext4 -q -F -b 4096 -U {uuid} -L mpath /dev/sda1
-mount -t ext4 /dev/sda1 /mnt
+paths_of() {{
+    for d in /sys/block/sd*; do
+        if [ "$(cat $d/device/wwid)" = "$1" ]; then echo "${{d##*/}}"; fi
+    done
+}}
+map() {{
+    set -- "$1" $(paths_of "$2")
+    dmsetup create "$1" --table "0 $(blockdev --getsz /dev/$2) multipath 0 0 1 1 \
+round-robin 0 2 1 $(cat /sys/block/$2/dev) 1 $(cat /sys/block/$3/dev) 1"
+}}
+for d in /sys/block/sd*; do echo "MPATH-PATH ${{d##*/}} $(cat $d/device/wwid)"; done
+set -- $(paths_of {blank.sysfs_wwid})
+echo 'type=linux' | sfdisk -q -X gpt /dev/$1
+mkfs.ext4 -q -F -b 4096 -U {uuid} -L mpath /dev/${{1}}1
+mount -t ext4 /dev/${{1}}1 /mnt
 printf '{text}' > /mnt{proof}
 umount /mnt
-blockdev --rereadpt /dev/sdb
-echo "MPATH-SDB1 $(blkid -p -o value -s UUID /dev/sdb1)"
-mount -t ext4 -o ro /dev/sdb1 /mnt
+blockdev --rereadpt /dev/$2
+echo "MPATH-OTHER-PATH $(blkid -p -o value -s UUID /dev/${{2}}1)"
+mount -t ext4 -o ro /dev/${{2}}1 /mnt
 echo "MPATH-READ $(cat /mnt{proof})"
 umount /mnt
-size=$(blockdev --getsz /dev/sda)
-dmsetup create mpath --table \
-    "0 $size multipath 0 0 1 1 round-robin 0 2 1 $(cat /sys/block/sda/dev) 1 $(cat /sys/block/sdb/dev) 1"
-echo "MPATH-MAP $(dmsetup status mpath) $(blkid -p -o value -s PTTYPE /dev/mapper/mpath)"
-dmsetup remove mpath
+map {blank.map_wwid} {blank.sysfs_wwid}
+table=$(blkid -p -o value -s PTTYPE /dev/mapper/{blank.map_wwid})
+echo "MPATH-MAP $(dmsetup status {blank.map_wwid}) $table"
+dmsetup remove {blank.map_wwid}
+map {made.map_wwid} {made.sysfs_wwid}
+mount -t ext4 -o ro {device} /mnt
+echo "MPATH-LUN $(blkid -p -o value -s UUID {device}) $(cat /mnt{proof})"
+umount /mnt
+dmsetup remove {made.map_wwid}
 """
 
 
 @pytest.mark.qemu
 def test_one_image_through_two_scsi_paths(kernel: Kernel, tmp_path: Path,
                                           console_logs: list[Path]) -> None:
-    lun = stacks.multipath_disk(tmp_path / "lun.img", 128)
+    blank = stacks.multipath_disk(tmp_path / "lun.img", 128)
+    stack, made = stacks.multipath_lun(kernel, tmp_path, populate=POPULATE,
+                                       wwn="0x5000c500a1b2c3e5", serial="KDUMPMPATH2")
     log_path = tmp_path / "multipath.log"
     console_logs.append(log_path)
     uuid = "0d5e3a4c-7b21-4f6e-8a90-1c2d3e4f5a6b"
-    script = _MULTIPATH_PROOF.format(uuid=uuid, proof=PROOF,
-                                     text=PROOF_TEXT.replace("\n", "\\n"))
+    script = _MULTIPATH_PROOF.format(blank=blank, made=made, device=stack.device, uuid=uuid,
+                                     proof=PROOF, text=PROOF_TEXT.replace("\n", "\\n"))
 
     result = toolguest.run_script(kernel, script, disks=[], log_path=log_path,
-                                  wait_for=lun.paths, extra_args=lun.qemu_args())
+                                  wait_for=stacks.scsi_paths(2),
+                                  extra_args=[*blank.qemu_args(), *made.qemu_args()])
 
     lines = result.console.splitlines()
-    assert f"MPATH-WWID sda={lun.sysfs_wwid} sdb={lun.sysfs_wwid}" in lines
-    assert f"MPATH-SDB1 {uuid}" in lines
+    wwids = sorted(line.split()[2] for line in lines if line.startswith("MPATH-PATH "))
+    assert wwids == sorted([blank.sysfs_wwid, made.sysfs_wwid] * 2), lines
+    assert f"MPATH-OTHER-PATH {uuid}" in lines
     assert f"MPATH-READ {PROOF_TEXT.strip()}" in lines
     (mapped,) = [line for line in lines if line.startswith("MPATH-MAP ")]
-    # the map over both paths, each Active, shows the partition table written through sda
+    # the map over both paths, each Active, shows the partition table written through one
     assert len(re.findall(r" \d+:\d+ A ", mapped)) == 2 and mapped.endswith(" gpt"), mapped
-    partition = stacks.extract_partition(lun.image, 1, tmp_path / "part1.img")
+    assert f"MPATH-LUN {stack.uuid} {PROOF_TEXT.strip()}" in lines
+    partition = stacks.extract_partition(blank.image, 1, tmp_path / "part1.img")
     assert _identity(partition)["UUID"] == uuid
     assert extract(partition, PROOF, tmp_path / "proof.txt").read_text() == PROOF_TEXT

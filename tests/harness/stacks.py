@@ -2,15 +2,15 @@
 multipath), made and read back in tool guests (harness.toolguest): this host's kernel has
 neither device-mapper nor md.
 
-    stack = stacks.md_raid1(kernel, tmp_path)              # cached; the test gets copies
-    ... a panic with stack.disks attached, target LABEL=... or /dev/md/dump ...
-    image = stacks.read_back(kernel, stack.disks, stack.assemble, stack.device,
-                             tmp_path / "fs.img")
-    find_dumps(image, tmp_path / "out")                   # debugfs on the host, as always
+    stack = stacks.md_raid1(kernel, tmp_path)          # cached; the test gets copies
+    ... a panic with stack.disks[1:] attached, target LABEL=... or /dev/md/dump ...
+    image = stacks.read_stack(kernel, stack, tmp_path / "fs.img", leave_out=(0,))
+    find_dumps(image, tmp_path / "out")               # debugfs on the host, as always
 
 Each preset makes an ext4 file system with a known UUID and LABEL on top of the stack and
 stops the stack cleanly (so no boot after it starts a resync). A degraded array is read back
-by leaving a disk out of `disks`: the assemble lines start arrays with --run.
+by leaving a disk out of `disks`: the assemble lines start arrays with --run. Leave out the
+disk that was left out of the panic too: its copy is stale.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shlex
 import shutil
+import string
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -64,6 +66,7 @@ def build_stack(kernel: Kernel, name: str, disks_mib: Sequence[int], script: str
 
     The images are cached (cache_dir("stacks")) by the script, the sizes, the kernel and the
     tool initramfs; every caller gets its own sparse copy, so a dump never reaches the cache.
+    A build's console is `workdir/<name>-build.console.log`.
     """
     key = hashlib.sha256("\0".join([script, kernel.kver, toolguest.tool_key(kernel),
                                     *map(str, disks_mib)]).encode()).hexdigest()[:16]
@@ -76,7 +79,7 @@ def build_stack(kernel: Kernel, name: str, disks_mib: Sequence[int], script: str
                 made = [_sparse(staging / image.name, size) for image, size
                         in zip(images, disks_mib, strict=True)]
                 toolguest.run_script(kernel, script, disks=made,
-                                     log_path=staging / "console.log")
+                                     log_path=workdir / f"{name}-build.console.log")
                 staging.rename(cached)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -250,12 +253,14 @@ def lvm_on_partition(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
 
 @dataclasses.dataclass(frozen=True)
 class Multipath:
-    """One image behind two SCSI paths: what the guest sees and what QEMU needs."""
+    """One image behind two SCSI paths: what the guest sees and what QEMU needs. Give
+    each LUN of one guest its own `wwn` and `serial` (the serial names its QEMU devices).
+    The guest names the paths sda, sdb, ... in the order the controllers are probed, which
+    for several LUNs is not theirs: tell them apart by WWID."""
 
     image: Path
     wwn: str = "0x5000c500a1b2c3d4"  # as QEMU takes it: 0x and 16 hex digits, NAA type 5
     serial: str = "KDUMPMPATH1"
-    paths: tuple[str, ...] = ("/dev/sda", "/dev/sdb")
 
     @property
     def sysfs_wwid(self) -> str:
@@ -274,30 +279,39 @@ class Multipath:
         two HBAs reach."""
         args = []
         for path in range(2):
+            hba = f"{self.serial}-hba{path}"
             args += [
-                "-device", f"virtio-scsi-pci,id=mpath{path}",
+                "-device", f"virtio-scsi-pci,id={hba}",
                 "-drive", (f"file={str(self.image).replace(',', ',,')},format=raw,if=none,"
-                           f"id=mpath{path}-lun,file.locking=off"),
-                "-device", (f"scsi-hd,bus=mpath{path}.0,drive=mpath{path}-lun,"
+                           f"id={hba}-lun,file.locking=off"),
+                "-device", (f"scsi-hd,bus={hba}.0,drive={hba}-lun,"
                             f"wwn={self.wwn},serial={self.serial},share-rw=on"),
             ]
         return args
 
 
-def multipath_disk(image: Path, size_mib: int) -> Multipath:
+def scsi_paths(luns: int) -> list[str]:
+    """The guest's SCSI disks for `luns` multipath LUNs, two paths each: /dev/sda, ...;
+    what run_script(wait_for=) waits for."""
+    return [f"/dev/sd{string.ascii_lowercase[i]}" for i in range(2 * luns)]
+
+
+def multipath_disk(image: Path, size_mib: int, wwn: str = Multipath.wwn,
+                   serial: str = Multipath.serial) -> Multipath:
     """A fresh sparse image `image` to reach through two paths (Multipath.qemu_args)."""
-    return Multipath(image=_sparse(image, size_mib))
+    return Multipath(image=_sparse(image, size_mib), wwn=wwn, serial=serial)
 
 
 def multipath_lun(kernel: Kernel, workdir: Path, *, uuid: str = STACK_UUID,
-                  label: str = STACK_LABEL, populate: str = "") -> tuple[Stack, Multipath]:
+                  label: str = STACK_LABEL, populate: str = "", wwn: str = Multipath.wwn,
+                  serial: str = Multipath.serial) -> tuple[Stack, Multipath]:
     """A LUN holding ext4 on the whole disk, to attach through Multipath.qemu_args; the
     file system is made on the image as a virtio disk (the bytes are the same). The Stack
     names the map, and there is nothing to assemble for read-back: harness.disks reads
     the image itself."""
     (disk,) = build_stack(kernel, "multipath-lun", [LV_MIB + 16],
                           _filesystem(disk_name(0), uuid, label, populate) + "\n", workdir)
-    lun = Multipath(image=disk)
+    lun = Multipath(image=disk, wwn=wwn, serial=serial)
     device = f"/dev/mapper/{lun.map_wwid}"
     stack = Stack(disks=[disk], device=device, names=(device,), uuid=uuid, label=label,
                   assemble="", disassemble="")
@@ -310,7 +324,8 @@ def extract_partition(image: Path, number: int, out: Path) -> Path:
     table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], check=True,
                                       capture_output=True, text=True).stdout)["partitiontable"]
     sector = int(table.get("sectorsize", 512))
-    part = next(p for p in table["partitions"] if p["node"].endswith(str(number)))
+    part = next(p for p in table["partitions"]
+                if re.fullmatch(rf".*\D{number}", p["node"]))
     subprocess.run(["dd", f"if={image}", f"of={out}", f"bs={sector}", f"skip={part['start']}",
                     f"count={part['size']}", "conv=sparse", "status=none"], check=True)
     return out
