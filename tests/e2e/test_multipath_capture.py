@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from harness.scenario import (
     build_capture_initrd,
     with_config_overlay,
 )
-from harness.stacks import Multipath
+from harness.stacks import Multipath, extract_partition
 
 pytestmark = pytest.mark.qemu
 
@@ -44,10 +45,23 @@ CONFIG = "\n".join([
 ])
 
 
-def storage_record(paths: tuple[str, ...]) -> str:
+def storage_record(paths: tuple[str, ...], partition: str | None = None) -> str:
     """What mkinitrd records for a target on the map (storage.kinds.stacks_as_json)."""
     return json.dumps({"target": [{"kind": "multipath", "wwid": WWID, "name": ALIAS,
-                                   "paths": list(paths), "partition": None, "handlers": []}]})
+                                   "paths": list(paths), "partition": partition, "handlers": []}]})
+
+
+def partitioned_lun(workdir: Path) -> Path:
+    """A LUN with a GPT and the file system in partition 1 (from 1 MiB), made on the host."""
+    filesystem = make_disk(workdir / "part1.img", 200, UUID, "MPATHPART")
+    lun = workdir / "lun.img"
+    with open(lun, "wb") as fd:
+        fd.truncate(202 * 1024 * 1024)
+    subprocess.run(["sfdisk", "-q", "-X", "gpt", str(lun)], input="start=2048, size=409600\n",
+                   text=True, check=True)
+    subprocess.run(["dd", f"if={filesystem}", f"of={lun}", "bs=512", "seek=2048", "conv=notrunc,sparse",
+                    "status=none"], check=True)
+    return lun
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +130,18 @@ def test_a_generic_image_dumps_on_the_map_it_finds(kernel: Kernel, generic_initr
     assert "storage: multipath (every map found) is up" in result.console
     assert re.search(rf"target UUID={UUID} is /dev/(mapper/{WWID}|dm-\d+)\n", result.console)
     assert_one_good_dump(lun.image, tmp_path)
+
+
+def test_a_partition_on_the_map_gets_its_kpartx_map_named_as_on_the_host(
+        kernel: Kernel, generic_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+    """Debian's kpartx names partition 1 of map crashlun `crashlun-part1`; the record says so
+    and the capture kernel makes the same name over the map, not over a path's sda1."""
+    console_logs.append(tmp_path / "console.log")
+    lun = Multipath(image=partitioned_lun(tmp_path), wwn=WWN, serial="KDUMPMPATH1")
+    initrd = with_config_overlay(generic_initrd, CONFIG, tmp_path / "capture.img",
+                                 records={"storage.json": storage_record(("sda", "sdb"), f"{ALIAS}-part1")})
+    result = panic_on(kernel, initrd, tmp_path, lun.qemu_args())
+    assert f"/dev/mapper/{ALIAS} over sda, sdb; partition /dev/mapper/{ALIAS}-part1" in result.console
+    assert f"target UUID={UUID} is /dev/mapper/{ALIAS}-part1" in result.console
+    assert_one_good_dump(extract_partition(lun.image, 1, tmp_path / "part1-after.img"), tmp_path)
+
