@@ -20,6 +20,7 @@ from .. import flat
 from ..config import Config
 from ..errors import KdumpError
 from ..layout import MANIFEST
+from ..storage.iscsi import IscsiSession
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
@@ -29,7 +30,8 @@ from .dumps import display_date, list_dumps, summary
 from .dumpstore import open_store, reachable_here
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
-from .mkinitrd import IMAGE_MODE, collector_program, image_changes
+from .mkinitrd import IMAGE_MODE, collector_program, hostonly_wanted, image_changes, local_device
+from .stack import stack_under
 
 CONNECT_TIMEOUT = 3.0
 NFS_PORT = 2049
@@ -104,24 +106,47 @@ def check_image(config: Config | None, image: Path,
     return Check(name, True, str(image))
 
 
-def check_image_mode(config: Config | None, image: Path) -> Check:
-    """Only root may read the image: for an ssh target it holds the private key, which is
-    why that case blocks. For the others it is advisory: the image then holds kdump.conf,
-    the hooks and the records, no more secret than those files on the host."""
+def chap_session(config: Config) -> IscsiSession | None:
+    """The iSCSI session with CHAP under the dump target on this host, whose passwords a
+    hostonly image carries (host/stack.py finds it as mkinitrd does); None for any other
+    target, or one that cannot be looked at now (check_target says why)."""
+    if not hostonly_wanted(config.dracut_args):
+        return None  # mkinitrd refuses iSCSI in a generic image
+    target = config.dump_target
+    try:
+        device = local_device(target) or (
+            filesystem_holding(os.path.realpath(config.path)).device if target is None else "")
+        layers = stack_under(resolve_spec(device)).stack.layers if device else ()
+    except (KdumpError, OSError):
+        return None
+    return next((layer for layer in layers if isinstance(layer, IscsiSession) and layer.chap), None)
+
+
+def check_image_mode(config: Config | None, image: Path,
+                     chap: Callable[[Config], IscsiSession | None] = chap_session) -> Check:
+    """Only root may read the image: for an ssh target it holds the private key, for a
+    target on iSCSI with CHAP the CHAP passwords, which is why those cases block. For the
+    others it is advisory: the image then holds kdump.conf, the hooks and the records, no
+    more secret than those files on the host."""
     name = "initramfs private"
-    holds_key = config is not None and isinstance(config.dump_target, SshDestination)
+    secret = None
+    if config is not None and isinstance(config.dump_target, SshDestination):
+        secret = f"the private key {config.sshkey}"
+    elif config is not None and (session := chap(config)) is not None:
+        secret = f"the CHAP password of {session.describe()}"
+    blocking = secret is not None
     try:
         mode = stat.S_IMODE(image.stat().st_mode)
     except FileNotFoundError:
-        return Check(name, True, f"{image} not built yet", blocking=holds_key)
+        return Check(name, True, f"{image} not built yet", blocking=blocking)
     except OSError as error:
         return Check(name, False, f"{image}: {_reason(error)}", f"chmod {IMAGE_MODE:04o} {image}",
-                     blocking=holds_key)
+                     blocking=blocking)
     if mode & 0o077 == 0:
-        return Check(name, True, f"{image} is mode {mode:04o}", blocking=holds_key)
-    what = f"and holds the private key {config.sshkey}" if holds_key and config else "(advisory)"
+        return Check(name, True, f"{image} is mode {mode:04o}", blocking=blocking)
+    what = f"and holds {secret}" if secret else "(advisory)"
     return Check(name, False, f"{image} is mode {mode:04o}: group and others can read it {what}",
-                 f"chmod {IMAGE_MODE:04o} {image}", blocking=holds_key)
+                 f"chmod {IMAGE_MODE:04o} {image}", blocking=blocking)
 
 
 def check_collector(config: Config | None) -> Check:

@@ -27,6 +27,7 @@ from .base import Layer, retry_until, run_tool
 
 COMPLETE_GRACE_SECONDS = 15.0
 START_RO = "/sys/module/md_mod/parameters/start_ro"
+SYS_BLOCK = "/sys/block"
 LEVEL_MODULES = {"raid0": "raid0", "raid1": "raid1", "raid4": "raid456", "raid5": "raid456",
                  "raid6": "raid456", "raid10": "raid10", "linear": "linear"}
 
@@ -50,7 +51,7 @@ def members_with(uuid: str) -> list[str]:
 def freeze(node: str) -> None:
     """No resync or recovery on this array while the capture kernel has it."""
     name = os.path.basename(os.path.realpath(node))
-    Path(f"/sys/block/{name}/md/sync_action").write_text("frozen\n", encoding="utf-8")
+    Path(SYS_BLOCK, name, "md", "sync_action").write_text("frozen\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ class MdArray(Layer):
     def _assemble_any(self, give_up_at: float) -> str:
         run_tool(["mdadm", "--assemble", "--scan", "--run", "--config=partitions"],
                  max(1.0, give_up_at - time.monotonic()))
-        arrays = sorted(glob.glob("/sys/block/md*/md"))
+        arrays = sorted(glob.glob(f"{SYS_BLOCK}/md*/md"))
         for array in arrays:
             freeze(f"/dev/{Path(array).parent.name}")
         return f"{len(arrays)} arrays assembled, resync frozen"
