@@ -1,10 +1,11 @@
 """The storage stack under a device on this machine, found through sysfs, for mkinitrd.
 
 From the target's block device down: a partition leads to its disk; a device-mapper device
-says in `dm/uuid` which tool made it (LVM-, mpath-, CRYPT-) and lists what it is built on in
-`slaves/`; an md array has `md/` and its members in `slaves/`; an iSCSI disk hangs below a
-`sessionN` of the initiator. Each layer is recorded once, bottom first (storage/base.py);
-the disks at the bottom give the bus drivers (blockdev.drivers_above).
+says in `dm/uuid` which tool made it (LVM-, mpath-, CRYPT-; a kpartx partition of a multipath
+map is partN-mpath-, its name recorded on the map) and lists what it is built on in
+`slaves/` (a map's paths, sdX); an md array has `md/` and its members in `slaves/`; an
+iSCSI disk hangs below a `sessionN` of the initiator. Each layer is recorded once, bottom
+first (storage/base.py); the disks at the bottom give the bus drivers (blockdev.drivers_above).
 
 What the capture kernel cannot bring up is refused here, when the image is built, never
 found waiting out disk_timeout after a panic: dm-crypt (see LUKS_REFUSAL), md arrays with
@@ -25,6 +26,7 @@ from ..storage.base import Layer, Stack
 from ..storage.iscsi import DEFAULT_PORT, IscsiSession
 from ..storage.lvm import TARGET_MODULES, LvmVolume, split_dm_name
 from ..storage.md import MdArray
+from ..storage.multipath import MultipathMap
 from .blockdev import drivers_above
 
 LUKS_REFUSAL = (
@@ -33,6 +35,8 @@ LUKS_REFUSAL = (
     "under /boot next to the volume it opens. Dump to an unencrypted partition or LV, or over "
     "NFS or SSH")
 _KPARTX_PARTITION = re.compile(r"^part\d+-")
+MPATH_UUID = "mpath-"  # dm uuid of a multipath map: mpath-<WWID>
+_KPARTX_ON_MPATH = re.compile(r"^part\d+-mpath-")
 _ISCSI_SESSION = re.compile(r"/session(\d+)/")  # in an iSCSI disk's sysfs path
 INITIATOR_NAME_FILE = Path("/etc/iscsi/initiatorname.iscsi")
 _UNSET = ("", "(null)")  # how sysfs shows a session parameter that was never set
@@ -82,6 +86,13 @@ def md_layer(name: str) -> MdArray:
                    level=detail.get("MD_LEVEL", ""), raid_devices=int(detail.get("MD_DEVICES", "0") or 0))
 
 
+def device_handlers(paths: list[Path]) -> tuple[str, ...]:
+    """The SCSI device handlers attached to a map's paths (`device/dh_state`: alua, rdac,
+    emc; "detached" or no file when none is)."""
+    states = (_read(path / "device" / "dh_state") for path in paths)
+    return tuple(sorted({state for state in states if state and state != "detached"}))
+
+
 def stack_under(device: str, sysfs: Path = Path("/sys")) -> Found:
     """What stands between the file system on `device` and its disks (module docstring)."""
     layers: list[Layer] = []
@@ -89,26 +100,35 @@ def stack_under(device: str, sysfs: Path = Path("/sys")) -> Found:
     vg_targets: dict[str, list[str]] = {}  # the dm targets of an LV and of the hidden LVs under it
     sysfs_root = sysfs.resolve()
 
-    def visit(node: Path, inside_vg: str | None = None) -> None:
+    def visit(node: Path, inside_vg: str | None = None, partition: str | None = None) -> None:
         if (node / "partition").exists():
             visit(node.parent, inside_vg)
             return
         slaves = sorted((node / "slaves").iterdir()) if (node / "slaves").is_dir() else []
         lv: tuple[str, str] | None = None
         md: MdArray | None = None
-        if (node / "dm").is_dir():
+        mpath: MultipathMap | None = None
+        below: str | None = None  # the partition a kpartx map is, for the multipath map below
+        uuid = _read(node / "dm" / "uuid")
+        if uuid.startswith(MPATH_UUID):
+            mpath = MultipathMap(wwid=uuid.removeprefix(MPATH_UUID), name=_read(node / "dm" / "name"),
+                                 paths=tuple(slave.name for slave in slaves), partition=partition,
+                                 handlers=device_handlers(slaves))
+        elif _KPARTX_ON_MPATH.match(uuid):
+            below = _read(node / "dm" / "name")
+        elif (node / "dm").is_dir():
             lv = _dm_device(node, inside_vg, vg_targets)
             inside_vg = lv[0] if lv else inside_vg
         elif (node / "md").is_dir():
             md = md_layer(node.name)
         for slave in slaves:
-            visit(slave.resolve(), inside_vg)
+            visit(slave.resolve(), inside_vg, below)
         if not slaves and not (node / "dm").is_dir():
             drivers.extend(module for module in drivers_above(node, sysfs_root) if module not in drivers)
             session = iscsi_session_of(node, sysfs)
             if session is not None and session not in layers:
                 layers.append(session)
-        layer: Layer | None = md
+        layer: Layer | None = md or mpath
         if lv is not None:
             layer = LvmVolume(vg=lv[0], lv=lv[1], targets=tuple(dict.fromkeys(vg_targets[lv[0]])))
         if layer is not None and layer not in layers:

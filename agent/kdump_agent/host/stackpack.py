@@ -4,8 +4,9 @@ Hostonly, the stack is found on this machine (host/stack.py): the record says ex
 which VG/LV, array, multipath map or iSCSI session to bring up, and the image gets the
 tools and modules that stack needs, nothing more. A generic image (--no-hostonly) cannot
 look at the machine it is for: its stack comes from the dracut modules dracut_args add
-(`--add lvm`, `mdraid`), named exactly where the target's name says it (/dev/VG/LV,
-/dev/mapper/VG-LV); a target whose name says it is on a stack the image would not hold is
+(`--add lvm`, `mdraid`, `multipath`), named exactly where the target's name says it
+(/dev/VG/LV, /dev/mapper/VG-LV; a /dev/mapper name that is not LVM's is a multipath map's
+alias); a target whose name says it is on a stack the image would not hold is
 refused, naming what to add. iSCSI is refused in a generic image (ISCSI_REFUSAL): a login
 needs the one session's portal, target and CHAP account, which only hostonly can record.
 """
@@ -13,6 +14,7 @@ needs the one session's portal, target and CHAP account, which only hostonly can
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,13 +27,14 @@ from ..storage.base import Layer, Stack
 from ..storage.kinds import stacks_as_json
 from ..storage.lvm import GENERIC_TARGETS, LvmVolume, split_dm_name
 from ..storage.md import MdArray
+from ..storage.multipath import MultipathMap
 from .blockdev import resolve_spec
 from .stack import Found, stack_under
 
 log = logging.getLogger("kdump-agent")
 
 # dracut's module names for the stacks, as an admin adds them to a generic image.
-DRACUT_LVM, DRACUT_MD, DRACUT_ISCSI = "lvm", "mdraid", "iscsi"
+DRACUT_LVM, DRACUT_MD, DRACUT_MULTIPATH, DRACUT_ISCSI = "lvm", "mdraid", "multipath", "iscsi"
 ISCSI_REFUSAL = (
     "a --no-hostonly image cannot log in to iSCSI: it is built for any machine, so it knows no "
     "portal, target or CHAP account (and the capture kernel's command line drops netroot=, which "
@@ -69,7 +72,12 @@ class StoragePack:
 
 
 def host_program(name: str) -> str:
-    """Where a storage tool is on this host, to be packed at the same path."""
+    """Where a storage tool is on this host, to be packed at the same path (a path, such
+    as a plugin the tool loads, is packed as it is)."""
+    if name.startswith("/"):
+        if not os.path.exists(name):
+            raise KdumpError(f"the storage stack needs {name}, which is not on this host")
+        return name
     found = shutil.which(name, path=system.CLEAN_PATH)
     if found is None:
         raise KdumpError(f"the storage stack needs {name}, which is not installed on this host "
@@ -109,16 +117,24 @@ def generic_stack(spec: str, dracut_args: tuple[str, ...] | list[str]) -> Found:
     if _ISCSI_BY_PATH.search(spec):
         raise KdumpError(f"it is an iSCSI LUN: {ISCSI_REFUSAL}")
     named = named_layer(spec)
+    if DRACUT_MULTIPATH in added and spec.startswith("/dev/mapper/") and (
+            named is None or DRACUT_LVM not in added):
+        return Found(Stack((MultipathMap(wwid=None, name=None),)))  # the alias of a map
+    if named is None and spec.startswith("/dev/mapper/"):
+        raise KdumpError(f"{spec} is a device-mapper name that is not an LVM volume's (VG-LV): a "
+                         "multipath map, which a --no-hostonly image holds only if asked: add "
+                         f"`--add {DRACUT_MULTIPATH}` to dracut_args")
+    under: list[Layer] = [MultipathMap(wwid=None, name=None)] if DRACUT_MULTIPATH in added else []
     if named is not None:
         module = DRACUT_LVM if isinstance(named, LvmVolume) else DRACUT_MD
         if module not in added:
             raise KdumpError(f"{spec} is on {'LVM' if module == DRACUT_LVM else 'md RAID'}, which a "
                              f"--no-hostonly image holds only if asked: add `--add {module}` to dracut_args")
-        layers: list[Layer] = [named]
+        layers: list[Layer] = [*under, named]
         if isinstance(named, LvmVolume) and DRACUT_MD in added:
-            layers.insert(0, MdArray(uuid=None, devname=None, level="", raid_devices=0))
+            layers.insert(len(under), MdArray(uuid=None, devname=None, level="", raid_devices=0))
         return Found(Stack(tuple(layers)))
-    layers = []
+    layers = under
     if DRACUT_MD in added:
         layers.append(MdArray(uuid=None, devname=None, level="", raid_devices=0))
     if DRACUT_LVM in added:

@@ -40,6 +40,9 @@ class Layer(abc.ABC):
     """One layer of a stack: a record (a frozen dataclass) that can bring itself up."""
 
     kind: ClassVar[str]  # the record's "kind": "lvm", "md", "multipath", "iscsi"
+    # Its members carry the very same data as the layer (a multipath map's paths: the file
+    # system, UUID and all, is on each), so the target is found by `locate`, not by name.
+    shadows_members: ClassVar[bool] = False
 
     @abc.abstractmethod
     def describe(self) -> str:
@@ -61,6 +64,11 @@ class Layer(abc.ABC):
     def node(self) -> str | None:
         """The device node the layer makes, if it is one the capture kernel can name."""
         return None
+
+    def locate(self, spec: str) -> str | None:
+        """For a layer that shadows_members: the device of target `spec` among the ones the
+        layer made, None while it has not appeared."""
+        raise NotImplementedError(f"{self.kind} layers are found by name")
 
     def server(self) -> str | None:
         """The host NETWORK_UP must reach for this layer (an iSCSI portal), or None."""
@@ -112,6 +120,11 @@ class Stack:
         """The node the top layer makes: where the target is when the admin's name for it
         (a udev link such as /dev/disk/by-id/dm-name-...) does not exist in the capture kernel."""
         return self.layers[-1].node() if self.layers else None
+
+    def locator(self) -> Callable[[str], str | None] | None:
+        """How to find the target when the top layer shadows its members; None: by name."""
+        top = self.layers[-1] if self.layers else None
+        return top.locate if top is not None and top.shadows_members else None
 
     def server(self) -> str | None:
         return next((found for layer in self.layers if (found := layer.server())), None)

@@ -11,8 +11,9 @@ from .base import Layer, Stack
 from .iscsi import IscsiSession
 from .lvm import LvmVolume
 from .md import MdArray
+from .multipath import MultipathMap
 
-KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (IscsiSession, MdArray, LvmVolume)}
+KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (IscsiSession, MultipathMap, MdArray, LvmVolume)}
 ROLES = ("target", "rootfs")
 
 

@@ -98,17 +98,19 @@ def find_device(spec: str) -> str | None:
 
 def wait_for_device(spec: str, timeout: float, clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep, also: str | None = None,
-                    between: Callable[[], None] | None = None) -> str:
+                    between: Callable[[], None] | None = None,
+                    find: Callable[[str], str | None] | None = None) -> str:
     """Poll for the device until it appears or timeout seconds pass, then fail clearly.
     `also`: the node a storage stack made for it, for a name that needs a udev link the
     capture kernel lacks (/dev/disk/by-id/dm-name-...). `between`: called every
-    RESCAN_SECONDS while waiting (a generic image's stack, assembling what appeared)."""
+    RESCAN_SECONDS while waiting (a generic image's stack, assembling what appeared). `find`:
+    how the device is found (a multipath map's, among the map's devices only)."""
     started = clock()
     give_up = started + timeout
     rescanned = started
     log.info("waiting up to %g s for %s", timeout, spec)
     while True:
-        device = find_device(spec) or (find_device(also) if also else None)
+        device = (find or find_device)(spec) or (find_device(also) if also else None)
         if device:
             log.info("target %s is %s", spec, device)
             return device
@@ -126,7 +128,8 @@ def reach(spec: str, stack: Stack, timeout: float) -> tuple[str, str]:
     give_up_at = time.monotonic() + timeout
     notes = stack.bring_up(give_up_at) if stack else []
     device = wait_for_device(spec, max(0.0, give_up_at - time.monotonic()), also=stack.node(),
-                             between=(lambda: stack.bring_up_again(give_up_at)) if stack.generic else None)
+                             between=(lambda: stack.bring_up_again(give_up_at)) if stack.generic else None,
+                             find=stack.locator())
     return device, "; ".join(notes)
 
 
