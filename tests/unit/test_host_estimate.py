@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from harness.cpio import newc
-from kdump_agent.config import TargetKind
+from kdump_agent.config import TargetKind, parse
 from kdump_agent.errors import KdumpError
 from kdump_agent.host import estimate as est
+from kdump_agent.host import sizing
 from kdump_agent.host.hostpaths import HostPaths
 from kdump_agent.host.imagesize import initramfs_unpacked_bytes, kernel_memory
 from kdump_agent.host.sizing import estimate_here
+from kdump_agent.host.stackpack import StoragePack
 
 MIB, GIB, TIB = 1 << 20, 1 << 30, 1 << 40
 
@@ -142,3 +144,22 @@ def test_missing_files_are_counted_as_the_benchmark_machine_and_say_so(tmp_path:
     assert kernel.size == est.KERNEL_STAND_IN and "counted as Debian 12's cloud kernel" in kernel.source
     assert image.size == est.INITRAMFS_STAND_IN and "not built yet" in image.source
     assert estimate.reserved == 0
+
+
+def test_a_stacked_target_without_an_image_counts_its_tools(tmp_path: Path, mocker: Any) -> None:
+    """Before the first build the image is the benchmark's stand-in, which has no lvm: the
+    estimate adds lvm and the libraries only it needs, so the first reservation suffices."""
+    lvm = tmp_path / "lvm"
+    lvm.write_bytes(b"x" * 3000)
+    only_lvm, shared = tmp_path / "libdevmapper.so.1", tmp_path / "libc.so.6"
+    only_lvm.write_bytes(b"x" * 500)
+    shared.write_bytes(b"x" * 9000)
+    mocker.patch.object(sizing, "storage_pack", return_value=StoragePack(programs=[str(lvm)]))
+    mocker.patch.object(sizing, "libraries", side_effect=lambda program: {str(only_lvm), str(shared)}
+                        if program == str(lvm) else {str(shared)})
+    config = parse("ext4 /dev/mapper/vgsys-root\n", "/etc/kdump.conf")
+    part = sizing.storage_part(config, str(tmp_path / "not-built.img"))
+    assert part is not None and (part.name, part.size) == ("storage tools", 3500)
+    built = tmp_path / "built.img"
+    built.write_bytes(b"image")
+    assert sizing.storage_part(config, str(built)) is None

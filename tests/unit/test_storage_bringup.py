@@ -21,6 +21,8 @@ from kdump_agent.targets import registry
 from kdump_agent.targets.local import LocalDirectory, reach
 
 MD_UUID = "6c1b7c93:9d3f4e2a:0b1c2d3e:4f5a6b7c"
+EXAMINED_BOTH_ACTIVE = (b"   Raid Level : raid1\n"
+                        b"   Array State : AA ('A' == active, '.' == missing, 'R' == replacing)\n")
 
 
 def done(argv: list[str], stdout: bytes = b"") -> subprocess.CompletedProcess[bytes]:
@@ -112,6 +114,8 @@ def test_a_degraded_raid1_is_started_with_the_member_there_and_never_resyncs(md_
         if argv[0] == "blkid":
             assert argv[-1] == "UUID=6c1b7c93-9d3f-4e2a-0b1c-2d3e4f5a6b7c"
             return done(argv, b"/dev/vdb1\n")
+        if argv[:2] == ["mdadm", "--examine"]:
+            return done(argv, EXAMINED_BOTH_ACTIVE)
         assembled.append(argv)
         return done(argv)
 
@@ -133,6 +137,8 @@ def test_an_array_waits_for_all_its_members_within_the_grace(md_sysfs: Path, moc
     def run(argv: list[str], **_: Any) -> Any:
         if argv[0] == "blkid":
             return done(argv, next(seen))
+        if argv[:2] == ["mdadm", "--examine"]:
+            return done(argv, EXAMINED_BOTH_ACTIVE)
         assembled.append(argv)
         return done(argv)
 
@@ -141,6 +147,27 @@ def test_an_array_waits_for_all_its_members_within_the_grace(md_sysfs: Path, moc
     array = MdArray(uuid=MD_UUID, devname="/dev/md/crash", level="raid1", raid_devices=2)
     assert array.bring_up(time.monotonic() + 30) == "/dev/md/crash from /dev/vdb1, /dev/vdc1; resync frozen"
     assert assembled[0][-2:] == ["/dev/vdb1", "/dev/vdc1"]
+
+
+def test_a_member_the_array_already_counts_as_gone_is_not_waited_for(md_sysfs: Path, mocker: Any) -> None:
+    """The mirror lost a disk before the crash and its superblock says so ("A."): waiting
+    15 s for it would only delay the dump."""
+    assembled: list[list[str]] = []
+
+    def run(argv: list[str], **_: Any) -> Any:
+        if argv[0] == "blkid":
+            return done(argv, b"/dev/vdb1\n")
+        if argv[:2] == ["mdadm", "--examine"]:
+            return done(argv, b"   Array State : A. ('A' == active, '.' == missing)\n")
+        assembled.append(argv)
+        return done(argv)
+
+    mocker.patch.object(base.system, "run", side_effect=run)
+    mocker.patch.object(md.system, "run", side_effect=run)
+    started = time.monotonic()
+    array = MdArray(uuid=MD_UUID, devname="/dev/md/crash", level="raid1", raid_devices=2)
+    assert array.bring_up(started + 60).endswith("degraded: 1 of 2 missing; resync frozen")
+    assert time.monotonic() - started < 1.0 and len(assembled) == 1
 
 
 def test_an_array_with_no_member_fails_naming_it(md_sysfs: Path, mocker: Any) -> None:

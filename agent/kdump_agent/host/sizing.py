@@ -8,9 +8,12 @@ what an admin needs before the first build.
 from __future__ import annotations
 
 import os
+import shutil
 
+from .. import system
 from ..config import Config
 from ..errors import KdumpError
+from .blockdev import filesystem_holding
 from .estimate import (
     INITRAMFS_STAND_IN,
     KERNEL_STAND_IN,
@@ -23,6 +26,13 @@ from .estimate import (
 )
 from .hostpaths import HostPaths, crash_size, system_ram
 from .imagesize import initramfs_unpacked_bytes, kernel_memory
+from .mkinitrd import hostonly_wanted, local_device
+from .stackpack import storage_pack
+
+# Programs every capture image holds (module-setup.sh, dracut's base and udev): a storage
+# tool's libraries that these need too are in the stand-in image already.
+BASE_PROGRAMS = ("blkid", "udevadm", "kmod", "makedumpfile", "bash")
+BASE_LIBRARIES = ("libm.so.",)  # module-setup.sh installs libm for the frozen agent
 
 
 def kernel_part(kernel: str) -> Part:
@@ -47,10 +57,43 @@ def initramfs_part(image: str) -> Part:
                 f"measured: {image} ({mib(os.path.getsize(image))} compressed)")
 
 
+def libraries(program: str) -> set[str]:
+    """The shared libraries a program loads, as ldd resolves them on this host."""
+    result = system.run(["ldd", program], timeout=30, check=False, echo=False)
+    return {os.path.realpath(fields[2]) for line in result.stdout.decode(errors="replace").splitlines()
+            if len(fields := line.split()) >= 3 and fields[1] == "=>" and fields[2].startswith("/")}
+
+
+def storage_part(config: Config | None, image: str) -> Part | None:
+    """The storage stack's tools when the image is not built yet: the stand-in image has
+    none, and a built image's measured size counts them already. Their files and the
+    libraries only they need, measured here; None for a target on a plain disk."""
+    if config is None or os.path.exists(image):
+        return None
+    try:
+        target = config.dump_target
+        device = local_device(target) if target else filesystem_holding(config.path).device
+        programs = storage_pack(config, device, "", hostonly=hostonly_wanted(config.dracut_args)).programs \
+            if device else []
+    except (KdumpError, OSError):
+        return None  # status and mkinitrd say what is wrong with the target
+    if not programs:
+        return None
+    base = set().union(*(libraries(found) for name in BASE_PROGRAMS
+                         if (found := shutil.which(name, path=system.CLEAN_PATH))))
+    files = set(map(os.path.realpath, programs)).union(*(libraries(program) for program in programs)) - base
+    size = sum(os.path.getsize(path) for path in files
+               if os.path.exists(path) and not os.path.basename(path).startswith(BASE_LIBRARIES))
+    names = ", ".join(os.path.basename(program) for program in programs)
+    return Part("storage tools", size, f"{names} and the libraries only they need, measured here "
+                "(the image is not built yet)")
+
+
 def estimate_here(config: Config | None, paths: HostPaths, *, kernel: str, image: str) -> Estimate:
     """The estimate for this machine with the config's target (a local one without a config)."""
     ram = system_ram(paths)
     kind = config.target.kind if config is not None and config.target is not None else None
-    parts = (kernel_part(kernel), runtime_part(), initramfs_part(image), agent_part(kind),
-             makedumpfile_part(ram))
+    stack_tools = storage_part(config, image)
+    parts = (kernel_part(kernel), runtime_part(), initramfs_part(image),
+             *((stack_tools,) if stack_tools else ()), agent_part(kind), makedumpfile_part(ram))
     return Estimate(ram=ram, parts=parts, reserved=crash_size(paths))

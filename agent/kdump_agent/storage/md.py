@@ -9,7 +9,9 @@ panic is resynced by the host's next boot, from its bitmap where it has one). md
 writes only the superblocks of the array's own members, as any assembly does.
 
 While members are missing, the wait goes on up to COMPLETE_GRACE_SECONDS (disks are probed
-in parallel with our start); then the array is started with what is there.
+in parallel with our start); then the array is started with what is there. A member that
+the array's own superblocks already count as gone (failed and removed before the crash)
+is not waited for.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ def members_with(uuid: str) -> list[str]:
                        timeout=30, check=False, echo=False)
     devices = found.stdout.decode(errors="replace").split()
     return [device for device in devices if not os.path.basename(device).startswith("md")]
+
+
+def active_in_superblock(member: str) -> int | None:
+    """How many members the array had active when `member`'s superblock was last written
+    (`mdadm --examine`: 1.x "Array State : AA.", 0.90 "Active Devices : 2"); None if unknown."""
+    result = system.run(["mdadm", "--examine", member], timeout=30, check=False, echo=False)
+    for line in result.stdout.decode(errors="replace").splitlines():
+        name, _, value = line.partition(":")
+        words = value.split()
+        if name.strip() == "Array State" and words:
+            return sum(1 for c in words[0] if c in "AR")
+        if name.strip() == "Active Devices" and words and words[0].isdigit():
+            return int(words[0])
+    return None
 
 
 def freeze(node: str) -> None:
@@ -102,9 +118,12 @@ class MdArray(Layer):
         def attempt(left: float) -> str | None:
             members = members_with(uuid)
             waited = time.monotonic() - started
-            if not members or (len(members) < self.raid_devices
-                               and waited < min(COMPLETE_GRACE_SECONDS, left / 2)):
+            if not members:
                 return None
+            if len(members) < self.raid_devices and waited < min(COMPLETE_GRACE_SECONDS, left / 2):
+                active = active_in_superblock(members[0])
+                if active is None or len(members) < active:
+                    return None  # a member the array still counts on may be probed yet
             run_tool(["mdadm", "--assemble", "--run", "--config=partitions", f"--uuid={uuid}",
                       devname, *members], left)
             if not os.path.exists(devname):
