@@ -17,11 +17,15 @@ the file system out in the guest, onto a blank disk, and the test reads the copy
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import subprocess
+import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import debian_system
 from .cache import locked
@@ -36,6 +40,9 @@ PV_MIB = IMAGE_MIB + 16  # the root's size plus room for the LVM metadata and ex
 MD_MEMBER_MIB = 512  # each RAID1 disk: room for a few dumps of a 1 GiB guest
 PULLED_DISK = "md-member-2"  # the QEMU device id of the array disk that degrade pulls out
 PREPARE_TIMEOUT_S = 1200
+# Bump when the way a layout is made changes here or in debian_system.build_system (what the
+# guest script does is keyed by its content).
+LAYOUT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -171,13 +178,32 @@ def _copy(entry: Path, workdir: Path) -> Layout:
 
 
 def _key(cache_dir: Path, deb: Path, name: str) -> str:
-    """Everything that goes into a layout: the base system, our package, the guest script
-    and the code that builds and prepares it."""
+    """Everything that goes into a layout: the base system, our package, the guest script and
+    unit, the sizes and names, and LAYOUT_VERSION for the steps in this code."""
     digest = hashlib.sha256(name.encode())
     digest.update(debian_system.base_tarball(cache_dir).name.encode())
-    for source in (deb, debian_system.GUEST_SCRIPT, Path(debian_system.__file__), Path(__file__)):
-        digest.update(source.read_bytes())
+    _digest_package(digest, deb)
+    digest.update(debian_system.GUEST_SCRIPT.read_bytes())
+    digest.update(debian_system.GUEST_UNIT.encode())
+    digest.update(repr((LAYOUT_VERSION, debian_system.ROOT_UUID, IMAGE_MIB, PV_MIB, MD_MEMBER_MIB,
+                        LVM_ROOT)).encode())
     return digest.hexdigest()[:12]
+
+
+def _digest_package(digest: Any, deb: Path) -> None:
+    """What the .deb installs and runs (names, modes, contents, control files), not its time
+    stamps: `make deb` stages the files afresh on every run, so the archive's bytes differ
+    each time the same package is built."""
+    for part in ("--ctrl-tarfile", "--fsys-tarfile"):
+        archive = subprocess.run(["dpkg-deb", part, str(deb)], capture_output=True, check=True,
+                                 timeout=120).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar:
+                digest.update(f"{member.name} {member.mode:o} {member.type!r} {member.linkname}\n"
+                              .encode())
+                content = tar.extractfile(member) if member.isfile() else None
+                if content:
+                    digest.update(content.read())
 
 
 def _blank(path: Path, size_mib: int) -> Path:
