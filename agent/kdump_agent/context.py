@@ -16,6 +16,7 @@ DEFAULT_CONFIG_PATH = "/etc/kdump.conf"
 RECORDED_TARGET_PATH = "/etc/kdump-agent/target.json"
 RECORDED_ROOTFS_PATH = "/etc/kdump-agent/rootfs.json"
 RECORDED_NETWORK_PATH = "/etc/kdump-agent/network.json"
+RECORDED_STORAGE_PATH = "/etc/kdump-agent/storage.json"
 NEWROOT = "/sysroot"  # where dracut's init looks for the root file system to switch to
 MOUNTPOINT = "/kdumproot"
 VMCORE_PATH = "/proc/vmcore"
@@ -34,6 +35,7 @@ class Paths:
     vmcore: str = VMCORE_PATH
     hooks: str = HOOK_ROOT
     recorded_network: str = RECORDED_NETWORK_PATH
+    recorded_storage: str = RECORDED_STORAGE_PATH  # the stacks under the target and the root
     known_hosts: str = DEFAULT_KNOWN_HOSTS_PATH
     cmdline: str = "/proc/cmdline"
     resolv_conf: str = "/etc/resolv.conf"

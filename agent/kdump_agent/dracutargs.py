@@ -170,3 +170,16 @@ def _positional(words: Sequence[str], at: int) -> str:
     after = f" (after {before!r}, which takes no value)" if _SHORT.get(before, before) in FLAG_OPTIONS else ""
     return (f"{words[at]!r} is not an option{after}: dracut would take it as the output image or "
             f"kernel version; if it is an option's value, put it right after that option")
+
+
+def added_modules(words: Sequence[str]) -> list[str]:
+    """The dracut modules dracut_args add (`--add lvm`, `-a "lvm mdraid"`, `--force-add=...`),
+    in order: a generic image takes its storage stack from them."""
+    modules: list[str] = []
+    for at, word in enumerate(words):
+        name, equals, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if _SHORT.get(name, name) not in ("--add", "--force-add"):
+            continue
+        given = value if equals else (words[at + 1] if at + 1 < len(words) else "")
+        modules += [module for module in given.split() if module not in modules]
+    return modules

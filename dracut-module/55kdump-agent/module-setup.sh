@@ -10,7 +10,8 @@
 # for the failure actions that need it, KDUMP_AGENT_ROOTFS (the root file system). For
 # network targets: KDUMP_AGENT_NETWORK (how this host reaches the server, JSON),
 # KDUMP_AGENT_KNOWN_HOSTS (the SSH server's pinned host keys) and KDUMP_AGENT_SSHKEY (the
-# key file, packed at the same path, 0600).
+# key file, packed at the same path, 0600). For a target (or root) on LVM, md RAID, multipath
+# or iSCSI: KDUMP_AGENT_STORAGE (the stacks, JSON), whose tools come in KDUMP_AGENT_INSTALL.
 
 # Only when asked for: this module turns an initramfs into a capture initramfs.
 check() {
@@ -46,6 +47,14 @@ install() {
     if [[ -n $KDUMP_AGENT_ROOTFS ]]; then
         inst_simple "$KDUMP_AGENT_ROOTFS" /etc/kdump-agent/rootfs.json
     fi
+    if [[ -n $KDUMP_AGENT_STORAGE ]]; then
+        inst_simple "$KDUMP_AGENT_STORAGE" /etc/kdump-agent/storage.json
+    fi
+    # The agent brings up the target's storage stack, and only that: dracut's own lvm, mdraid,
+    # dm, multipath and crypt modules, if dracut_args add them, must not assemble whatever they
+    # find. Read after every other cmdline.d file, so these win.
+    mkdir -p "${initdir}/etc/cmdline.d"
+    echo "rd.lvm=0 rd.md=0 rd.dm=0 rd.multipath=0 rd.luks=0" > "${initdir}/etc/cmdline.d/99kdump-agent-storage.conf"
     if [[ -n $KDUMP_AGENT_NETWORK ]]; then
         inst_simple "$KDUMP_AGENT_NETWORK" /etc/kdump-agent/network.json
     fi

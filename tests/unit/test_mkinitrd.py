@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import stat
 import subprocess
@@ -15,7 +16,11 @@ from kdump_agent import config as kdump_config
 from kdump_agent.config import parse
 from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import mkinitrd as mk
+from kdump_agent.host import stackpack
+from kdump_agent.host.stack import Found
 from kdump_agent.network.record import HostRecord
+from kdump_agent.storage.base import Stack
+from kdump_agent.storage.lvm import LvmVolume
 from kdump_agent.targets.local import FilesystemTarget
 
 
@@ -46,8 +51,8 @@ def test_lean_image_for_another_machine(tmp_path: Path) -> None:
 
 
 def test_hostonly_image_gets_the_drivers_on_the_way_to_the_target(tmp_path: Path, mocker: Any) -> None:
-    mocker.patch.object(mk, "resolve_spec", return_value="/dev/sdb1")
-    mocker.patch.object(mk, "drivers_for", return_value=["sd_mod", "ahci"])
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/sdb1")
+    mocker.patch.object(stackpack, "stack_under", return_value=Found(Stack(), drivers=["sd_mod", "ahci"]))
     built = plan_for("xfs LABEL=dump\nextra_modules dm_mod\n", tmp_path)
     assert "--hostonly" in built.argv
     assert built.argv[built.argv.index("--add-drivers") + 1] == "dm_mod sd_mod ahci"
@@ -318,31 +323,69 @@ def test_the_collector_is_packed_unless_it_is_the_makedumpfile_the_module_instal
         "KDUMP_AGENT_INSTALL"] == str(copy)
 
 
-# ---- storage stacks this version cannot assemble ------------------------------------------
+# ---- storage stacks: what the image gets ----------------------------------------------------
 
-def test_a_target_on_lvm_is_refused_at_build_time_naming_the_line(tmp_path: Path, mocker: Any) -> None:
-    """Issue 13's admin: `ext4 /dev/mapper/<vg>-<lv>` built and then waited out disk_timeout
-    in the capture kernel. Refused now, before dracut runs."""
-    mocker.patch.object(mk, "resolve_spec", return_value="/dev/dm-1")
-    mocker.patch.object(mk, "storage_layers", return_value=["LVM", "md RAID"])
-    with pytest.raises(KdumpError, match=r"/etc/kdump.conf:2: the dump target UUID=abc is on LVM, md RAID"):
+def test_a_target_on_lvm_packs_its_record_tools_and_modules(tmp_path: Path, mocker: Any) -> None:
+    """Issue 13's admin: `ext4 /dev/mapper/<vg>-<lv>` waited out disk_timeout in the capture
+    kernel. Now the image says which LV, and holds lvm and dm_mod."""
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/dm-1")
+    mocker.patch.object(stackpack, "stack_under", return_value=Found(
+        Stack((LvmVolume(vg="vgdump", lv="crash"),)), drivers=["virtio_blk"]))
+    mocker.patch.object(stackpack, "host_program", side_effect=lambda name: f"/usr/sbin/{name}")
+    built = plan_for("path /var/crash\next4 /dev/mapper/vgdump-crash\n", tmp_path)
+    assert built.argv[built.argv.index("--add-drivers") + 1] == "virtio_blk dm_mod"
+    assert "/usr/sbin/lvm" in built.env["KDUMP_AGENT_INSTALL"].splitlines()
+    record = json.loads(Path(built.env["KDUMP_AGENT_STORAGE"]).read_text())
+    assert record == {"target": [{"kind": "lvm", "vg": "vgdump", "lv": "crash", "targets": ["linear"]}]}
+
+
+def test_a_target_on_a_stack_the_capture_kernel_cannot_open_is_refused_naming_the_line(
+        tmp_path: Path, mocker: Any) -> None:
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/dm-1")
+    refused = KdumpError("/dev/dm-1 (luks) is on dm-crypt (LUKS)")
+    mocker.patch.object(stackpack, "stack_under", side_effect=refused)
+    with pytest.raises(KdumpError, match=r"/etc/kdump.conf:2: the dump target UUID=abc: "
+                       r"/dev/dm-1 \(luks\) is on dm-crypt"):
         plan_for("path /var/crash\next4 UUID=abc\n", tmp_path)
 
 
-def test_a_device_mapper_name_is_refused_in_an_image_for_another_machine(tmp_path: Path) -> None:
-    with pytest.raises(KdumpError, match="is on device-mapper or md RAID, which this version"):
-        plan_for("ext4 /dev/mapper/vg-crash\ndracut_args --no-hostonly --add lvm\n", tmp_path)
+def test_a_generic_image_names_the_dracut_module_a_stacked_target_needs(tmp_path: Path) -> None:
+    with pytest.raises(KdumpError, match=r"/dev/mapper/vg-crash is on LVM, which a --no-hostonly image holds "
+                       r"only if asked: add `--add lvm` to dracut_args"):
+        plan_for("ext4 /dev/mapper/vg-crash\ndracut_args --no-hostonly\n", tmp_path)
+    with pytest.raises(KdumpError, match="add `--add mdraid`"):
+        plan_for("ext4 /dev/md/crash\ndracut_args --no-hostonly --add lvm\n", tmp_path)
 
 
-def test_a_root_on_lvm_only_warns_for_the_failure_action(tmp_path: Path, mocker: Any,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    mocker.patch.object(mk, "resolve_spec", side_effect=lambda spec: "/dev/dm-0" if spec == "UUID=root"
+def test_a_generic_image_takes_its_stack_from_the_name_and_the_added_modules(tmp_path: Path,
+                                                                            mocker: Any) -> None:
+    mocker.patch.object(stackpack, "host_program", side_effect=lambda name: f"/usr/sbin/{name}")
+    named = plan_for('ext4 /dev/vg-a/crash\ndracut_args --no-hostonly -a "lvm"\n', tmp_path)
+    record = json.loads(Path(named.env["KDUMP_AGENT_STORAGE"]).read_text())
+    assert [(layer["kind"], layer["vg"], layer["lv"]) for layer in record["target"]] == [
+        ("lvm", "vg-a", "crash")]
+    assert named.env["KDUMP_AGENT_INSTALL"].splitlines() == ["/usr/sbin/lvm", "/usr/sbin/thin_check"]
+    by_label = plan_for("ext4 LABEL=crash\ndracut_args --no-hostonly --add mdraid --add=lvm\n", tmp_path)
+    record = json.loads(Path(by_label.env["KDUMP_AGENT_STORAGE"]).read_text())
+    assert [layer["kind"] for layer in record["target"]] == ["md", "lvm"]
+    assert record["target"][0]["uuid"] is None and record["target"][1]["vg"] is None
+    plain = plan_for("ext4 LABEL=crash\ndracut_args --no-hostonly\n", tmp_path)
+    assert "KDUMP_AGENT_STORAGE" not in plain.env
+
+
+def test_a_root_on_dm_crypt_only_warns_for_the_failure_action(tmp_path: Path, mocker: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    mocker.patch.object(stackpack, "resolve_spec", side_effect=lambda spec: "/dev/dm-0" if spec == "UUID=root"
                         else "/dev/vdb1")
-    mocker.patch.object(mk, "storage_layers", side_effect=lambda device: ["LVM"] if device == "/dev/dm-0"
-                        else [])
-    mocker.patch.object(mk, "drivers_for", return_value=[])
+    def stack_under(device: str) -> Found:
+        if device == "/dev/dm-0":
+            raise KdumpError("/dev/dm-0 (root) is on dm-crypt (LUKS)")
+        return Found(Stack())
+
+    mocker.patch.object(stackpack, "stack_under", side_effect=stack_under)
     mocker.patch.object(mk, "record_filesystem", return_value=FilesystemTarget("UUID=root", "xfs", "/"))
     built = plan_for("ext4 /dev/vdb1\nfailure_action dump_to_rootfs\n", tmp_path)
     assert built.argv[0] == "dracut"
-    assert "the root file system UUID=root is on LVM" in caplog.text
+    assert "the root file system UUID=root: /dev/dm-0 (root) is on dm-crypt" in caplog.text
     assert "dump_to_rootfs cannot reach it and falls through to final_action" in caplog.text
+    assert "KDUMP_AGENT_STORAGE" not in built.env

@@ -39,9 +39,10 @@ from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
-from .blockdev import drivers_for, filesystem_holding, nearest_existing, resolve_spec, storage_layers, uuid_of
+from .blockdev import filesystem_holding, nearest_existing, uuid_of
 from .hostpaths import THIS_MACHINE, HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
+from .stackpack import storage_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
 
 log = logging.getLogger("kdump-agent")
@@ -225,37 +226,6 @@ def files_to_pack(config: Config, hook_root: str = HOOK_ROOT) -> list[str]:
     return files
 
 
-# Device names that are a storage stack whatever this machine says (an image for another
-# machine cannot look at its sysfs): device-mapper (LVM, LUKS, multipath) and md RAID.
-_STACK_NAMES = ("/dev/mapper/", "/dev/dm-", "/dev/md")
-
-
-def refuse_storage_stack(config: Config, target_device: str, rootfs_device: str, *, look: bool) -> None:
-    """This version's capture kernel assembles no LVM, md RAID, multipath, dm-crypt or iSCSI:
-    a target on one is refused now, not found waiting out disk_timeout after a panic. The
-    root file system the failure action needs is only warned about: without it the action
-    falls through to final_action, and the dump target itself may be fine. `look`: this
-    machine's sysfs says what the device is on (hostonly); else only its name can."""
-    where = f"{config.source}:{config.target.line}" if config.target else config.source
-    for device, role in ((target_device, "dump target"), (rootfs_device, "root file system")):
-        if not device:
-            continue
-        if device.startswith(_STACK_NAMES):
-            layers = ["device-mapper or md RAID"]
-        else:
-            layers = storage_layers(resolve_spec(device)) if look else []
-        if not layers:
-            continue
-        problem = (f"{where}: the {role} {device} is on {', '.join(layers)}, which this version's "
-                   "capture kernel cannot assemble")
-        if role == "root file system":
-            log.warning("%s: %s cannot reach it and falls through to final_action", problem,
-                        config.failure_action.value)
-            continue
-        raise KdumpError(f"{problem}; dump to a plain partition or disk, over NFS or SSH, or to a raw "
-                         "partition")
-
-
 def local_device(target: DumpTarget | None) -> str:
     """The disk a local target is on, as kdump.conf names it ("" for a network target):
     its drivers go into a hostonly image."""
@@ -306,12 +276,10 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     if filesystems:
         argv += ["--filesystems", " ".join(filesystems)]
     drivers = list(config.extra_modules) + [d for d in reach.drivers if d not in config.extra_modules]
-    refuse_storage_stack(config, local_device(recorded or target), rootfs.spec if rootfs else "",
-                         look=hostonly)
-    if hostonly:
-        for needed in [local_device(recorded or target), rootfs.spec if rootfs else ""]:
-            if needed:
-                drivers += [d for d in drivers_for(resolve_spec(needed)) if d not in drivers]
+    # The disks' drivers and what their storage stacks need (hostonly: found on this machine).
+    storage = storage_pack(config, local_device(recorded or target), rootfs.spec if rootfs else "",
+                           hostonly=hostonly)
+    drivers += [d for d in storage.modules if d not in drivers]
     if drivers:
         argv += ["--add-drivers", " ".join(drivers)]
     argv += ["--", str(output)]
@@ -320,9 +288,13 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
         "dracutbasedir": str(dracut_dir),
         "KDUMP_AGENT_BINARY": str(binary),
         "KDUMP_AGENT_CONF": str(config_file),
-        "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config)),
+        "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config) + storage.programs),
         **write_pack(reach, staging),
     }
+    storage_record = storage.record()
+    if storage_record:
+        (staging / "storage.json").write_text(storage_record + "\n", encoding="utf-8")
+        env["KDUMP_AGENT_STORAGE"] = str(staging / "storage.json")
     for record, name, variable in ((recorded, "target.json", "KDUMP_AGENT_TARGET"),
                                    (rootfs, "rootfs.json", "KDUMP_AGENT_ROOTFS")):
         if record:

@@ -31,7 +31,7 @@ _FILE_INPUTS = {"KDUMP_AGENT_CONF": "kdump.conf", "KDUMP_AGENT_BINARY": "agent b
                 "KDUMP_AGENT_SSHKEY": "ssh key"}
 # ... and records mkinitrd writes for this build (their content is what matters).
 _RECORD_INPUTS = ("KDUMP_AGENT_TARGET", "KDUMP_AGENT_ROOTFS", "KDUMP_AGENT_NETWORK",
-                  "KDUMP_AGENT_KNOWN_HOSTS")
+                  "KDUMP_AGENT_KNOWN_HOSTS", "KDUMP_AGENT_STORAGE")
 _PACKED_LIST = "KDUMP_AGENT_INSTALL"  # extra_bins and hooks, one path a line
 
 

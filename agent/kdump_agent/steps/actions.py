@@ -118,7 +118,8 @@ def dump_to_rootfs(capture: Capture) -> str:
     against `path` on the root file system mkinitrd recorded, in a fresh DumpState that
     keeps only the panic already read (ROOTFS_SAVE_DMESG reads it again if it gets there)."""
     config = loaded(capture)
-    root = registry.recorded_root(capture.paths.recorded_rootfs, config.path)
+    root = registry.recorded_root(capture.paths.recorded_rootfs, config.path,
+                                  capture.paths.recorded_storage)
     log.info("failure action: dump_to_rootfs (%s)", root.describe())
     reason = failure_reason(capture)
     capture.destination, capture.dump = root, DumpState(panic=capture.dump.panic)
@@ -129,7 +130,7 @@ def dump_to_rootfs(capture: Capture) -> str:
 def mount_root_run_init(capture: Capture) -> Branch:
     """The seed's steps 10-11: mount the root file system where dracut's init switches to
     it, and hand over; there our service saves the dump (steps 12-13) and reboots (14)."""
-    root = registry.recorded_root(capture.paths.recorded_rootfs, "/")
+    root = registry.recorded_root(capture.paths.recorded_rootfs, "/", capture.paths.recorded_storage)
     log.info("failure action: mount_root_run_init (%s on %s)", root.describe(), capture.paths.newroot)
     return Branch(Outcome.HANDED_OVER, root.mount_for_init(capture.paths.newroot, disk_timeout(capture)))
 

@@ -37,7 +37,8 @@ def load_config(capture: Capture) -> str:
         return f"running from the root file system: saving to {loaded.path}"
     capture.destination = registry.configured(loaded.dump_target, source=loaded.source,
                                               recorded_target=capture.paths.recorded_target,
-                                              known_hosts=capture.paths.known_hosts)
+                                              known_hosts=capture.paths.known_hosts,
+                                              recorded_storage=capture.paths.recorded_storage)
     if not capture.destination.uses_ssh:
         unpacked.release_ssh_libraries()
     load_extra_modules(loaded.extra_modules)

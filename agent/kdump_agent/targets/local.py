@@ -2,7 +2,9 @@
 and save the dump in a directory on it (`LocalDirectory`).
 
 The capture kernel probes its disks in parallel with our start, so the device may appear
-seconds later: we wait for it, but never longer than disk_timeout.
+seconds later: we wait for it, but never longer than disk_timeout. A file system on LVM, md
+RAID, multipath or iSCSI comes up first, layer by layer (storage/), within the same
+disk_timeout (`reach`).
 
 The vmcore counts as saved once it is renamed from vmcore-incomplete, after its fsync.
 Reading it back for the record's sha256 is work that grows with the dump (a 1 TiB
@@ -36,6 +38,7 @@ from ..layout import (
     partial,
 )
 from ..rotation import MANIFEST_READ_LIMIT, Entry, ExistingDump, examine, removal_order
+from ..storage.base import PLAIN_DISK, Stack
 from .base import Destination, DumpState, FileRecord, FileSink, Sink, log_manifest, record_document
 from .directory import make_on_target, reserve, resolve_within, write_in_place
 
@@ -43,6 +46,7 @@ log = logging.getLogger("kdump-agent")
 
 DEFAULT_DISK_TIMEOUT = 180.0
 POLL_SECONDS = 0.5
+RESCAN_SECONDS = 3.0
 # Kept back from FINALIZE's deadline for what follows the vmcore's sha256.
 HASH_MARGIN_SECONDS = 10.0
 
@@ -93,18 +97,37 @@ def find_device(spec: str) -> str | None:
 
 
 def wait_for_device(spec: str, timeout: float, clock: Callable[[], float] = time.monotonic,
-                    sleep: Callable[[float], None] = time.sleep) -> str:
-    """Poll for the device until it appears or timeout seconds pass, then fail clearly."""
-    give_up = clock() + timeout
+                    sleep: Callable[[float], None] = time.sleep, also: str | None = None,
+                    between: Callable[[], None] | None = None) -> str:
+    """Poll for the device until it appears or timeout seconds pass, then fail clearly.
+    `also`: the node a storage stack made for it, for a name that needs a udev link the
+    capture kernel lacks (/dev/disk/by-id/dm-name-...). `between`: called every
+    RESCAN_SECONDS while waiting (a generic image's stack, assembling what appeared)."""
+    started = clock()
+    give_up = started + timeout
+    rescanned = started
     log.info("waiting up to %g s for %s", timeout, spec)
     while True:
-        device = find_device(spec)
+        device = find_device(spec) or (find_device(also) if also else None)
         if device:
             log.info("target %s is %s", spec, device)
             return device
         if clock() >= give_up:
             raise MountError(f"target device {spec} did not appear within {timeout:g} s")
         sleep(POLL_SECONDS)
+        if between is not None and clock() - rescanned >= RESCAN_SECONDS:
+            between()
+            rescanned = clock()
+
+
+def reach(spec: str, stack: Stack, timeout: float) -> tuple[str, str]:
+    """The device for spec, its storage stack brought up first, all within timeout seconds:
+    (device, what the stack's layers did, for the journal)."""
+    give_up_at = time.monotonic() + timeout
+    notes = stack.bring_up(give_up_at) if stack else []
+    device = wait_for_device(spec, max(0.0, give_up_at - time.monotonic()), also=stack.node(),
+                             between=(lambda: stack.bring_up_again(give_up_at)) if stack.generic else None)
+    return device, "; ".join(notes)
 
 
 class MountedTarget(Protocol):
@@ -123,21 +146,24 @@ class LocalDirectory(Destination):
 
     crosses_mounts = False  # the dump directory must be on the mounted device itself
 
-    def __init__(self, target: MountedTarget) -> None:
+    def __init__(self, target: MountedTarget, stack: Stack = PLAIN_DISK) -> None:
         self.target = target
+        self.stack = stack
+        self.server = stack.server()  # an iSCSI portal: NETWORK_UP reaches it first
 
     def describe(self) -> str:
-        return f"{self.target.fstype} {self.target.spec}, path {self.target.directory}"
+        on = f" on {self.stack.describe()}" if self.stack else ""
+        return f"{self.target.fstype} {self.target.spec}{on}, path {self.target.directory}"
 
     def manifest_target(self) -> dict[str, str | None]:
         return {"spec": self.target.spec, "fstype": self.target.fstype, "path": self.target.directory}
 
     def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
-        device = wait_for_device(self.target.spec, disk_timeout)
+        device, stacked = reach(self.target.spec, self.stack, disk_timeout)
         system.mount(device, mountpoint, self.target.fstype)
         state.mounted.append(mountpoint)
         state.root = mountpoint
-        return f"{self.target.spec} on {mountpoint}"
+        return f"{self.target.spec} on {mountpoint}" + (f" ({stacked})" if stacked else "")
 
     def prepare(self, state: DumpState, when: time.struct_time) -> str:
         assert state.root is not None, "MOUNT_TARGET ran"
@@ -249,7 +275,7 @@ class LocalDirectory(Destination):
     def mount_for_init(self, newroot: str, disk_timeout: float) -> str:
         """mount_root_run_init: mount this file system where dracut's init switches to it,
         if it has an init to switch to."""
-        device = wait_for_device(self.target.spec, disk_timeout)
+        device, _ = reach(self.target.spec, self.stack, disk_timeout)
         system.mount(device, newroot, self.target.fstype)
         if not os.path.lexists(os.path.join(newroot, "sbin", "init")):
             system.umount(newroot)

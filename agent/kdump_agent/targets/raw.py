@@ -21,8 +21,9 @@ from pathlib import Path
 
 from .. import system
 from ..errors import CommandFailed, KdumpError
+from ..storage.base import PLAIN_DISK, Stack
 from .base import Destination, DeviceSink, DumpState, Sink, log_manifest
-from .local import wait_for_device
+from .local import reach
 
 BLKID_TIMEOUT = 30.0
 BLKID_NOTHING_FOUND = 2  # blkid's exit status when the device carries no known signature
@@ -83,8 +84,10 @@ def check_empty(device: str) -> str:
 class RawDevice(Destination):
     """The flattened stream onto a block device; no directory, the record in the kernel log."""
 
-    def __init__(self, target: RawTarget) -> None:
+    def __init__(self, target: RawTarget, stack: Stack = PLAIN_DISK) -> None:
         self.target = target
+        self.stack = stack
+        self.server = stack.server()
 
     def describe(self) -> str:
         return f"raw {self.target.device}"
@@ -93,8 +96,8 @@ class RawDevice(Destination):
         return {"raw": self.target.device}
 
     def attach(self, state: DumpState, *, mountpoint: str, disk_timeout: float) -> str:
-        device = wait_for_device(self.target.device, disk_timeout)
-        return f"raw device {device} is there"
+        device, stacked = reach(self.target.device, self.stack, disk_timeout)
+        return f"raw device {device} is there" + (f" ({stacked})" if stacked else "")
 
     def prepare(self, state: DumpState, when: time.struct_time) -> str:
         """Checked here, before the collector writes a byte: an image built for another
