@@ -87,7 +87,10 @@ panic|panic-degraded)
     if [ "$rc" = 0 ]; then say "panicking"; kdump-agent test --yes > /dev/console 2>&1; fi
     systemctl poweroff ;;
 check)
-    for d in /var/crash/*/; do say "dump $d"; ls -l "$d" > /dev/console; done
+    for d in /var/crash/*/; do
+        [ "$d" = /var/crash/lost+found/ ] && continue  # /var/crash is a file system's root
+        say "dump $d"; ls -l "$d" > /dev/console
+    done
     if [ -n "$(arg kdumpexport)" ]; then
         export_fs "$(arg kdumpexport)" "$(arg kdumpexportto)"; say "export rc=$?"
     fi
