@@ -42,7 +42,7 @@ PULLED_DISK = "md-member-2"  # the QEMU device id of the array disk that degrade
 PREPARE_TIMEOUT_S = 1200
 # Bump when the way a layout is made changes here or in debian_system.build_system (what the
 # guest script does is keyed by its content).
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 
 @dataclass(frozen=True)
