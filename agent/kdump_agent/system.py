@@ -52,6 +52,7 @@ PUMP_DRAIN_SECONDS = 5.0
 EXIT_GRACE_SECONDS = 1.0
 
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SECRET_SHOWN = "***"  # what a secret argument is logged as
 SHELLS = ("/bin/bash", "/bin/sh")
 SHELL_PROMPT = "kdump-shell# "
 
@@ -65,6 +66,7 @@ def run(
     extra_env: Mapping[str, str] | None = None,
     echo: bool = True,
     log_stdout: bool = False,
+    secrets: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell) with a timeout and a clean environment.
 
@@ -76,8 +78,11 @@ def run(
     With `log_stdout` a piped standard output is logged line by line too, instead of being
     kept whole: for the admin's own programs (hooks), whose output is meant to be read.
     The result's stdout is then the lines logged.
+
+    Words of argv in `secrets` (an iSCSI CHAP password) are shown as SECRET_SHOWN in the
+    `+ argv` line and in the error's argv: the kernel log is read by anyone at the console.
     """
-    child = _Child(argv, stdout=stdout, extra_env=extra_env, echo=echo)
+    child = _Child(argv, stdout=stdout, extra_env=extra_env, echo=echo, secrets=secrets)
     output = bytearray()
     shown: list[str] = []  # standard output lines already logged (log_stdout)
     if child.process.stdout is not None and log_stdout:
@@ -129,15 +134,16 @@ class _Child:
     """A started command: its standard error logged line by line, registered for kill_children."""
 
     def __init__(self, argv: Sequence[str], *, stdout: int | None, extra_env: Mapping[str, str] | None,
-                 echo: bool) -> None:
-        self.argv = list(argv)
+                 echo: bool, secrets: Sequence[str] = ()) -> None:
+        hidden = {secret for secret in secrets if secret}
+        self.argv = [SECRET_SHOWN if word in hidden else word for word in argv]  # as logged
         if echo:
             log.info("+ %s", " ".join(self.argv))
         env = {"PATH": CLEAN_PATH, "LANG": "C", "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
                **(extra_env or {})}
         try:
             self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env,
+                list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, env=env,
                 start_new_session=True,
             )
         except OSError as error:

@@ -12,9 +12,13 @@ from rawdevices import as_block_device, empty_image, ext4_image, flattened_image
 
 from kdump_agent.config import Config, parse
 from kdump_agent.errors import KdumpError
-from kdump_agent.host import status
+from kdump_agent.host import stackpack, status
 from kdump_agent.host.estimate import Estimate, Part
 from kdump_agent.host.hostpaths import HostPaths
+from kdump_agent.host.stack import Found
+from kdump_agent.storage.base import Stack
+from kdump_agent.storage.kinds import stacks_as_json
+from kdump_agent.storage.lvm import LvmVolume
 
 MIB = 1 << 20
 
@@ -138,6 +142,8 @@ def test_all_checks_on_an_armed_machine(tmp_path: Path, mocker: Any) -> None:
     image.write_bytes(b"image")
     image.chmod(0o600)
     mocker.patch.object(status, "resolve_spec", return_value="/dev/vdb")
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/vdb")
+    mocker.patch.object(stackpack, "stack_under", return_value=Found(Stack()))
     mocker.patch.object(status, "collector_program", return_value="/usr/bin/makedumpfile")
     checks = status.run_checks(str(conf), paths, image=image,
                                estimate=lambda c: Estimate(1 << 30, (Part("p", 140 * MIB, ""),), 256 * MIB),
@@ -230,3 +236,50 @@ def test_a_core_collector_missing_on_this_host_is_a_problem_with_the_fix(mocker:
     mocker.patch.object(mk, "find_program", return_value="/usr/bin/makedumpfile")
     assert status.check_collector(parse("", "/etc/kdump.conf")) == status.Check(
         "core_collector on this host", True, "/usr/bin/makedumpfile")
+
+
+# ---- the storage stack under the target ---------------------------------------------------
+
+def lvm_here(mocker: Any) -> None:
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/dm-0")
+    found = Found(Stack((LvmVolume(vg="vgsys", lv="root"),)))
+    mocker.patch.object(stackpack, "stack_under", return_value=found)
+    mocker.patch.object(stackpack, "host_program", side_effect=lambda name: f"/usr/sbin/{name}")
+
+
+def test_a_target_on_lvm_is_ready_when_the_image_holds_its_record_and_lvm(tmp_path: Path,
+                                                                         mocker: Any) -> None:
+    lvm_here(mocker)
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    record = stacks_as_json({"target": Stack((LvmVolume(vg="vgsys", lv="root"),))})
+    mocker.patch.object(status, "image_file", return_value=record + "\n")
+    mocker.patch.object(status, "image_paths", return_value={"/usr/sbin/lvm", "/init"})
+    check = status.check_storage(parse("ext4 /dev/mapper/vgsys-root\n", "/etc/kdump.conf"), image)
+    assert check.ok
+    assert check.detail == (f"/dev/mapper/vgsys-root is on LVM vgsys/root; {image} holds its record and "
+                            "/usr/sbin/lvm")
+    mocker.patch.object(status, "image_paths", return_value={"/init"})
+    check = status.check_storage(parse("ext4 /dev/mapper/vgsys-root\n", "/etc/kdump.conf"), image)
+    assert (check.ok, check.detail) == (False, f"{image} lacks /usr/sbin/lvm, which LVM vgsys/root needs")
+
+
+def test_an_image_built_before_the_target_moved_onto_lvm_is_a_problem(tmp_path: Path, mocker: Any) -> None:
+    lvm_here(mocker)
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    mocker.patch.object(status, "image_file", return_value=None)
+    mocker.patch.object(status, "image_paths", return_value={"/usr/sbin/lvm"})
+    check = status.check_storage(parse("ext4 /dev/mapper/vgsys-root\n", "/etc/kdump.conf"), image)
+    assert not check.ok
+    assert check.detail == f"/dev/mapper/vgsys-root is on LVM vgsys/root, which {image} does not record"
+    assert check.fix.startswith("kdump-agent mkinitrd")
+
+
+def test_a_target_on_dm_crypt_is_a_problem_status_names(tmp_path: Path, mocker: Any) -> None:
+    mocker.patch.object(stackpack, "resolve_spec", return_value="/dev/dm-0")
+    refused = KdumpError("/dev/dm-0 (luks) is on dm-crypt (LUKS)")
+    mocker.patch.object(stackpack, "stack_under", side_effect=refused)
+    check = status.check_storage(parse("ext4 /dev/mapper/luks\n", "/etc/kdump.conf"), tmp_path / "x.img")
+    assert not check.ok and "is on dm-crypt (LUKS)" in check.detail
+    assert status.check_storage(parse("nfs server:/dumps\n", "/etc/kdump.conf"), tmp_path / "x.img").ok

@@ -193,3 +193,13 @@ def test_reach_brings_the_stack_up_then_finds_the_node_it_made(tmp_path: Path, m
     stack = Stack((LvmVolume(vg="vgdump", lv="crash"),))
     device, note = reach("/dev/disk/by-id/dm-name-vgdump-crash", stack, 5)
     assert (device, note, order) == (str(node), "LVM up", ["up"])
+
+
+def test_a_generic_image_that_finds_no_array_goes_on_to_wait_for_the_target(md_sysfs: Path,
+                                                                            mocker: Any) -> None:
+    (md_sysfs / "block" / "md127" / "md" / "sync_action").unlink()
+    (md_sysfs / "block" / "md127" / "md").rmdir()
+    mocker.patch.object(md.system, "run", return_value=subprocess.CompletedProcess(
+        [], 1, b"", b"mdadm: No arrays found in config file or automatically"))
+    note = MdArray(uuid=None, devname=None, level="", raid_devices=0).bring_up(time.monotonic() + 5)
+    assert note == "mdadm exited 1; 0 arrays up, resync frozen"

@@ -261,7 +261,11 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     hostonly = hostonly_wanted(config.dracut_args)
     if hostonly and isinstance(target, RawTarget):
         refuse_raw_with_filesystem(config, target.device)
-    reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files)
+    # The disks' drivers and what their storage stacks need (hostonly: found on this machine).
+    storage = storage_pack(config, local_device(recorded or target), rootfs.spec if rootfs else "",
+                           hostonly=hostonly)
+    reach = network_pack(config, hostonly=hostonly, known_hosts_files=known_hosts_files,
+                         portal=storage.portal())
 
     # The admin's dracut_args come first: if they end in an option that takes a value
     # (`--add-drivers`), it swallows our --force (dracut then refuses to overwrite the
@@ -276,9 +280,6 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     if filesystems:
         argv += ["--filesystems", " ".join(filesystems)]
     drivers = list(config.extra_modules) + [d for d in reach.drivers if d not in config.extra_modules]
-    # The disks' drivers and what their storage stacks need (hostonly: found on this machine).
-    storage = storage_pack(config, local_device(recorded or target), rootfs.spec if rootfs else "",
-                           hostonly=hostonly)
     drivers += [d for d in storage.modules if d not in drivers]
     if drivers:
         argv += ["--add-drivers", " ".join(drivers)]

@@ -1,4 +1,4 @@
-"""What `mkinitrd` packs for an NFS or SSH target, worked out on the host.
+"""What `mkinitrd` packs for an NFS or SSH target, or an iSCSI portal, worked out on the host.
 
 - The network record (network.json, a network.record.HostRecord): how this host reaches
   the server now, for a capture kernel whose command line has no `ip=`, plus the server's
@@ -49,22 +49,26 @@ def server_of(config: Config) -> NfsTarget | SshDestination | None:
     return target if isinstance(target, (NfsTarget, SshDestination)) else None
 
 
-def network_pack(config: Config, *, hostonly: bool,
-                 known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS) -> NetworkPack:
-    """Everything the capture kernel needs to reach the config's server."""
+def network_pack(config: Config, *, hostonly: bool, known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS,
+                 portal: str | None = None) -> NetworkPack:
+    """Everything the capture kernel needs to reach the config's server, or the iSCSI
+    `portal` a local target's storage stack logs in to (storage/iscsi.py)."""
     server = server_of(config)
-    if server is None:
+    if server is None and portal is None:
         return NetworkPack()
-    assert config.target is not None
-    where = f"{config.source}:{config.target.line}"
+    where = f"{config.source}:{config.target.line}" if config.target else config.source
     pack = NetworkPack()
-    host = server.server if isinstance(server, NfsTarget) else server.host
     if isinstance(server, NfsTarget):
+        host = server.server
         pack.drivers += NFS_MODULES
         if ":" in parse_nfs_spec(server.spec)[0]:
             raise KdumpError(f"{where}: IPv6 NFS servers are not supported by this version")
-    else:
+    elif isinstance(server, SshDestination):
+        host = server.host
         pack.key_path, pack.known_hosts = _ssh_files(server, where, known_hosts_files)
+    else:
+        assert portal is not None
+        host = portal
     if hostonly:
         address = _resolve_here(host, where)
         record = record_host_route(host, address)

@@ -22,6 +22,7 @@ from pathlib import Path
 from .. import system
 from ..errors import KdumpError
 from ..storage.base import Layer, Stack
+from ..storage.iscsi import DEFAULT_PORT, IscsiSession
 from ..storage.lvm import TARGET_MODULES, LvmVolume, split_dm_name
 from ..storage.md import MdArray
 from .blockdev import drivers_above
@@ -32,6 +33,9 @@ LUKS_REFUSAL = (
     "under /boot next to the volume it opens. Dump to an unencrypted partition or LV, or over "
     "NFS or SSH")
 _KPARTX_PARTITION = re.compile(r"^part\d+-")
+_ISCSI_SESSION = re.compile(r"/session(\d+)/")  # in an iSCSI disk's sysfs path
+INITIATOR_NAME_FILE = Path("/etc/iscsi/initiatorname.iscsi")
+_UNSET = ("", "(null)")  # how sysfs shows a session parameter that was never set
 
 
 @dataclass
@@ -101,6 +105,9 @@ def stack_under(device: str, sysfs: Path = Path("/sys")) -> Found:
             visit(slave.resolve(), inside_vg)
         if not slaves and not (node / "dm").is_dir():
             drivers.extend(module for module in drivers_above(node, sysfs_root) if module not in drivers)
+            session = iscsi_session_of(node, sysfs)
+            if session is not None and session not in layers:
+                layers.append(session)
         layer: Layer | None = md
         if lv is not None:
             layer = LvmVolume(vg=lv[0], lv=lv[1], targets=tuple(dict.fromkeys(vg_targets[lv[0]])))
@@ -138,3 +145,48 @@ def _dm_device(node: Path, inside_vg: str | None, vg_targets: dict[str, list[str
         return None
     vg_targets[vg] = list(targets)
     return vg, lv
+
+
+def iscsi_session_of(disk: Path, sysfs: Path = Path("/sys"),
+                     initiator_file: Path = INITIATOR_NAME_FILE) -> IscsiSession | None:
+    """The session an iSCSI disk hangs below (its sysfs path has `sessionN`), as the capture
+    kernel logs in to it again; None for any other disk. Reading the CHAP passwords needs
+    root, as mkinitrd runs."""
+    match = _ISCSI_SESSION.search(str(disk.resolve()))
+    if match is None:
+        return None
+    number = match.group(1)
+    session = sysfs / "class" / "iscsi_session" / f"session{number}"
+    connection = sysfs / "class" / "iscsi_connection" / f"connection{number}:0"
+
+    def param(directory: Path, name: str) -> str | None:
+        value = _read(directory / name)
+        return None if value in _UNSET else value
+
+    target = param(session, "targetname")
+    address = param(connection, "persistent_address") or param(connection, "address")
+    initiator = param(session, "initiatorname") or _initiator_name(initiator_file)
+    if not target or not address or not initiator:
+        missing = [name for name, value in (("target name", target), ("portal address", address),
+                                            ("initiator name", initiator)) if not value]
+        raise KdumpError(f"/dev/{disk.name} is on iSCSI session {number}, but sysfs gives no "
+                         f"{', '.join(missing)} for it (is {INITIATOR_NAME_FILE} there?)")
+    port = param(connection, "persistent_port") or param(connection, "port") or str(DEFAULT_PORT)
+    try:
+        return IscsiSession(initiator=initiator, target=target, address=address, port=int(port),
+                            tpgt=int(param(session, "tpgt") or "1"),
+                            username=param(session, "username"), password=param(session, "password"),
+                            username_in=param(session, "username_in"),
+                            password_in=param(session, "password_in"))
+    except ValueError as error:
+        raise KdumpError(f"/dev/{disk.name} is on iSCSI session {number} ({target}), which cannot be "
+                         f"recorded: {error}") from None
+
+
+def _initiator_name(path: Path) -> str | None:
+    """InitiatorName= in open-iscsi's initiatorname.iscsi."""
+    for line in _read(path).splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "InitiatorName" and value:
+            return value.strip()
+    return None

@@ -6,12 +6,14 @@ tools and modules that stack needs, nothing more. A generic image (--no-hostonly
 look at the machine it is for: its stack comes from the dracut modules dracut_args add
 (`--add lvm`, `mdraid`), named exactly where the target's name says it (/dev/VG/LV,
 /dev/mapper/VG-LV); a target whose name says it is on a stack the image would not hold is
-refused, naming what to add.
+refused, naming what to add. iSCSI is refused in a generic image (ISCSI_REFUSAL): a login
+needs the one session's portal, target and CHAP account, which only hostonly can record.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -29,10 +31,17 @@ from .stack import Found, stack_under
 log = logging.getLogger("kdump-agent")
 
 # dracut's module names for the stacks, as an admin adds them to a generic image.
-DRACUT_LVM, DRACUT_MD = "lvm", "mdraid"
+DRACUT_LVM, DRACUT_MD, DRACUT_ISCSI = "lvm", "mdraid", "iscsi"
+ISCSI_REFUSAL = (
+    "a --no-hostonly image cannot log in to iSCSI: it is built for any machine, so it knows no "
+    "portal, target or CHAP account (and the capture kernel's command line drops netroot=, which "
+    "would put a CHAP password in /proc/cmdline for every user to read). Build the image hostonly "
+    "on the machine that has the session: mkinitrd records it")
 # The directories of /dev that are not a VG's (/dev/VG/LV).
 NOT_VOLUME_GROUPS = frozenset({"disk", "mapper", "md", "block", "char", "bus", "cpu", "dri", "input", "net",
                                "pts", "shm", "snd", "vfio", "hugepages", "mqueue", "fd", "usb", "serial"})
+# udev's name for an iSCSI LUN: /dev/disk/by-path/ip-192.0.2.1:3260-iscsi-iqn...-lun-1
+_ISCSI_BY_PATH = re.compile(r"^/dev/disk/by-path/ip-.*-iscsi-")
 
 @dataclass
 class StoragePack:
@@ -45,6 +54,10 @@ class StoragePack:
     def record(self) -> str | None:
         """storage.json, or None when nothing is on a stack."""
         return stacks_as_json(self.stacks) if any(self.stacks.values()) else None
+
+    def portal(self) -> str | None:
+        """The iSCSI portal under the dump target, which the capture kernel must reach."""
+        return self.stacks["target"].server() if "target" in self.stacks else None
 
     def add(self, role: str, found: Found) -> None:
         self.stacks[role] = found.stack
@@ -91,6 +104,10 @@ def storage_pack(config: Config, target_device: str, rootfs_device: str, *, host
 def generic_stack(spec: str, dracut_args: tuple[str, ...] | list[str]) -> Found:
     """A generic image's stack for spec (module docstring)."""
     added = added_modules(dracut_args)
+    if DRACUT_ISCSI in added:
+        raise KdumpError(f"dracut_args --add {DRACUT_ISCSI}: {ISCSI_REFUSAL}")
+    if _ISCSI_BY_PATH.search(spec):
+        raise KdumpError(f"it is an iSCSI LUN: {ISCSI_REFUSAL}")
     named = named_layer(spec)
     if named is not None:
         module = DRACUT_LVM if isinstance(named, LvmVolume) else DRACUT_MD

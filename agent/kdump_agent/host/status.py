@@ -20,6 +20,7 @@ from .. import flat
 from ..config import Config
 from ..errors import KdumpError
 from ..layout import MANIFEST
+from ..storage.iscsi import IscsiSession
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
@@ -29,7 +30,10 @@ from .dumps import display_date, list_dumps, summary
 from .dumpstore import open_store, reachable_here
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
-from .mkinitrd import IMAGE_MODE, collector_program, image_changes
+from .imagefiles import image_file, image_paths
+from .mkinitrd import IMAGE_MODE, collector_program, hostonly_wanted, image_changes, local_device
+from .stack import stack_under
+from .stackpack import storage_pack
 
 CONNECT_TIMEOUT = 3.0
 NFS_PORT = 2049
@@ -104,24 +108,82 @@ def check_image(config: Config | None, image: Path,
     return Check(name, True, str(image))
 
 
-def check_image_mode(config: Config | None, image: Path) -> Check:
-    """Only root may read the image: for an ssh target it holds the private key, which is
-    why that case blocks. For the others it is advisory: the image then holds kdump.conf,
-    the hooks and the records, no more secret than those files on the host."""
+def chap_session(config: Config) -> IscsiSession | None:
+    """The iSCSI session with CHAP under the dump target on this host, whose passwords a
+    hostonly image carries (host/stack.py finds it as mkinitrd does); None for any other
+    target, or one that cannot be looked at now (check_target says why)."""
+    if not hostonly_wanted(config.dracut_args):
+        return None  # mkinitrd refuses iSCSI in a generic image
+    target = config.dump_target
+    try:
+        device = local_device(target) or (
+            filesystem_holding(os.path.realpath(config.path)).device if target is None else "")
+        layers = stack_under(resolve_spec(device)).stack.layers if device else ()
+    except (KdumpError, OSError):
+        return None
+    return next((layer for layer in layers if isinstance(layer, IscsiSession) and layer.chap), None)
+
+
+def check_storage(config: Config | None, image: Path) -> Check:
+    """The target's storage stack on this machine now, and that the image holds its record
+    and tools: an LV renamed or an array rebuilt since the build would not come up."""
+    name = "storage stack"
+    if config is None:
+        return Check(name, False, "not checked: the config is invalid", "fix the config")
+    try:
+        target = config.dump_target
+        device = local_device(target) if target else filesystem_holding(config.path).device
+        if not device:
+            return Check(name, True, "a network target: no local storage")
+        if not hostonly_wanted(config.dracut_args):
+            return Check(name, True, "a generic (--no-hostonly) image: the stack comes from dracut_args")
+        pack = storage_pack(config, device, "", hostonly=True)
+    except (KdumpError, OSError) as error:
+        return Check(name, False, _reason(error), "dump to a plain partition, an LV, md RAID, NFS or SSH")
+    stack = pack.stacks.get("target")
+    if not stack:
+        return Check(name, True, f"{device} is on a plain disk")
+    fix = f"kdump-agent mkinitrd -o {image}, then kdump-agent load"
+    if not image.exists():
+        return Check(name, False, f"{device} is on {stack.describe()}; {image} is not built", fix)
+    try:
+        held = image_file(image, "etc/kdump-agent/storage.json")
+        missing = sorted(set(pack.programs) - image_paths(image))
+    except (KdumpError, OSError) as error:
+        return Check(name, False, f"cannot read {image}: {_reason(error)}", fix)
+    if held is None or held.strip() != (pack.record() or "").strip():
+        return Check(name, False, f"{device} is on {stack.describe()}, which {image} does not record", fix)
+    if missing:
+        return Check(name, False, f"{image} lacks {', '.join(missing)}, which {stack.describe()} needs", fix)
+    return Check(name, True, f"{device} is on {stack.describe()}; {image} holds its record and "
+                 f"{', '.join(pack.programs)}")
+
+
+def check_image_mode(config: Config | None, image: Path,
+                     chap: Callable[[Config], IscsiSession | None] = chap_session) -> Check:
+    """Only root may read the image: for an ssh target it holds the private key, for a
+    target on iSCSI with CHAP the CHAP passwords, which is why those cases block. For the
+    others it is advisory: the image then holds kdump.conf, the hooks and the records, no
+    more secret than those files on the host."""
     name = "initramfs private"
-    holds_key = config is not None and isinstance(config.dump_target, SshDestination)
+    secret = None
+    if config is not None and isinstance(config.dump_target, SshDestination):
+        secret = f"the private key {config.sshkey}"
+    elif config is not None and (session := chap(config)) is not None:
+        secret = f"the CHAP password of {session.describe()}"
+    blocking = secret is not None
     try:
         mode = stat.S_IMODE(image.stat().st_mode)
     except FileNotFoundError:
-        return Check(name, True, f"{image} not built yet", blocking=holds_key)
+        return Check(name, True, f"{image} not built yet", blocking=blocking)
     except OSError as error:
         return Check(name, False, f"{image}: {_reason(error)}", f"chmod {IMAGE_MODE:04o} {image}",
-                     blocking=holds_key)
+                     blocking=blocking)
     if mode & 0o077 == 0:
-        return Check(name, True, f"{image} is mode {mode:04o}", blocking=holds_key)
-    what = f"and holds the private key {config.sshkey}" if holds_key and config else "(advisory)"
+        return Check(name, True, f"{image} is mode {mode:04o}", blocking=blocking)
+    what = f"and holds {secret}" if secret else "(advisory)"
     return Check(name, False, f"{image} is mode {mode:04o}: group and others can read it {what}",
-                 f"chmod {IMAGE_MODE:04o} {image}", blocking=holds_key)
+                 f"chmod {IMAGE_MODE:04o} {image}", blocking=blocking)
 
 
 def check_collector(config: Config | None) -> Check:
@@ -342,6 +404,7 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         check_image_mode(config, image),
         check_collector(config),
         check_target(config),
+        check_storage(config, image),
         *check_raw_restored(config),
         check_size(estimate(config)),
         check_nmi_watchdog(paths),

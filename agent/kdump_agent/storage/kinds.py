@@ -8,10 +8,11 @@ import json
 from typing import Any
 
 from .base import Layer, Stack
+from .iscsi import IscsiSession
 from .lvm import LvmVolume
 from .md import MdArray
 
-KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (MdArray, LvmVolume)}
+KINDS: dict[str, type[Layer]] = {kind.kind: kind for kind in (IscsiSession, MdArray, LvmVolume)}
 ROLES = ("target", "rootfs")
 
 
