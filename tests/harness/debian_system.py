@@ -6,13 +6,15 @@ test unpacked, given our package (`dpkg -i` in a chroot), `systemctl enable kdum
 and a test-only unit, and written into an ext4 image with `mkfs.ext4 -d` (no loop device,
 no mount). QEMU boots the system's own kernel and initramfs from /boot with root on the
 virtio disk. What the guest should do on a boot is chosen on its kernel command line
-(`kdumptest=report|panic|check`), read by the test unit: see GUEST_SCRIPT.
+(`kdumptest=report|panic|check|...`), read by the test unit: see debian_guest.sh.
+debian_layouts.py lays such a system out as servers are (root on LVM, /var/crash on md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,30 +28,13 @@ MIRROR = "http://deb.debian.org/debian"
 # The system an admin has: init, udev, the kernel, the tools our package depends on, and
 # initramfs-tools for the system's own boot initramfs.
 INCLUDE = ["systemd-sysv", "udev", "kmod", "linux-image-cloud-amd64", "initramfs-tools", "kexec-tools",
-           "makedumpfile", "dracut-core", "e2fsprogs", "procps", "cpio", "zstd"]
+           "makedumpfile", "dracut-core", "e2fsprogs", "procps", "cpio", "zstd", "lvm2", "mdadm"]
 ROOT_UUID = "5b0e3f7a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 IMAGE_MIB = 3072
 
-GUEST_SCRIPT = """#!/bin/sh
-# Test-only: what this boot is for comes from kdumptest= on the kernel command line.
-mode=$(sed -n 's/.*kdumptest=\\([a-z]*\\).*/\\1/p' /proc/cmdline)
-say() { echo "KDUMP-TEST: $*" > /dev/console; }
-case "$mode" in
-report)
-    kdump-agent status > /dev/console 2>&1; say "status rc=$?"
-    kdump-agent estimate > /dev/console 2>&1; say "estimate rc=$?"
-    systemctl poweroff ;;
-panic)
-    say "service $(systemctl is-active kdump-agent.service)"
-    kdump-agent status > /dev/console 2>&1; rc=$?; say "status rc=$rc"
-    if [ "$rc" = 0 ]; then say "panicking"; kdump-agent test --yes > /dev/console 2>&1; fi
-    systemctl poweroff ;;
-check)
-    for d in /var/crash/*/; do say "dump $d"; ls -l "$d" > /dev/console; done
-    say "check done"
-    systemctl poweroff ;;
-esac
-"""
+# The test unit's script: what each kdumptest= mode does.
+GUEST_SCRIPT = Path(__file__).with_name("debian_guest.sh")
+GUEST_SCRIPT_PATH = "/usr/local/sbin/kdump-test"
 
 GUEST_UNIT = """[Unit]
 Description=kdump-agent end-to-end test driver (test images only)
@@ -69,21 +54,30 @@ WantedBy=multi-user.target
 
 @dataclass(frozen=True)
 class DebianSystem:
-    """A bootable image and the kernel and initramfs to boot it with."""
+    """A bootable system: its disks (vda, vdb, ... in order), the kernel and initramfs to
+    boot it with, and the root= that initramfs mounts."""
 
-    image: Path
+    disks: tuple[Path, ...]
     vmlinuz: Path
     initrd: Path
+    root: str = f"UUID={ROOT_UUID}"
 
-    def boot(self, append: str, log_path: Path, timeout_s: int = 900) -> BootResult:
-        cmdline = f"root=UUID={ROOT_UUID} rw console=ttyS0 panic=1 systemd.show_status=0 {append}"
-        return boot_kernel(self.vmlinuz, self.initrd, cmdline, self.image, log_path, timeout_s)
+    @property
+    def image(self) -> Path:
+        """The first disk: for the plain system, the ext4 root file system itself."""
+        return self.disks[0]
 
-
-def boot_kernel(vmlinuz: Path, initrd: Path, append: str, image: Path, log_path: Path,
-                timeout_s: int) -> BootResult:
-    kernel = Kernel(kver="guest", vmlinuz=vmlinuz, kmoddir=vmlinuz.parent)
-    return boot(kernel, initrd, append=append, disks=[image], timeout_s=timeout_s, log_path=log_path)
+    def boot(self, append: str, log_path: Path, timeout_s: int = 900, *,
+             disks: Sequence[Path] | None = None, extra_args: Sequence[str] = (),
+             progress: Callable[[str], None] | None = None) -> BootResult:
+        """One boot of the system; `disks` replaces its own for this boot (a disk added to
+        copy a file system out, one left out), `extra_args` and `progress` reach QEMU and
+        its console as in harness.guest.boot."""
+        cmdline = f"root={self.root} rw console=ttyS0 panic=1 systemd.show_status=0 {append}"
+        kernel = Kernel(kver="guest", vmlinuz=self.vmlinuz, kmoddir=self.vmlinuz.parent)
+        return boot(kernel, self.initrd, append=cmdline,
+                    disks=self.disks if disks is None else disks, timeout_s=timeout_s,
+                    log_path=log_path, extra_args=extra_args, progress=progress)
 
 
 def base_tarball(cache_dir: Path) -> Path:
@@ -114,12 +108,15 @@ def build_system(cache_dir: Path, deb: Path, workdir: Path) -> DebianSystem:
     run(["chroot", tree, "dpkg", "-i", f"/tmp/{deb.name}"], timeout=600)
     (tree / "tmp" / deb.name).unlink()
     run(["chroot", tree, "systemctl", "enable", "kdump-agent.service"])
-    script = tree / "usr" / "local" / "sbin" / "kdump-test"
+    script = tree / GUEST_SCRIPT_PATH.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(GUEST_SCRIPT)
+    shutil.copy(GUEST_SCRIPT, script)
     script.chmod(0o755)
     (tree / "etc" / "systemd" / "system" / "kdump-test.service").write_text(GUEST_UNIT)
     run(["chroot", tree, "systemctl", "enable", "kdump-test.service"])
+    # mdadm's unit runs dracut at every power-off (dracut-core is there, for our package) to
+    # stop arrays under the root: a minute per shutdown under TCG, and no test root is on md.
+    run(["chroot", tree, "systemctl", "mask", "mdadm-shutdown.service"])
     (tree / "etc" / "fstab").write_text(f"UUID={ROOT_UUID} / ext4 defaults 0 1\n")
     (tree / "etc" / "hostname").write_text("crashbox\n")
     run(["chroot", tree, "passwd", "-d", "root"])
@@ -131,7 +128,7 @@ def build_system(cache_dir: Path, deb: Path, workdir: Path) -> DebianSystem:
     run(["mkfs.ext4", "-q", "-F", "-U", ROOT_UUID, "-L", "debian", "-d", tree, image, f"{IMAGE_MIB}M"],
         timeout=900)
     shutil.rmtree(tree)
-    return DebianSystem(image=image, vmlinuz=vmlinuz, initrd=initrd)
+    return DebianSystem(disks=(image,), vmlinuz=vmlinuz, initrd=initrd)
 
 
 def _newest(directory: Path, pattern: str, into: Path) -> Path:
