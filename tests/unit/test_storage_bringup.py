@@ -105,22 +105,30 @@ def md_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_degraded_raid1_is_started_with_the_member_there_and_never_resyncs(md_sysfs: Path,
-                                                                            mocker: Any) -> None:
-    mocker.patch.object(md, "COMPLETE_GRACE_SECONDS", 0.05)
+def md_tools(mocker: Any, seen: list[bytes], examined: bytes = EXAMINED_BOTH_ACTIVE) -> list[list[str]]:
+    """blkid answering `seen` in turn (the last one for ever), mdadm --examine `examined`;
+    the other commands (mdadm --assemble) are recorded in the list returned."""
     assembled: list[list[str]] = []
+    answers = iter(seen)
 
     def run(argv: list[str], **_: Any) -> Any:
         if argv[0] == "blkid":
             assert argv[-1] == "UUID=6c1b7c93-9d3f-4e2a-0b1c-2d3e4f5a6b7c"
-            return done(argv, b"/dev/vdb1\n")
+            return done(argv, next(answers, seen[-1]))
         if argv[:2] == ["mdadm", "--examine"]:
-            return done(argv, EXAMINED_BOTH_ACTIVE)
+            return done(argv, examined)
         assembled.append(argv)
         return done(argv)
 
     mocker.patch.object(base.system, "run", side_effect=run)
     mocker.patch.object(md.system, "run", side_effect=run)
+    return assembled
+
+
+def test_a_degraded_raid1_is_started_with_the_member_there_and_never_resyncs(md_sysfs: Path,
+                                                                            mocker: Any) -> None:
+    mocker.patch.object(md, "COMPLETE_GRACE_SECONDS", 0.05)
+    assembled = md_tools(mocker, [b"/dev/vdb1\n"])
     array = MdArray(uuid=MD_UUID, devname="/dev/md/crash", level="raid1", raid_devices=2)
     note = array.bring_up(time.monotonic() + 30)
     assert note == "/dev/md/crash from /dev/vdb1, degraded: 1 of 2 missing; resync frozen"
@@ -131,19 +139,7 @@ def test_a_degraded_raid1_is_started_with_the_member_there_and_never_resyncs(md_
 
 
 def test_an_array_waits_for_all_its_members_within_the_grace(md_sysfs: Path, mocker: Any) -> None:
-    seen = iter([b"/dev/vdb1\n", b"/dev/vdb1\n/dev/vdc1\n"])
-    assembled: list[list[str]] = []
-
-    def run(argv: list[str], **_: Any) -> Any:
-        if argv[0] == "blkid":
-            return done(argv, next(seen))
-        if argv[:2] == ["mdadm", "--examine"]:
-            return done(argv, EXAMINED_BOTH_ACTIVE)
-        assembled.append(argv)
-        return done(argv)
-
-    mocker.patch.object(base.system, "run", side_effect=run)
-    mocker.patch.object(md.system, "run", side_effect=run)
+    assembled = md_tools(mocker, [b"/dev/vdb1\n", b"/dev/vdb1\n/dev/vdc1\n"])
     array = MdArray(uuid=MD_UUID, devname="/dev/md/crash", level="raid1", raid_devices=2)
     assert array.bring_up(time.monotonic() + 30) == "/dev/md/crash from /dev/vdb1, /dev/vdc1; resync frozen"
     assert assembled[0][-2:] == ["/dev/vdb1", "/dev/vdc1"]
@@ -152,18 +148,7 @@ def test_an_array_waits_for_all_its_members_within_the_grace(md_sysfs: Path, moc
 def test_a_member_the_array_already_counts_as_gone_is_not_waited_for(md_sysfs: Path, mocker: Any) -> None:
     """The mirror lost a disk before the crash and its superblock says so ("A."): waiting
     15 s for it would only delay the dump."""
-    assembled: list[list[str]] = []
-
-    def run(argv: list[str], **_: Any) -> Any:
-        if argv[0] == "blkid":
-            return done(argv, b"/dev/vdb1\n")
-        if argv[:2] == ["mdadm", "--examine"]:
-            return done(argv, b"   Array State : A. ('A' == active, '.' == missing)\n")
-        assembled.append(argv)
-        return done(argv)
-
-    mocker.patch.object(base.system, "run", side_effect=run)
-    mocker.patch.object(md.system, "run", side_effect=run)
+    assembled = md_tools(mocker, [b"/dev/vdb1\n"], b"   Array State : A. ('A' == active, '.' == missing)\n")
     started = time.monotonic()
     array = MdArray(uuid=MD_UUID, devname="/dev/md/crash", level="raid1", raid_devices=2)
     assert array.bring_up(started + 60).endswith("degraded: 1 of 2 missing; resync frozen")
