@@ -215,3 +215,10 @@ def test_a_generic_image_that_finds_no_array_goes_on_to_wait_for_the_target(md_s
         [], 1, b"", b"mdadm: No arrays found in config file or automatically"))
     note = MdArray(uuid=None, devname=None, level="", raid_devices=0).bring_up(time.monotonic() + 5)
     assert note == "mdadm exited 1; 0 arrays up, resync frozen"
+
+
+def test_a_plain_disk_that_never_appears_is_reported_with_the_whole_disk_timeout(mocker: Any) -> None:
+    mocker.patch("kdump_agent.targets.local.find_device", return_value=None)
+    mocker.patch("kdump_agent.targets.local.POLL_SECONDS", 0.01)
+    with pytest.raises(MountError, match=r"^target device UUID=abc did not appear within 0.2 s$"):
+        reach("UUID=abc", Stack(), 0.2)

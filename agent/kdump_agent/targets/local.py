@@ -127,7 +127,9 @@ def reach(spec: str, stack: Stack, timeout: float) -> tuple[str, str]:
     (device, what the stack's layers did, for the journal)."""
     give_up_at = time.monotonic() + timeout
     notes = stack.bring_up(give_up_at) if stack else []
-    device = wait_for_device(spec, max(0.0, give_up_at - time.monotonic()), also=stack.node(),
+    # What the stack left of disk_timeout (a plain disk has it all, and its error says so).
+    left = round(max(0.0, give_up_at - time.monotonic()), 1) if stack else timeout
+    device = wait_for_device(spec, left, also=stack.node(),
                              between=(lambda: stack.bring_up_again(give_up_at)) if stack.generic else None,
                              find=stack.locator())
     return device, "; ".join(notes)
