@@ -236,6 +236,13 @@ def local_device(target: DumpTarget | None) -> str:
     return ""
 
 
+def target_device(config: Config) -> str:
+    """The device the config's target is on, as this machine names it: its line's, or with no
+    target line the file system that holds `path` (RHEL's rule); "" for a network target."""
+    target = config.dump_target
+    return local_device(target) if target else filesystem_holding(config.path).device
+
+
 def hostonly_wanted(dracut_args: Sequence[str]) -> bool:
     """Whether dracut builds for this machine: hostonly unless dracut_args say otherwise,
     and as dracut reads them, the last word of the two kinds wins."""

@@ -13,7 +13,6 @@ import shutil
 from .. import system
 from ..config import Config
 from ..errors import KdumpError
-from .blockdev import filesystem_holding
 from .estimate import (
     INITRAMFS_STAND_IN,
     KERNEL_STAND_IN,
@@ -26,7 +25,7 @@ from .estimate import (
 )
 from .hostpaths import HostPaths, crash_size, system_ram
 from .imagesize import initramfs_unpacked_bytes, kernel_memory
-from .mkinitrd import hostonly_wanted, local_device
+from .mkinitrd import hostonly_wanted, target_device
 from .stackpack import storage_pack
 
 # Programs every capture image holds (module-setup.sh, dracut's base and udev): a storage
@@ -71,8 +70,7 @@ def storage_part(config: Config | None, image: str) -> Part | None:
     if config is None or os.path.exists(image):
         return None
     try:
-        target = config.dump_target
-        device = local_device(target) if target else filesystem_holding(config.path).device
+        device = target_device(config)
         programs = storage_pack(config, device, "", hostonly=hostonly_wanted(config.dracut_args)).programs \
             if device else []
     except (KdumpError, OSError):

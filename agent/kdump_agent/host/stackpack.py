@@ -26,7 +26,7 @@ from ..errors import KdumpError
 from ..storage.base import Layer, Stack
 from ..storage.kinds import stacks_as_json
 from ..storage.lvm import GENERIC_TARGETS, LvmVolume, split_dm_name
-from ..storage.md import MdArray
+from ..storage.md import ANY_ARRAY
 from ..storage.multipath import MultipathMap
 from .blockdev import resolve_spec
 from .stack import Found, stack_under
@@ -132,11 +132,11 @@ def generic_stack(spec: str, dracut_args: tuple[str, ...] | list[str]) -> Found:
                              f"--no-hostonly image holds only if asked: add `--add {module}` to dracut_args")
         layers: list[Layer] = [*under, named]
         if isinstance(named, LvmVolume) and DRACUT_MD in added:
-            layers.insert(len(under), MdArray(uuid=None, devname=None, level="", raid_devices=0))
+            layers.insert(len(under), ANY_ARRAY)
         return Found(Stack(tuple(layers)))
     layers = under
     if DRACUT_MD in added:
-        layers.append(MdArray(uuid=None, devname=None, level="", raid_devices=0))
+        layers.append(ANY_ARRAY)
     if DRACUT_LVM in added:
         layers.append(LvmVolume(vg=None, lv=None, targets=GENERIC_TARGETS))
     return Found(Stack(tuple(layers)))
@@ -152,7 +152,7 @@ def named_layer(spec: str) -> Layer | None:
             return LvmVolume(vg=split[0], lv=split[1], targets=GENERIC_TARGETS)
         return None
     if spec.startswith("/dev/md"):
-        return MdArray(uuid=None, devname=None, level="", raid_devices=0)
+        return ANY_ARRAY
     parts = spec.split("/")
     if len(parts) == 4 and parts[:2] == ["", "dev"] and parts[2] not in NOT_VOLUME_GROUPS:
         return LvmVolume(vg=parts[2], lv=parts[3], targets=GENERIC_TARGETS)

@@ -31,7 +31,14 @@ from .dumpstore import open_store, reachable_here
 from .estimate import Estimate, megabytes
 from .hostpaths import HostPaths, crash_loaded, crash_size, read_int
 from .imagefiles import image_file, image_paths
-from .mkinitrd import IMAGE_MODE, collector_program, hostonly_wanted, image_changes, local_device
+from .mkinitrd import (
+    IMAGE_MODE,
+    collector_program,
+    hostonly_wanted,
+    image_changes,
+    local_device,
+    target_device,
+)
 from .stack import stack_under
 from .stackpack import storage_pack
 
@@ -131,8 +138,7 @@ def check_storage(config: Config | None, image: Path) -> Check:
     if config is None:
         return Check(name, False, "not checked: the config is invalid", "fix the config")
     try:
-        target = config.dump_target
-        device = local_device(target) if target else filesystem_holding(config.path).device
+        device = target_device(config)
         if not device:
             return Check(name, True, "a network target: no local storage")
         if not hostonly_wanted(config.dracut_args):

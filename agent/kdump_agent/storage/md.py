@@ -152,3 +152,7 @@ def _start_read_only() -> None:
         Path(START_RO).write_text("1\n", encoding="utf-8")
     except OSError as error:  # md_mod built in without the parameter: freeze() still holds
         raise MountError(f"cannot set md start_ro ({START_RO}: {error})") from error
+
+
+# A generic image's array: it knows none, so every array found is assembled.
+ANY_ARRAY = MdArray(uuid=None, devname=None, level="", raid_devices=0)
