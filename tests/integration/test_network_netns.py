@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kdump_agent.network.cmdline import NetworkPlan
+from kdump_agent.network.plan import NetworkPlan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 for network namespaces")
@@ -41,14 +41,14 @@ DNSMASQ_READY_SECONDS = 20
 IN_NAMESPACE = """
 import json, sys, time
 from kdump_agent.errors import KdumpError
-from kdump_agent.network import bringup, cmdline, record
+from kdump_agent.network import bringup, plan, record
 
 request = json.loads(sys.argv[1])
 start = time.monotonic()
 try:
     if request["call"] == "bring_up":
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in request["plan"].items()}
-        result = bringup.bring_up(cmdline.NetworkPlan(**fields), request["target"],
+        result = bringup.bring_up(plan.NetworkPlan(**fields), request["target"],
                                   link_delay=request["link_delay"], deadline=request["deadline"],
                                   resolv_conf=request["resolv_conf"])
     else:

@@ -24,7 +24,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from kdump_agent.errors import KdumpError
 from kdump_agent.network import bringup, rtnetlink
 from kdump_agent.network.bringup import bring_up
-from kdump_agent.network.cmdline import NetworkPlan, choose_plan, parse_cmdline
+from kdump_agent.network.cmdline import choose_plan, parse_cmdline
+from kdump_agent.network.plan import NetworkPlan
 from kdump_agent.network.record import HostRecord, record_host_route
 
 AGENT = Path(__file__).resolve().parents[2] / "agent"

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..errors import KdumpError
-from .cmdline import NetworkPlan, ipv4
+from .cmdline import ipv4
+from .plan import NetworkPlan
 from .rtnetlink import (
     ARPHRD_ETHER,
     IFF_DORMANT,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..errors import KdumpError
+from .plan import NetworkPlan
 
 _DHCP_METHODS = frozenset({"dhcp", "on", "any", "single-dhcp"})
 _STATIC_METHODS = frozenset({"none", "off"})
@@ -23,24 +24,6 @@ _IPV6_METHODS = frozenset({"dhcp6", "auto6", "either6", "link6", "link-local"})
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # Words of /proc/cmdline: the kernel allows double quotes around values with spaces.
 _CMDLINE_WORD = re.compile(r'(?:[^\s"]+|"[^"]*")+')
-
-
-@dataclass(frozen=True)
-class NetworkPlan:
-    """How the capture kernel reaches the target: one interface, static or DHCP (IPv4).
-
-    `interface` is the name the plan's source used; `mac` finds the NIC whatever the capture
-    kernel calls it. With neither, the only Ethernet NIC there is gets used.
-    """
-
-    interface: str | None
-    mac: str | None
-    dhcp: bool
-    addresses: tuple[str, ...]  # CIDR, e.g. "192.168.1.10/24"; empty with DHCP
-    gateway: str | None
-    dns: tuple[str, ...]
-    hostname: str | None
-    mtu: int | None = None
 
 
 def parse_cmdline(cmdline: str) -> NetworkPlan | None:

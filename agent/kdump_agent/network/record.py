@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import KdumpError
-from .cmdline import MAC, NetworkPlan, ipv4
+from .cmdline import MAC, ipv4
+from .plan import NetworkPlan
 from .rtnetlink import (
     ARPHRD_ETHER,
     IFA_F_PERMANENT,

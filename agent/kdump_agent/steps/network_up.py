@@ -18,7 +18,8 @@ from .. import system
 from ..context import Capture
 from ..errors import KdumpError
 from ..network import bringup
-from ..network.cmdline import NetworkPlan, choose_plan, parse_cmdline
+from ..network.cmdline import choose_plan, parse_cmdline
+from ..network.plan import NetworkPlan
 from ..network.record import HostRecord
 
 log = logging.getLogger("kdump-agent")
