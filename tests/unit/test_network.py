@@ -22,7 +22,7 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kdump_agent.errors import KdumpError
-from kdump_agent.network import bringup, rtnetlink
+from kdump_agent.network import bringup, dhcp, rtnetlink
 from kdump_agent.network.bringup import bring_up
 from kdump_agent.network.cmdline import choose_plan, parse_cmdline
 from kdump_agent.network.plan import NetworkPlan
@@ -346,7 +346,7 @@ def test_bring_up_names_the_step_the_kernel_refused(mocker: Any, clock: Clock) -
 
 def test_bring_up_dhcp_configures_the_lease(mocker: Any, clock: Clock, tmp_path: Path) -> None:
     fake = FakeNetlink(mocker)
-    obtain = mocker.Mock(return_value=bringup.Addressing(addresses=("192.168.177.57/24",),
+    obtain = mocker.Mock(return_value=dhcp.Addressing(addresses=("192.168.177.57/24",),
                                                          gateway="192.168.177.1", dns=("192.168.177.53",)))
     resolv = tmp_path / "resolv.conf"
     note = bring_up(plan(interface="eth0", dhcp=True, hostname="crashed"), TARGET, link_delay=0,
@@ -361,7 +361,7 @@ def test_bring_up_dhcp_configures_the_lease(mocker: Any, clock: Clock, tmp_path:
 def test_bring_up_dhcp_keeps_the_plan_dns_when_the_lease_has_none(
         mocker: Any, clock: Clock, tmp_path: Path) -> None:
     fake = FakeNetlink(mocker)
-    leased = bringup.Addressing(addresses=("192.168.177.57/24",), gateway=None, dns=())
+    leased = dhcp.Addressing(addresses=("192.168.177.57/24",), gateway=None, dns=())
     obtain = mocker.Mock(return_value=leased)
     resolv = tmp_path / "resolv.conf"
     bring_up(plan(interface="eth0", dhcp=True, dns=("10.0.0.53",)), TARGET, link_delay=0, deadline=30,
