@@ -234,7 +234,8 @@ class Clock:
 @pytest.fixture
 def clock(mocker: Any) -> Clock:
     fake = Clock()
-    mocker.patch.object(bringup, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep))
+    for module in (bringup, dhcp):  # the bring-up's waits, and the Budget they share
+        mocker.patch.object(module, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep))
     return fake
 
 
