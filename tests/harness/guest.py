@@ -126,7 +126,8 @@ def boot(kernel: Kernel, initrd: Path, *, append: str, disks: Sequence[Path] = (
          memory_mib: int = 1024, timeout_s: int, log_path: Path, cpus: int = 1,
          accel: str | None = None, extra_args: Sequence[str] = (),
          progress: Callable[[str], None] | None = None,
-         until: Callable[[str], bool] | None = None) -> BootResult:
+         until: Callable[[str], bool] | None = None,
+         prefix: Sequence[str] = ()) -> BootResult:
     """Boot `kernel` + `initrd` in QEMU and return when the guest powers off or reboots
     (-no-reboot turns both into an exit), when `until(line)` is true for a console line, or
     after `timeout_s`, whichever comes first. QEMU is killed by its own pid; no guest can
@@ -138,11 +139,13 @@ def boot(kernel: Kernel, initrd: Path, *, append: str, disks: Sequence[Path] = (
     straight to `log_path` (QEMU writes it, so it survives a crash of this process);
     `progress` receives each console line as it appears. `extra_args` reach QEMU verbatim,
     e.g. `-netdev user,...` for network targets (the default is no network at all).
+    `prefix` goes in front of QEMU's command, e.g. `ip netns exec <ns>` to run it inside a
+    test's network namespace (harness.netlab), where its tap devices are.
     """
     args = _machine_args(kernel, initrd, append=append, disks=disks, memory_mib=memory_mib,
                          cpus=cpus, accel=accel, extra_args=extra_args)
     return _run_qemu(args, timeout_s=timeout_s, log_path=log_path, progress=progress,
-                     until=until)
+                     until=until, prefix=prefix)
 
 
 class _SerialLog:
@@ -195,7 +198,8 @@ class _Qemu:
     there is no socket path to keep under the 108-byte limit of sun_path.
     """
 
-    def __init__(self, args: Sequence[str], *, log_path: Path, interactive: bool) -> None:
+    def __init__(self, args: Sequence[str], *, log_path: Path, interactive: bool,
+                 prefix: Sequence[str] = ()) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
         self.log_path = log_path
@@ -205,7 +209,7 @@ class _Qemu:
                       "-serial", "chardev:serial0"]
         else:
             serial = ["-serial", f"file:{_escape_opt(log_path)}"]
-        argv = [QEMU, "-nodefaults", "-nographic", "-no-reboot", *serial, *args]
+        argv = [*prefix, QEMU, "-nodefaults", "-nographic", "-no-reboot", *serial, *args]
         log_path.with_name(log_path.name + ".cmdline").write_text(shlex.join(argv) + "\n")
         self.timed_out = False
         self.start = time.monotonic()
@@ -248,8 +252,9 @@ class _Qemu:
 
 def _run_qemu(args: Sequence[str], *, timeout_s: float, log_path: Path,
               progress: Callable[[str], None] | None = None,
-              until: Callable[[str], bool] | None = None) -> BootResult:
-    qemu = _Qemu(args, log_path=log_path, interactive=False)
+              until: Callable[[str], bool] | None = None,
+              prefix: Sequence[str] = ()) -> BootResult:
+    qemu = _Qemu(args, log_path=log_path, interactive=False, prefix=prefix)
     try:
         while True:
             lines, exited = qemu.poll()

@@ -24,6 +24,13 @@ The ports are fixed, so only one server runs per machine at a time: start() take
 wide lock (a session that crashed leaves its daemons behind; the next start() ends those
 by the pids recorded next to the lock, after checking their command lines). Daemons are
 stopped by pid only, never by name: other jobs may run their own rpcbind meanwhile.
+
+Inside a test's network namespace (`prefix=lab.prefix`, harness.netlab) the server is
+NFSv4 only, on every address of the namespace (IPv4 and IPv6): NFSv4 needs no rpcbind, and
+rpcbind's local socket /run/rpcbind.sock is the host's, shared by every namespace. ganesha
+runs there with a private, empty /run (a mount namespace of its own), so it can neither
+register with the host's rpcbind nor take the host's D-Bus name; it logs both failures and
+serves. Its ports are the namespace's own, so it takes no host lock.
 """
 
 from __future__ import annotations
@@ -337,7 +344,10 @@ class NfsServer:
     """
 
     def __init__(self, directory: Path, export_name: str = "/export",
-                 protocols: tuple[int, ...] = (3, 4)) -> None:
+                 protocols: tuple[int, ...] = (3, 4), prefix: tuple[str, ...] = ()) -> None:
+        if prefix and protocols != (4,):
+            raise NfsServerError("inside a namespace the server is NFSv4 only: protocols=(4,)")
+        self.prefix = prefix
         self.directory = directory
         self.export_name = export_name
         self.protocols = protocols  # (3,): a server without NFSv4, for clients' fallback to v3
@@ -364,7 +374,7 @@ class NfsServer:
     def config_text(self) -> str:
         return f"""\
 NFS_CORE_PARAM {{
-    Bind_addr = {LOOPBACK};
+    {"" if self.prefix else f"Bind_addr = {LOOPBACK};"}
     NFS_Port = {NFS_PORT};
     MNT_Port = {MOUNTD_PORT};
     Protocols = {", ".join(map(str, self.protocols))};
@@ -412,6 +422,8 @@ LOG {{
             raise NfsServerError("another NfsServer of this process still runs; the ports are "
                                  "fixed, so stop it first")
         began = time.monotonic()
+        if self.prefix:
+            return self._start_in_namespace(began)
         if self._lock is None:
             self._lock = _take_host_lock(began + LOCK_TIMEOUT)
             _active = self
@@ -435,6 +447,29 @@ LOG {{
         except BaseException:
             self.stop()
             raise
+        self.start_seconds = time.monotonic() - began
+        return self
+
+    def _start_in_namespace(self, began: float) -> Self:
+        """ganesha alone under `prefix`, with a private /run; ready once it logs so."""
+        self.config_path.write_text(self.config_text())
+        private_run = 'mount -t tmpfs kdump-lab-run /run && exec "$@"'
+        with open(self.stdout_path, "ab") as out:
+            self.process = subprocess.Popen(
+                [*self.prefix, "unshare", "--mount", "--propagation", "private",
+                 "sh", "-c", private_run, "sh",
+                 str(GANESHA), "-F", "-f", str(self.config_path), "-L", str(self.log_path),
+                 "-p", str(self.pid_file), "-N", "NIV_EVENT"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        give_up = began + START_TIMEOUT
+        while b"NFS SERVER INITIALIZED" not in (self.log_path.read_bytes()
+                                                if self.log_path.exists() else b""):
+            if self.process.poll() is not None or time.monotonic() > give_up:
+                self.stop()
+                raise NfsServerError(f"ganesha did not start in the namespace; {self.log_path}:\n"
+                                     f"{_tail(self.log_path)}\n{self.stdout_path}:\n"
+                                     f"{_tail(self.stdout_path, 1000)}")
+            time.sleep(0.1)
         self.start_seconds = time.monotonic() - began
         return self
 

@@ -111,7 +111,8 @@ def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
                       timeout_s: int = 420, progress: Callable[[str], None] | None = None,
                       until: Callable[[str], bool] | None = None,
                       capture_cmdline: str = CAPTURE_CMDLINE, network: bool = False,
-                      trigger: Trigger = SYSRQ_CRASH) -> BootResult:
+                      trigger: Trigger = SYSRQ_CRASH, extra_args: Sequence[str] = (),
+                      prefix: Sequence[str] = ()) -> BootResult:
     """Boot the first kernel, load the capture kernel, panic it, let the capture run.
 
     The serial console is kept in workdir/console.log. `until` ends the boot at a console
@@ -126,25 +127,30 @@ def panic_and_capture(kernel: Kernel, capture_initrd: Path, disks: list[Path], w
     panic_initrd = build_panic_initrd(kernel, capture_initrd, capture_cmdline, out, trigger)
     return boot(kernel, panic_initrd, append=FIRST_KERNEL_CMDLINE, disks=disks,
                 timeout_s=timeout_s, log_path=workdir / "console.log", progress=progress,
-                until=until, extra_args=USER_NETWORK if network else ())
+                until=until, extra_args=[*(USER_NETWORK if network else ()), *extra_args],
+                prefix=prefix)
 
 
-def network_dump_dirs(parent: Path) -> list[Path]:
-    """The dump directories a network dump made under parent: <guest-ip>-<date>, RHEL's name."""
+def network_dump_dirs(parent: Path, address: str = GUEST_ADDRESS) -> list[Path]:
+    """The dump directories a network dump made under parent: <guest-ip>-<date>, RHEL's name.
+    `address` is the guest's own (a harness.netlab guest has others than QEMU's 10.0.2.15)."""
     if not parent.is_dir():
         return []
-    return sorted(p for p in parent.iterdir() if p.name.startswith(f"{GUEST_ADDRESS}-"))
+    return sorted(p for p in parent.iterdir() if p.name.startswith(f"{address}-"))
 
 
 @contextlib.contextmanager
-def kill_when_partial_grows(parent: Path, kill: Callable[[], None], threshold: int) -> Iterator[None]:
+def kill_when_partial_grows(parent: Path, kill: Callable[[], None], threshold: int,
+                            address: str = GUEST_ADDRESS) -> Iterator[None]:
     """While the block runs, call kill() once a vmcore-incomplete under parent holds more
-    than threshold bytes: a server that dies in the middle of the dump."""
+    than threshold bytes: a server that dies in the middle of the dump (or any other
+    event a test sets off there, such as a NIC losing its link). `address` as for
+    network_dump_dirs."""
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            for directory in network_dump_dirs(parent):
+            for directory in network_dump_dirs(parent, address):
                 partial = directory / "vmcore-incomplete"
                 if partial.exists() and partial.stat().st_size > threshold:
                     kill()

@@ -54,9 +54,15 @@ class Sshd:
     """One sshd; start() waits for its banner, kill() ends it and its sessions at once."""
 
     def __init__(self, directory: Path, *, sftp: bool = True, host_key_types: tuple[str, ...] = ("ed25519",),
-                 authorized: tuple[ClientKey, ...] = ()) -> None:
+                 authorized: tuple[ClientKey, ...] = (), listen: tuple[str, ...] = ("127.0.0.1",),
+                 prefix: tuple[str, ...] = ()) -> None:
+        """`listen` are the addresses sshd binds; `prefix` runs it elsewhere, e.g. inside a
+        harness.netlab namespace (`lab.prefix`, with `listen` the lab's server addresses),
+        where this process cannot connect: readiness is then read from sshd's log."""
         self.directory = directory
         self.sftp = sftp
+        self.listen = listen
+        self.prefix = prefix
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,7 @@ class Sshd:
     def config_text(self) -> str:
         lines = [
             f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
+            *(f"ListenAddress {address}" for address in self.listen),
             *(f"HostKey {path}" for path in self.host_keys),
             f"PidFile {self.pid_file}",
             f"AuthorizedKeysFile {self.authorized_keys}",
@@ -121,10 +127,11 @@ class Sshd:
         self.port = port
         config = self.directory / "sshd_config"
         config.write_text(self.config_text())
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+            self.process = subprocess.Popen([*self.prefix, SSHD, "-D", "-e", "-f", str(config)],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        if self._wait_for_banner():
+        if self._wait_for_listening(log_start) if self.prefix else self._wait_for_banner():
             return True
         self.kill()
         return False
@@ -141,6 +148,22 @@ class Sshd:
                         return True
             except OSError:
                 time.sleep(0.05)
+        return False
+
+    def _wait_for_listening(self, log_start: int) -> bool:
+        """sshd logs "Server listening on <address> port <port>." for each socket it bound."""
+        assert self.process is not None
+        wanted = [f"Server listening on {address} port {self.port}." for address in self.listen]
+        give_up = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < give_up:
+            with open(self.log, "rb") as log:
+                log.seek(log_start)
+                text = log.read().decode(errors="replace")
+            if all(line in text for line in wanted):
+                return True
+            if self.process.poll() is not None:
+                return False
+            time.sleep(0.05)
         return False
 
     def pids(self) -> list[int]:
