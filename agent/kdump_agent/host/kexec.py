@@ -19,6 +19,7 @@ from ..errors import CommandFailed, KdumpError
 from .cmdline import capture_cmdline
 from .defaults import load_defaults
 from .hostpaths import HostPaths, crash_loaded, crash_size, running_cmdline
+from .netcheck import network_problems
 
 log = logging.getLogger("kdump-agent")
 
@@ -66,7 +67,8 @@ def require_reservation(paths: HostPaths) -> int:
 
 
 def load_problems(plan: LoadPlan, paths: HostPaths) -> list[str]:
-    """Why loading would fail before kexec even runs: no reservation, files missing."""
+    """Why loading would fail before kexec even runs: no reservation, files missing, network
+    parameters the capture kernel would refuse or could not build (host/netcheck.py)."""
     problems: list[str] = []
     try:
         require_reservation(paths)
@@ -77,6 +79,7 @@ def load_problems(plan: LoadPlan, paths: HostPaths) -> list[str]:
     if not os.path.isfile(plan.initrd):
         problems.append(f"the capture initramfs {plan.initrd} does not exist (build it with "
                         "`kdump-agent mkinitrd`)")
+    problems += network_problems(plan.cmdline, plan.initrd)
     return problems
 
 
