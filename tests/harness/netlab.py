@@ -60,12 +60,15 @@ class LabError(RuntimeError):
 class Dns:
     """What the lab's dnsmasq serves besides DHCPv4: a router advertisement for SLAAC
     (`ra`), stateful DHCPv6 (`dhcp6`, RA with the M flag), names answered (name -> its
-    addresses, A and/or AAAA) and the DNS servers DHCP and RA hand out."""
+    addresses, A and/or AAAA), fixed DHCPv4 leases (MAC -> address, so a test knows the
+    guest's address, hence its dump directory's name, beforehand) and the DNS servers DHCP
+    and RA hand out."""
 
     dhcp4: bool = True
     ra: bool = False
     dhcp6: bool = False
     names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    leases: tuple[tuple[str, str], ...] = ()
     dns4: tuple[str, ...] = (SERVER_V4,)
     dns6: tuple[str, ...] = (SERVER_V6,)
 
@@ -192,6 +195,7 @@ class Lab:
             argv += [f"--dhcp-range={DHCP4_RANGE[0]},{DHCP4_RANGE[1]},1h"]
             if dns.dns4:
                 argv += [f"--dhcp-option=option:dns-server,{','.join(dns.dns4)}"]
+            argv += [f"--dhcp-host={mac},{address}" for mac, address in dns.leases]
         if dns.ra or dns.dhcp6:
             argv += ["--enable-ra"]
             if dns.dns6:

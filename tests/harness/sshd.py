@@ -105,10 +105,16 @@ class Sshd:
             lines.append("Subsystem sftp internal-sftp")
         return "\n".join(lines) + "\n"
 
-    def start(self) -> Sshd:
+    def start(self, port: int = 0) -> Sshd:
+        """Listen on a free port, or on `port` (a namespace of the test's own has them all)."""
         if not os.access(SSHD, os.X_OK):
             pytest.skip(f"{SSHD} missing: apt-get install --no-install-recommends openssh-server")
         os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        if port:
+            if self._launch(port):
+                return self
+            raise RuntimeError(f"sshd did not start on port {port}; its log:\n"
+                               f"{self.log.read_text(errors='replace')[-3000:]}")
         for _ in range(5):  # another job may take the free port between probe and bind
             if self._launch(free_port()):
                 return self
