@@ -132,10 +132,15 @@ class Lab:
 
     def _bridge(self, name: str) -> None:
         """A plain bridge, no STP and no forward delay: ports forward as soon as they are up.
-        Its own IPv6 link-local address stays off the guest side (no RA, no DAD noise)."""
+
+        The guest's side of a VLAN lab must not be a way to the servers: without IPv6 there
+        (no link-local address, no neighbour answers) and with arp_ignore=1, the
+        namespace's stack no longer answers ARP there for the servers' addresses, which it
+        would otherwise do on any of its links (Linux's weak host model)."""
         self.ip("link", "add", name, "type", "bridge", "stp_state", "0", "forward_delay", "0")
         if name != SERVER_BRIDGE:
-            _run([*self.prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1"])
+            _run([*self.prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1",
+                  f"net.ipv4.conf.{name}.arp_ignore=1"])
         self.ip("link", "set", name, "up")
 
     def _tap(self, name: str, bridge: str) -> None:
@@ -172,14 +177,13 @@ class Lab:
     def wait_for_line(self, process: subprocess.Popen[bytes], log_path: Path, text: str,
                       timeout: float = READY_TIMEOUT) -> None:
         """Wait until `text` shows in `log_path`; LabError if the process exits or time runs out."""
+        name = next((n for n, p in self._processes if p is process), f"pid {process.pid}")
         give_up = time.monotonic() + timeout
         while text.encode() not in log_path.read_bytes():
             if process.poll() is not None:
-                raise LabError(f"{process.args[4:]!r} exited with status {process.returncode}:\n"
-                               f"{_tail(log_path)}")
+                raise LabError(f"{name} exited with status {process.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > give_up:
-                raise LabError(f"no {text!r} from {process.args[4:]!r} within {timeout:g}s:\n"
-                               f"{_tail(log_path)}")
+                raise LabError(f"no {text!r} from {name} within {timeout:g}s:\n{_tail(log_path)}")
             time.sleep(0.05)
 
     def dnsmasq(self, dns: Dns = Dns()) -> Path:
@@ -211,6 +215,10 @@ class Lab:
         if dns.dhcp4 or dns.dhcp6:
             self.wait_for_line(process, log_path, "sockets bound exclusively")
         return log_path
+
+    def pids(self) -> list[int]:
+        """The pids of the processes the lab started and has not stopped yet."""
+        return [process.pid for _, process in self._processes]
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         """SIGTERM one process the lab started (SIGKILL if it lingers) and reap it."""
