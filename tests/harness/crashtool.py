@@ -128,7 +128,7 @@ def open_dump(vmlinux: Path, vmcore: Path, timeout_s: float = CRASH_TIMEOUT_S) -
         except subprocess.TimeoutExpired as expired:
             printed = _text(expired.stdout) + _text(expired.stderr)
             raise AssertionError(f"crash did not finish on {vmcore} within {timeout_s:.0f} s; "
-                                 f"it printed:\n{printed[-4000:]}") from None
+                                 f"it printed:\n{printed[-4000:] or '(nothing)'}") from None
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise AssertionError(f"crash exited {proc.returncode} on {vmcore}:\n{output[-4000:]}")
