@@ -83,7 +83,8 @@ def _resolved(host: str, recorded: str | None) -> str:
 
 
 def _literal(host: str) -> str | None:
+    """host itself when it is an IPv4 or IPv6 address (compressed), None for a name."""
     try:
-        return str(ipaddress.IPv4Address(host))
+        return str(ipaddress.ip_address(host))
     except ValueError:
         return None
