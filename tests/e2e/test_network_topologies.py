@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from harness.crashtool import assert_crash_opens, fetch_vmlinux
 from harness.dumps import assert_good_dump, dump_on_host
+from harness.guest import BootResult
 from harness.kernels import Kernel
 from harness.netlab import DHCP6_RANGE, LAB_NAME, SERVER_V4, SERVER_V6, Dns, Lab, nic_mac
 from harness.nfs_server import NfsServer
@@ -131,6 +133,13 @@ def new_dump_dirs(parent: Path, before: set[Path]) -> list[Path]:
                   if p not in before and parse_dump_dir_name(p.name) is not None)
 
 
+def the_new_dump(parent: Path, before: set[Path], result: BootResult) -> Path:
+    """The one dump directory the boot made under parent."""
+    made = new_dump_dirs(parent, before)
+    assert len(made) == 1, f"dump directories made under {parent}: {made}\n{result.tail()}"
+    return made[0]
+
+
 def existing(parent: Path) -> set[Path]:
     return set(parent.iterdir()) if parent.is_dir() else set()
 
@@ -176,17 +185,18 @@ def test_smoke_dhcp_on_one_lab_nic_to_ssh(
                                    timeout_s=BOOT_TIMEOUT)
         server.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(dumps, before)
+    dump = the_new_dump(dumps, before, result)
     manifest = check_dump(dump, tmp_path, BOND_ADDRESS)
     assert "via DHCP" in network_detail(manifest)
 
 
 def test_bond_active_backup_survives_losing_the_active_leg_mid_dump(
         kernel: Kernel, ssh_initrd: tuple[Path, Path], sshd_in: Any, tmp_path: Path,
-        console_logs: list[Path]) -> None:
+        cache_dir: Path, console_logs: list[Path]) -> None:
     """Case 1: active-backup over two taps. Once the dump's partial file on the server holds
     a few MiB, QMP's set_link takes the active leg (eth0: the first slave, no `primary`)
-    down; miimon notices, eth1 takes over, the SSH stream goes on and the dump completes."""
+    down; miimon notices, eth1 takes over, the SSH stream goes on, the dump completes and
+    crash opens it."""
     initrd, dumps = ssh_initrd
     qmp = tmp_path / "qmp.sock"
     with Lab(tmp_path / "lab", nics=2) as lab:
@@ -207,13 +217,16 @@ def test_bond_active_backup_survives_losing_the_active_leg_mid_dump(
                 timeout_s=BOOT_TIMEOUT)
         server.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(dumps, before)
+    dump = the_new_dump(dumps, before, result)
     manifest = check_dump(dump, tmp_path, BOND_ADDRESS)
     assert "bond0" in network_detail(manifest)
     # The kernel's bonding driver on the capture console: the leg went, the other took over.
     assert "(slave eth0): link status definitely down" in result.console, result.tail()
     assert "(slave eth1): making interface the new active one" in result.console, result.tail()
-    assert result.console.index("link status definitely down") > result.console.index("COLLECT")
+    down = result.console.index("link status definitely down")
+    assert result.console.index("state SAVE_DMESG: done") < down < result.console.index(
+        "state COLLECT: done"), "the leg went down outside COLLECT"
+    assert_crash_opens(fetch_vmlinux(kernel, cache_dir), dump / "vmcore", kernel)
 
 
 def test_vlan_on_a_balance_xor_bond_to_nfs(kernel: Kernel, nfs_initrd: Path, tmp_path: Path,
@@ -238,7 +251,7 @@ def test_vlan_on_a_balance_xor_bond_to_nfs(kernel: Kernel, nfs_initrd: Path, tmp
         finally:
             server.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(server.export_path / "var" / "crash", set())
+    dump = the_new_dump(server.export_path / "var" / "crash", set(), result)
     manifest = check_dump(dump, tmp_path, BOND_ADDRESS)
     assert "bond0.77" in network_detail(manifest)
     assert manifest["target"]["fstype"] == "nfs4"
@@ -270,7 +283,7 @@ def test_bridge_with_static_dual_stack_to_a_name_with_a_and_aaaa(
             extra_args=lab.qemu_nic_args(), prefix=lab.prefix, timeout_s=BOOT_TIMEOUT)
         server.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(dumps, before)
+    dump = the_new_dump(dumps, before, result)
     local = parse_dump_dir_name(dump.name)
     assert local is not None and local.host in (STATIC_V4, STATIC_V6), dump.name
     manifest = check_dump(dump, tmp_path, local.host)
@@ -301,7 +314,7 @@ def test_ipv6_only_slaac_to_ssh(kernel: Kernel, ssh_initrd: tuple[Path, Path], s
                                    timeout_s=BOOT_TIMEOUT)
         server.stop()
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(dumps, before)
+    dump = the_new_dump(dumps, before, result)
     manifest = check_dump(dump, tmp_path, SLAAC_ADDRESS)
     assert manifest["target"]["server_address"] == SERVER_V6
 
@@ -324,7 +337,7 @@ def test_ipv6_only_dhcp6_to_nfs(kernel: Kernel, nfs_initrd: Path, tmp_path: Path
             server.stop()
         leases = dnsmasq_log.read_text(errors="replace")
     assert not result.timed_out, result.tail()
-    (dump,) = new_dump_dirs(server.export_path / "var" / "crash", set())
+    dump = the_new_dump(server.export_path / "var" / "crash", set(), result)
     local = parse_dump_dir_name(dump.name)
     assert local is not None
     low, high = (ipaddress.IPv6Address(a) for a in DHCP6_RANGE)
