@@ -118,8 +118,8 @@ class _Walker:
         if kind is None and message["ifi_type"] == ARPHRD_INFINIBAND:
             what = f"an InfiniBand NIC: {_BUILT} over Ethernet NICs; {_INSTEAD}"
         elif kind is None:
-            return KdumpError(f"the route to {self.target} leaves through {name}, which is not an Ethernet NIC "
-                              f"(link type {message['ifi_type']})")
+            return KdumpError(f"the route to {self.target} leaves through {name}, which is not an Ethernet "
+                              f"NIC (link type {message['ifi_type']})")
         else:
             what = _REFUSED.get(kind, f"a {kind} device: {_BUILT}; {_INSTEAD}")
         return KdumpError(f"the route to {self.target} goes through {name}, {what}")

@@ -129,7 +129,8 @@ class HostRecord:
             raise KdumpError(f"{RECORD_NAME}: ipv6 static, but no IPv6 addresses")
         return cls(
             host=host, target=_address(target, f"{RECORD_NAME}: target"), interface=interface, mac=mac,
-            mtu=mtu, addresses=cidrs, gateway=_address(gateway, f"{RECORD_NAME}: gateway", 4) if gateway else None,
+            mtu=mtu, addresses=cidrs,
+            gateway=_address(gateway, f"{RECORD_NAME}: gateway", 4) if gateway else None,
             dns=tuple(_address(str(server), f"{RECORD_NAME}: dns") for server in dns), dhcp=dhcp,
             hostname=hostname, links=links, nic_macs=nic_macs, ipv6=ipv6,
             gateway6=_address(gateway6, f"{RECORD_NAME}: gateway6", 6) if gateway6 else None,
@@ -225,7 +226,8 @@ def _links(data: list[Any], nic_macs: tuple[tuple[str, str], ...]) -> tuple[Virt
             raise KdumpError(f"{what}: members should be a non-empty list of names")
         strange = [member for member in members if member not in known]
         if strange:
-            raise KdumpError(f"{what}: member {strange[0]!r} is neither an earlier link nor a NIC of nic_macs")
+            raise KdumpError(f"{what}: member {strange[0]!r} is neither an earlier link nor a NIC of "
+                             f"nic_macs")
         if not all(isinstance(value, str) for value in options.values()):
             raise KdumpError(f"{what}: option values should be strings")
         if kind == "vlan":
@@ -271,7 +273,8 @@ def record_host_route(host: str, target_address: str, *, resolv_conf: str = DEFA
         routes4 = [r for r in ipr.route("dump", family=socket.AF_INET) if r.get("RTA_OIF") == index]
         routes6 = [r for r in ipr.route("dump", family=socket.AF_INET6) if r.get("RTA_OIF") == index]
     source = route.get("RTA_PREFSRC")
-    cidrs = [sorted((_cidr(a) for a in found), key=lambda cidr: cidr.split("/")[0] != source) for found in (v4, v6)]
+    cidrs = [sorted((_cidr(a) for a in found), key=lambda cidr: cidr.split("/")[0] != source)
+             for found in (v4, v6)]
     ipv6 = _ipv6_method(v6)
     on_target_family = route.get("RTA_GATEWAY")
     record = HostRecord(
