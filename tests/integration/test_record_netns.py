@@ -41,7 +41,8 @@ from kdump_agent.network import record
 
 request = json.loads(sys.argv[1])
 try:
-    found = record.record_host_route("dumps.example", request["target"], resolv_conf=request["resolv_conf"],
+    found = record.record_host_route("dumps.example", request["target"],
+                                     resolv_conf=request["resolv_conf"],
                                      stand_in_nics=request["stand_in_nics"])
     print(json.dumps({"result": json.loads(found.as_json()), "described": found.described()}))
 except KdumpError as error:
@@ -50,7 +51,8 @@ except KdumpError as error:
 
 
 def ip(namespace: str, *args: str) -> None:
-    done = subprocess.run(["ip", "-n", namespace, *args], check=False, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["ip", "-n", namespace, *args], check=False, capture_output=True, text=True,
+                          timeout=30)
     assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
 
 
@@ -60,13 +62,16 @@ class Host:
     def __init__(self, name: str, work: Path) -> None:
         self.name = name
         self.resolv_conf = work / "resolv.conf"
-        self.resolv_conf.write_text("nameserver 127.0.0.53\nnameserver 192.168.178.53\nnameserver fd00:178::53\n")
+        self.resolv_conf.write_text("nameserver 127.0.0.53\nnameserver 192.168.178.53\n"
+                                    "nameserver fd00:178::53\n")
 
     def record(self, target: str, stand_in_nics: tuple[str, ...] = ()) -> dict[str, Any]:
-        request = {"target": target, "resolv_conf": str(self.resolv_conf), "stand_in_nics": list(stand_in_nics)}
+        request = {"target": target, "resolv_conf": str(self.resolv_conf),
+                   "stand_in_nics": list(stand_in_nics)}
         argv = ["ip", "netns", "exec", self.name, sys.executable, "-c", IN_NAMESPACE, json.dumps(request)]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(AGENT)}
-        done = subprocess.run(argv, check=False, capture_output=True, text=True, env=env, timeout=CHILD_SECONDS)
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, env=env,
+                              timeout=CHILD_SECONDS)
         assert done.returncode == 0, done.stderr
         outcome: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
         return outcome
@@ -119,7 +124,8 @@ def test_bridge_over_a_nic_records_links_macs_both_families_and_the_ipv6_gateway
 def test_ipv4_target_over_the_bridge_finds_the_same_stack(host: Host) -> None:
     build_bridge(host.name)
     record = host.record("10.99.0.1", stand_in_nics=("uplink0",))["result"]
-    assert (record["interface"], record["gateway"], record["gateway6"]) == ("kbr0", "192.168.178.1", "fe80::1")
+    assert record["interface"] == "kbr0"
+    assert (record["gateway"], record["gateway6"]) == ("192.168.178.1", "fe80::1")
     assert [link["members"] for link in record["links"]] == [["uplink0"]]
 
 
