@@ -53,7 +53,8 @@ try:
                                   resolv_conf=request["resolv_conf"])
     else:
         result = record.record_host_route(request["host"], request["target"],
-                                          resolv_conf=request["resolv_conf"]).as_json()
+                                          resolv_conf=request["resolv_conf"],
+                                          stand_in_nics=request["stand_in_nics"]).as_json()
     outcome = {"result": result}
 except KdumpError as error:
     outcome = {"error": str(error)}
@@ -223,7 +224,8 @@ def test_record_host_route_describes_the_nic_that_reaches_the_target(namespaces:
     resolv_conf = namespaces.work / "host-resolv.conf"
     resolv_conf.write_text(f"nameserver 127.0.0.53\nnameserver {SERVER_DNS}\n")
     outcome = namespaces.run({"call": "record", "host": "dumps.example", "target": SERVER,
-                              "resolv_conf": str(resolv_conf)}, CHILD_GRACE_SECONDS)
+                              "resolv_conf": str(resolv_conf), "stand_in_nics": ["cli0"]},  # a veth
+                             CHILD_GRACE_SECONDS)
     record = json.loads(outcome["result"])
     assert {k: v for k, v in record.items() if k != "hostname"} == {
         "host": "dumps.example", "target": SERVER, "interface": "cli0", "mac": namespaces.client_mac,

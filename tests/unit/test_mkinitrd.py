@@ -18,6 +18,7 @@ from kdump_agent.errors import CommandFailed, KdumpError
 from kdump_agent.host import mkinitrd as mk
 from kdump_agent.host import stackpack
 from kdump_agent.host.stack import Found
+from kdump_agent.network.plan import VirtualLink
 from kdump_agent.network.record import HostRecord
 from kdump_agent.storage.base import Stack
 from kdump_agent.storage.lvm import LvmVolume
@@ -151,6 +152,45 @@ def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(
     assert argv[argv.index("--add-drivers") + 1] == "nfs nfsv3 nfsv4 virtio_net virtio_pci"
     written = Path(built.env["KDUMP_AGENT_NETWORK"]).read_text()
     assert '"host": "filer.example"' in written and '"target": "192.0.2.9"' in written
+
+
+
+def test_hostonly_packs_the_drivers_of_every_nic_under_a_bridge_and_the_link_modules(
+        tmp_path: Path, mocker: Any, caplog: Any) -> None:
+    bond = VirtualLink(kind="bond", name="bond0", members=("ens3", "ens4"), options=(("mode", "802.3ad"),))
+    vlan = VirtualLink(kind="vlan", name="bond0.10", members=("bond0",), options=(("id", "10"),))
+    bridge = VirtualLink(kind="bridge", name="br0", members=("bond0.10",))
+    record = HostRecord(host="fd00::9", target="fd00::9", interface="br0", mac="52:54:00:00:00:b1", mtu=1500,
+                        addresses=("fd00::5/64",), gateway=None, dns=(), dhcp=False, hostname="h",
+                        links=(bond, vlan, bridge), ipv6="static", gateway6="fe80::1",
+                        nic_macs=(("ens3", "52:54:00:00:00:03"), ("ens4", "52:54:00:00:00:04")))
+    mocker.patch("kdump_agent.host.netpack.record_host_route", return_value=record)
+    drivers = {"ens3": ["e1000e"], "ens4": ["igb", "e1000e"]}
+    nic_drivers = mocker.patch("kdump_agent.host.netpack.nic_drivers", side_effect=lambda nic: drivers[nic])
+    with caplog.at_level("INFO", logger="kdump-agent"):
+        built = plan_with("nfs [fd00::9]:/export\n", tmp_path, [])  # an IPv6 NFS server is fine now
+    argv = built.argv
+    assert argv[argv.index("--add-drivers") + 1] == "nfs nfsv3 nfsv4 e1000e igb bonding 8021q bridge"
+    assert [call.args[0] for call in nic_drivers.call_args_list] == ["ens3", "ens4"]  # not br0
+    assert ("fd00::9 is reached through br0 (bridge: bond0.10 (VLAN 10 on bond0 (802.3ad: ens3, ens4))); "
+            "fd00::5/64") in caplog.text
+
+
+def test_hostonly_single_nic_packs_its_driver_and_no_link_module(tmp_path: Path, mocker: Any) -> None:
+    record = HostRecord(host="filer.example", target="192.0.2.9", interface="ens3", mac="52:54:00:12:34:56",
+                        mtu=1500, addresses=(), gateway=None, dns=(), dhcp=True, hostname="h")
+    mocker.patch("kdump_agent.network.bringup.resolve", return_value="192.0.2.9")
+    mocker.patch("kdump_agent.host.netpack.record_host_route", return_value=record)
+    mocker.patch("kdump_agent.host.netpack.nic_drivers", return_value=["virtio_net"])
+    argv = plan_with("nfs filer.example:/export\n", tmp_path, []).argv
+    assert argv[argv.index("--add-drivers") + 1] == "nfs nfsv3 nfsv4 virtio_net"
+
+
+def test_generic_image_warns_that_link_modules_go_in_extra_modules(tmp_path: Path, caplog: Any) -> None:
+    with caplog.at_level("WARNING", logger="kdump-agent"):
+        plan_with("nfs filer.example:/export\ndracut_args --no-hostonly\n", tmp_path, [])
+    assert "knows no NIC driver" in caplog.text
+    assert "bond=, vlan= or bridge= on the capture command line need bonding, 8021q or bridge" in caplog.text
 
 
 # ---- where `path` really is: symlinks and bind mounts ---------------------------------------

@@ -4,7 +4,9 @@
   the server now, for a capture kernel whose command line has no `ip=`, plus the server's
   name and the address it resolved to here, the fallback when DNS fails in the capture
   kernel. Only in hostonly mode: a generic image is not for this machine.
-- The NIC's driver, and the NFS client modules for an NFS target.
+- The drivers of the physical NICs under the route (every slave of a bond, every port of
+  a bridge), the bonding, 8021q and bridge modules when the record has such links, and
+  the NFS client modules for an NFS target.
 - For SSH: the key file `sshkey` names (checked to be a usable key without passphrase)
   and the server's host key, pinned from this host's known_hosts files. A server whose key
   is not known here is refused now, not in the capture kernel after a crash.
@@ -21,8 +23,7 @@ from pathlib import Path
 from ..config import Config
 from ..errors import KdumpError
 from ..network import bringup
-from ..network.record import record_host_route
-from ..targets.netspec import parse_nfs_spec
+from ..network.record import HostRecord, record_host_route
 from ..targets.nfs import NfsTarget
 from ..targets.sshdest import SshDestination
 from .blockdev import nic_drivers
@@ -61,8 +62,6 @@ def network_pack(config: Config, *, hostonly: bool, known_hosts_files: Sequence[
     if isinstance(server, NfsTarget):
         host = server.server
         pack.drivers += NFS_MODULES
-        if ":" in parse_nfs_spec(server.spec)[0]:
-            raise KdumpError(f"{where}: IPv6 NFS servers are not supported by this version")
     elif isinstance(server, SshDestination):
         host = server.host
         pack.key_path, pack.known_hosts = _ssh_files(server, where, known_hosts_files)
@@ -73,13 +72,28 @@ def network_pack(config: Config, *, hostonly: bool, known_hosts_files: Sequence[
         address = _resolve_here(host, where)
         record = record_host_route(host, address)
         pack.record = record.as_json()
-        pack.drivers += [d for d in nic_drivers(record.interface) if d not in pack.drivers]
-        log.info("%s is %s, reached through %s (%s)", host, address, record.interface,
-                 "DHCP" if record.dhcp else ", ".join(record.addresses))
+        plan = record.plan()
+        for module in [*(d for nic in plan.nics() for d in nic_drivers(nic)), *plan.modules()]:
+            if module not in pack.drivers:
+                pack.drivers.append(module)
+        named = address if host == address else f"{host} ({address})"
+        log.info("%s is reached through %s; %s", named, record.described(), _addressing(record))
     elif not config.extra_modules:
         log.warning("%s: a generic (--no-hostonly) image knows no NIC driver: name yours in "
-                    "extra_modules (virtio_net, e1000e, ...) unless it is built into the kernel", where)
+                    "extra_modules (virtio_net, e1000e, ...) unless it is built into the kernel; "
+                    "bond=, vlan= or bridge= on the capture command line need bonding, 8021q or bridge "
+                    "there too", where)
     return pack
+
+
+def _addressing(record: HostRecord) -> str:
+    """How the record's top link gets its addresses, for the log."""
+    parts = ["DHCP" if record.dhcp else ", ".join(a for a in record.addresses if ":" not in a)]
+    if record.ipv6 == "static":
+        parts.append(", ".join(a for a in record.addresses if ":" in a))
+    elif record.ipv6:
+        parts.append(record.ipv6)
+    return "; ".join(part for part in parts if part)
 
 
 def _resolve_here(host: str, where: str) -> str:
