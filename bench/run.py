@@ -11,7 +11,10 @@ in the same run, because this machine's timings drift from run to run.
    harness.stacks; the image as a hostonly build makes it: lvm packed, the LV recorded) and
    with an SSH target (OpenSSH on this host's loopback, reached by the guest as
    10.0.2.2 through QEMU's user-mode network; the dump counts once the server holds a
-   vmcore the crashed kernel's log reads back from).
+   vmcore the crashed kernel's log reads back from), and with SSH over VLAN 77 on a
+   balance-xor bond of two NICs (a harness.netlab namespace: sshd, dnsmasq and QEMU inside
+   it, the VLAN terminated by harness.vlan_relay). `bench/run.py bond-vlan` measures that
+   floor alone.
 2. Time: panic -> dump saved -> reboot, median of several boots, ours vs the baseline; and
    the agent's own start-up (the initramfs hook's kernel-log line to the agent's first).
    SSH vs local: the same total, and the COLLECT state alone, where the transfer happens.
@@ -52,12 +55,14 @@ from harness.disks import make_disk, replay_journal
 from harness.dumps import Dump, dump_on_host, dump_problems, find_dumps, manifest_of, panic_problems
 from harness.guest import boot
 from harness.kernels import Kernel, fetch_kernel
+from harness.netlab import SERVER_V4, Dns, Lab, nic_mac
 from harness.panic_initrd import build_panic_initrd
 from harness.scenario import (
     BINARY,
     CAPTURE_CMDLINE,
     CAPTURE_IMAGES,
     DHCP_CMDLINE,
+    GUEST_ADDRESS,
     HOST_FROM_GUEST,
     LEAN_DRACUT_ARGS,
     REPO,
@@ -90,6 +95,10 @@ LVM_RECORD = json.dumps({"target": [{"kind": "lvm", "vg": stacks.VG, "lv": stack
 # session set-up, ~0.2 s of ~0.45 s).
 STREAM_COLLECTOR = ["makedumpfile", "-F", "-d", "0"]
 MIB = 1 << 20
+BOND_VLAN_ADDRESS = "10.77.0.10"  # the lab's fixed lease for the bond's MAC (its first NIC's)
+BOND_VLAN_CMDLINE = (f"{CAPTURE_CMDLINE} ifname=eth0:{nic_mac(0)} ifname=eth1:{nic_mac(1)} "
+                     "bond=bond0:eth0,eth1:mode=balance-xor,xmit_hash_policy=layer2+3 "
+                     "vlan=bond0.77:bond0 ip=bond0.77:dhcp")
 
 
 class Target(Protocol):
@@ -140,16 +149,18 @@ class LvmLogicalVolume:
 
 
 class SshServer:
-    """The host's sshd; the dump directory is the one a boot added under `dumps`."""
+    """An sshd; the dump directory is the one a boot added under `dumps`, named after the
+    guest's `address`. The host's sshd is reached through QEMU's user-mode network; a lab's
+    (`network=False`) through the lab's taps, which the variant's extra_args attach."""
 
-    network = True
-
-    def __init__(self, dumps: Path) -> None:
+    def __init__(self, dumps: Path, address: str = GUEST_ADDRESS, network: bool = True) -> None:
         self.dumps = dumps
+        self.address = address
+        self.network = network
         self._before: set[Path] = set()
 
     def _dirs(self) -> set[Path]:
-        return set(network_dump_dirs(self.dumps))
+        return set(network_dump_dirs(self.dumps, self.address))
 
     def attach(self, workdir: Path) -> list[Path]:
         self._before = self._dirs()
@@ -169,6 +180,8 @@ class Variant:
     succeeded: Callable[[str], bool]  # on the console
     target: Target
     capture_cmdline: str = CAPTURE_CMDLINE
+    extra_args: tuple[str, ...] = ()  # more QEMU arguments: a lab's NICs
+    prefix: tuple[str, ...] = ()  # QEMU's command prefix: a lab's namespace
     # What is wrong with the dump read back ([] when it is good): harness.dumps' check for
     # the agent; the baseline saves no record, so only its vmcore and log are judged.
     problems: Callable[[Dump, Path], list[str]] = dump_problems
@@ -260,7 +273,8 @@ def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir
     disks = variant.target.attach(workdir)
     result = boot(kernel, panic, append=f"console=ttyS0 crashkernel={crashkernel_mib}M panic=1",
                   disks=disks, timeout_s=BOOT_TIMEOUT_S, log_path=workdir / "console.log",
-                  extra_args=USER_NETWORK if variant.target.network else ())
+                  extra_args=[*(USER_NETWORK if variant.target.network else ()), *variant.extra_args],
+                  prefix=variant.prefix)
     panicked = result.at("KDUMP-TEST: panicking")
     dump = variant.target.fetch(workdir, disks)
     dump_dir = dump.local_copy if dump else None
@@ -297,6 +311,34 @@ def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int |
         else:
             low = middle
     return CRASHKERNEL_STEPS_MIB[high], runs
+
+
+def bond_vlan_floor(kernel: Kernel, key: ClientKey, work: Path) -> tuple[int | None, list[Run]]:
+    """The memory floor of an SSH dump over VLAN 77 on a balance-xor bond (two NICs, DHCP):
+    what the bonding and 8021q modules, the links and the bring-up cost the capture kernel.
+    One lab for the whole bisection; its sshd listens on 10.77.0.1:22 inside the namespace."""
+    with Lab(work / "lab", nics=2, vlan=77) as lab:
+        lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_VLAN_ADDRESS),)))
+        server = Sshd(work / "sshd", authorized=(key,), listen=(SERVER_V4,),
+                      prefix=tuple(lab.prefix)).start(port=22)
+        try:
+            dumps = work / "dumps"
+            known_hosts = server.known_hosts(work / "known_hosts", "ed25519", name=SERVER_V4)
+            config = "\n".join([f"ssh root@{SERVER_V4}", f"sshkey {key.path}", f"path {dumps}",
+                                "extra_modules virtio_net bonding 8021q", LEAN_DRACUT_ARGS,
+                                "failure_action poweroff", ""])
+            image = build_capture_initrd(kernel, config, work, packed=[key.path, known_hosts],
+                                         mkinitrd_args=["--known-hosts", str(known_hosts)])
+            variant = Variant("kdump-agent-bond-vlan", image, lambda console: "dump saved in" in console,
+                              SshServer(dumps, BOND_VLAN_ADDRESS, network=False),
+                              capture_cmdline=BOND_VLAN_CMDLINE, extra_args=tuple(lab.qemu_nic_args()),
+                              prefix=tuple(lab.prefix))
+            try:
+                return memory_floor(kernel, variant, work)
+            finally:
+                image.unlink(missing_ok=True)  # this run's keys only: no later run could reuse it
+        finally:
+            server.stop()
 
 
 def kernel_log_seconds(text: str, marker: str) -> float | None:
@@ -468,11 +510,15 @@ def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run]
     }
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     started = time.monotonic()
     kernel = fetch_kernel()
     work = Path(tempfile.mkdtemp(prefix="kdump-bench."))
     log(f"kernel {kernel.kver}; work in {work}")
+    if argv == ["bond-vlan"]:
+        floor, _ = bond_vlan_floor(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "bond-vlan")
+        print(f"memory floor, kdump-agent (SSH over VLAN on a bond): {floor} MiB")
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         ours_image = build_capture_initrd(kernel, OURS_CONFIG, Path(scratch))
     baseline_image = build_baseline(kernel)
@@ -500,6 +546,8 @@ def main() -> int:
         floor_runs: dict[str, list[Run]] = {}
         for key, variant in (("baseline", baseline), ("local", ours), ("lvm", on_lvm), ("ssh", over_ssh)):
             floors[key], floor_runs[key] = memory_floor(kernel, variant, work / variant.name)
+        floors["bond_vlan"], floor_runs["bond_vlan"] = bond_vlan_floor(kernel, client_key,
+                                                                        work / "bond-vlan")
 
         timings: dict[str, list[Run]] = {}
         for variant in (baseline, ours, over_ssh):
@@ -525,7 +573,7 @@ def main() -> int:
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True, check=False).stdout.strip(),
         "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "lvm": floors["lvm"],
-                      "ssh": floors["ssh"]},
+                      "ssh": floors["ssh"], "bond_vlan": floors["bond_vlan"]},
         "time": {"baseline_s": base_s, "ours_s": ours_s, "ratio": ratio(ours_s, base_s),
                  "runs": TIME_RUNS, "crashkernel_mib": TIME_AT_MIB,
                  "agent_startup_s": median(startups)},
@@ -570,6 +618,7 @@ def print_table(report: dict[str, Any]) -> None:
          f"{floor['local']} MiB ({goal(floor['local'], 'floor_local_mib')})"),
         ("memory floor, kdump-agent (LVM)", f"{floor.get('lvm')} MiB"),
         ("memory floor, kdump-agent (SSH)", f"{floor['ssh']} MiB ({goal(floor['ssh'], 'floor_ssh_mib')})"),
+        ("memory floor, kdump-agent (SSH, VLAN on a bond)", f"{floor.get('bond_vlan')} MiB"),
         ("panic to reboot, baseline", f"{timing['baseline_s']} s"),
         ("panic to reboot, kdump-agent (local)",
          f"{timing['ours_s']} s (ratio {timing['ratio']}, {goal(timing['ratio'], 'time_ratio')})"),
@@ -610,4 +659,4 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
