@@ -135,7 +135,7 @@ def _cmdline_parameters(cmdline: str) -> list[tuple[str, str]]:
     parameters = []
     for word in _CMDLINE_WORD.findall(cmdline):
         key, sep, value = word.replace('"', "").partition("=")
-        if sep:
+        if sep or key in ("bond", "bridge"):  # dracut's bare `bond` and `bridge`: the defaults
             parameters.append((key, value))
     return parameters
 
