@@ -44,8 +44,8 @@ def bond(name: str = "bond0", members: tuple[str, ...] = ("eth0", "eth1"), *opti
     ("bond=bond0:ens3,ens4:miimon=100,mode=4,lacp_rate=fast,xmit_hash_policy=layer3+4:9000",
      bond("bond0", ("ens3", "ens4"), ("mode", "802.3ad"), ("miimon", "100"), ("lacp_rate", "fast"),
           ("xmit_hash_policy", "layer3+4"), mtu=9000)),
-    ("bond=bond0:ens3,ens4:mode=active-backup,arp_interval=200,arp_ip_target=10.0.0.1;10.0.0.2,"
-     "fail_over_mac=active",
+    (("bond=bond0:ens3,ens4:mode=active-backup,arp_interval=200,arp_ip_target=10.0.0.1;10.0.0.2,"
+     "fail_over_mac=active"),
      bond("bond0", ("ens3", "ens4"), ("mode", "active-backup"), ("arp_interval", "200"),
           ("arp_ip_target", "10.0.0.1 10.0.0.2"), ("fail_over_mac", "active"))),
 ], ids=lambda value: value if isinstance(value, str) else "")
@@ -83,7 +83,8 @@ def test_bond_errors_name_the_parameter_and_the_option(cmdline: str, reason: str
 ])
 def test_vlan_id_comes_from_the_name_as_dracut_reads_it(name: str, parent: str, vid: int) -> None:
     found = parsed(f"vlan={name}:{parent} ip={name}:dhcp")
-    assert found.links == (VirtualLink(kind="vlan", name=name, members=(parent,), options=(("id", str(vid)),)),)
+    assert found.links == (VirtualLink(kind="vlan", name=name, members=(parent,), options=(("id",
+                                                                                            str(vid)),)),)
     assert found.links[0].vlan_id == vid
 
 
@@ -106,7 +107,7 @@ def test_bridge_alone_is_br0_over_eth0() -> None:
 
 def test_a_vlan_on_a_bond_under_a_bridge_is_ordered_bottom_first() -> None:
     found = parsed("bridge=br0:bond0.10 vlan=bond0.10:bond0 bond=bond0:ens3,ens4:mode=1 "
-                   f"ip=br0:dhcp ifname=ens3:52:54:00:00:00:03 ifname=ens4:52:54:00:00:00:04")
+                   "ip=br0:dhcp ifname=ens3:52:54:00:00:00:03 ifname=ens4:52:54:00:00:00:04")
     assert [link.name for link in found.links] == ["bond0", "bond0.10", "br0"]
     assert found.nic_macs == (("ens3", "52:54:00:00:00:03"), ("ens4", "52:54:00:00:00:04"))
     assert found.mac is None and found.modules() == ("bonding", "8021q", "bridge")
@@ -172,7 +173,8 @@ def test_ipv6_and_dual_stack_forms(cmdline: str, expected: NetworkPlan) -> None:
     ("ip=eth0:dhcp ip=eth0:dhcp", "ip=eth0:dhcp, ip=eth0:dhcp", "two IPv4 methods"),
     ("ip=eth0:auto6 ip=eth0:dhcp6", "ip=eth0:auto6, ip=eth0:dhcp6", "two IPv6 methods"),
     ("ip=eth0:dhcp ip=eth1:auto6", "ip=eth0:dhcp, ip=eth1:auto6", "one interface"),
-    ("ip=eth0:dhcp:1500 ip=eth0:auto6:9000", "ip=eth0:dhcp:1500, ip=eth0:auto6:9000", "different host names or MTUs"),
+    ("ip=eth0:dhcp:1500 ip=eth0:auto6:9000", "ip=eth0:dhcp:1500, ip=eth0:auto6:9000",
+     "different host names or MTUs"),
     ("ip=[fd00::5]::[fd00::1]:129::eth0:none", "ip=[fd00::5]", "not a netmask"),
     ("ip=[fd00::5]::[fd00::1]:::eth0:none", "ip=[fd00::5]", "needs <mask>"),
     ("ip=[fd00::zz]::[fd00::1]:64::eth0:none", "ip=[fd00::zz]", "not an IP address"),
@@ -187,7 +189,8 @@ def test_ipv6_errors_name_the_parameters(cmdline: str, named: str, reason: str) 
 # --- choose_plan with links ---------------------------------------------------------------
 
 
-RECORDED_BOND = plan(interface="bond0", dhcp=True, links=(bond("bond0", ("ens3", "ens4"), ("mode", "active-backup")),),
+RECORDED_BOND = plan(interface="bond0", dhcp=True, links=(bond("bond0", ("ens3", "ens4"), ("mode",
+                                                                                           "active-backup")),),
                      nic_macs=(("ens3", "52:54:00:00:00:03"), ("ens4", "52:54:00:00:00:04")))
 
 
@@ -201,7 +204,8 @@ def test_choose_plan_lends_the_record_macs_of_nics_with_the_same_names() -> None
 def test_choose_plan_keeps_the_command_line_macs() -> None:
     chosen = choose_plan(parsed("bond=bond0:ens3,ens4 ip=bond0:dhcp ifname=ens3:52:54:00:00:00:99"),
                          RECORDED_BOND)
-    assert chosen is not None and dict(chosen.nic_macs) == {"ens3": "52:54:00:00:00:99", "ens4": "52:54:00:00:00:04"}
+    assert chosen is not None and dict(chosen.nic_macs) == {"ens3": "52:54:00:00:00:99",
+                                                            "ens4": "52:54:00:00:00:04"}
 
 
 def test_choose_plan_gives_bare_ip_the_recorded_path() -> None:
