@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from kdump_agent.network.cmdline import parse_cmdline
 from kdump_agent.network.plan import NetworkPlan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 SERVER = "192.168.177.1"
 SERVER_DNS = "192.168.177.53"
+SERVER6 = "fd00:177::1"
+PREFIX6 = "fd00:177::"
 DHCP_RANGE = ("192.168.177.50", "192.168.177.60")
 UNREACHABLE = "10.99.0.1"  # no route to it anywhere in the namespaces
 # The child gets the bring-up deadline plus this before it is killed: a hang fails the test.
@@ -48,6 +51,10 @@ start = time.monotonic()
 try:
     if request["call"] == "bring_up":
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in request["plan"].items()}
+        fields["links"] = tuple(plan.VirtualLink(**{k: tuple(map(tuple, v)) if k == "options" else
+                                                    tuple(v) if isinstance(v, list) else v
+                                                    for k, v in link.items()}) for link in fields["links"])
+        fields["nic_macs"] = tuple(map(tuple, fields["nic_macs"]))
         result = bringup.bring_up(plan.NetworkPlan(**fields), request["target"],
                                   link_delay=request["link_delay"], deadline=request["deadline"],
                                   resolv_conf=request["resolv_conf"])
@@ -60,6 +67,29 @@ except KdumpError as error:
     outcome = {"error": str(error)}
 outcome["seconds"] = time.monotonic() - start
 print(json.dumps(outcome))
+"""
+
+
+# One ICMP echo over a raw socket, answered within 3 s or exit status 1.
+PING = """
+import socket, struct, sys
+address = sys.argv[1]
+v6 = ":" in address
+family, proto, kind = (socket.AF_INET6, socket.IPPROTO_ICMPV6, 128) if v6 else (socket.AF_INET, 1, 8)
+header = struct.pack("!BBHHH", kind, 0, 0, 7, 1) + b"kdump"
+if not v6:  # the kernel fills in ICMPv6's checksum, not ICMP's
+    padded = header + b"\\0" * (len(header) % 2)
+    words = sum(struct.unpack("!%dH" % (len(padded) // 2), padded))
+    words = (words >> 16) + (words & 0xFFFF)
+    header = header[:2] + struct.pack("!H", ~(words + (words >> 16)) & 0xFFFF) + header[4:]
+with socket.socket(family, socket.SOCK_RAW, proto) as probe:
+    probe.settimeout(3)
+    probe.sendto(header, (address, 0))
+    while True:
+        reply = probe.recv(2048)
+        body = reply if v6 else reply[(reply[0] & 15) * 4:]
+        if body[0] == (129 if v6 else 0) and body[4:8] == header[4:8]:
+            break
 """
 
 
@@ -96,6 +126,16 @@ class Namespaces:
         links = json.loads(ip("-n", self.client, "-j", "-4", "addr", "show"))
         return [f"{a['local']}/{a['prefixlen']}" for link in links for a in link["addr_info"]]
 
+    def client_addresses6(self, scope: str = "global") -> list[dict[str, Any]]:
+        links = json.loads(ip("-n", self.client, "-j", "-6", "addr", "show", "scope", scope))
+        return [dict(a, dev=link["ifname"]) for link in links for a in link["addr_info"] if "local" in a]
+
+    def ping(self, address: str) -> bool:
+        """Whether address answers an ICMP echo from the client namespace (no ping(8) needed)."""
+        argv = ["ip", "netns", "exec", self.client, sys.executable, "-c", PING, address]
+        done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30)
+        return done.returncode == 0
+
     def client_route(self, target: str) -> dict[str, Any]:
         route: dict[str, Any] = json.loads(ip("-n", self.client, "-j", "route", "get", target))[0]
         return route
@@ -112,6 +152,7 @@ def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
             created.append(name)
         ip("-n", server, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", client)
         ip("-n", server, "addr", "add", f"{SERVER}/24", "dev", "srv0")
+        ip("-n", server, "addr", "add", f"{SERVER6}/64", "dev", "srv0", "nodad")
         ip("-n", server, "link", "set", "srv0", "up")
         mac = json.loads(ip("-n", client, "-j", "link", "show", "cli0"))[0]["address"]
         yield Namespaces(server=server, client=client, client_link="cli0", client_mac=mac, work=tmp_path)
@@ -123,21 +164,33 @@ def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
 @pytest.fixture
 def dnsmasq(namespaces: Namespaces) -> Iterator[Path]:
     """dnsmasq serving DHCP on srv0 (DNS off); its lease file. Stopped by its pid."""
+    yield from _dnsmasq(namespaces, [f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},1h",
+                                     f"--dhcp-option=option:dns-server,{SERVER_DNS}"])
+
+
+@pytest.fixture
+def router_advertisements(namespaces: Namespaces) -> Iterator[Path]:
+    """dnsmasq sending router advertisements for PREFIX6/64 on srv0 (SLAAC only, no DHCPv6)."""
+    yield from _dnsmasq(namespaces, ["--enable-ra", f"--dhcp-range={PREFIX6},ra-only,64,1h"])
+
+
+def _dnsmasq(namespaces: Namespaces, options: list[str]) -> Iterator[Path]:
+    """dnsmasq with options on srv0, once its log says it is `ready`; stopped by its pid."""
+    ready = b"router advertisement enabled" if "--enable-ra" in options else b"DHCP, sockets bound"
     if not shutil.which("dnsmasq"):
         pytest.skip("dnsmasq is not installed (Debian: dnsmasq-base)")
     work = namespaces.work
     leases = work / "dnsmasq.leases"
     log_path = work / "dnsmasq.log"
     argv = ["ip", "netns", "exec", namespaces.server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-            "--interface=srv0", "--bind-interfaces", f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},1h",
-            "--port=0", f"--pid-file={work / 'dnsmasq.pid'}", f"--dhcp-leasefile={leases}",
-            f"--dhcp-option=option:dns-server,{SERVER_DNS}"]
+            "--interface=srv0", "--bind-interfaces", *options,
+            "--port=0", f"--pid-file={work / 'dnsmasq.pid'}", f"--dhcp-leasefile={leases}"]
     with open(log_path, "wb") as log:
         # `ip netns exec` execs dnsmasq: this pid is dnsmasq's own.
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         ready_by = time.monotonic() + DNSMASQ_READY_SECONDS
-        while b"DHCP, sockets bound" not in log_path.read_bytes():
+        while ready not in log_path.read_bytes():
             assert process.poll() is None, f"dnsmasq exited: {log_path.read_text()}"
             assert time.monotonic() < ready_by, f"dnsmasq not ready: {log_path.read_text()}"
             time.sleep(0.05)
@@ -231,3 +284,41 @@ def test_record_host_route_describes_the_nic_that_reaches_the_target(namespaces:
         "host": "dumps.example", "target": SERVER, "interface": "cli0", "mac": namespaces.client_mac,
         "mtu": 1500, "addresses": ["192.168.177.20/24"], "gateway": None, "dns": [SERVER_DNS], "dhcp": True,
     }
+
+
+def test_bridge_over_the_nic_dual_stack_static(namespaces: Namespaces) -> None:
+    plan = parse_cmdline(f"bridge=brcap0:cli0 ip=192.168.177.10:::24::brcap0:none "
+                         f"ip=[fd00:177::10]::[{SERVER6}]:64::brcap0:none nameserver={SERVER6}")
+    assert plan is not None
+    outcome = namespaces.bring_up(plan, SERVER6, deadline=20)
+    note = outcome.get("result", "")
+    assert note.startswith("brcap0 (bridge: cli0), up in "), outcome
+    assert note.endswith(f" 192.168.177.10/24 static, fd00:177::10/64 static, route to {SERVER6} dev brcap0")
+    bridge = json.loads(ip("-n", namespaces.client, "-j", "-d", "link", "show", "brcap0"))[0]
+    assert bridge["linkinfo"]["info_data"]["stp_state"] == 0
+    assert bridge["linkinfo"]["info_data"]["forward_delay"] == 0
+    (address,) = namespaces.client_addresses6()
+    assert (address["local"], address["dev"], address.get("tentative", False)) == ("fd00:177::10", "brcap0",
+                                                                                   False)
+    assert namespaces.ping(SERVER6) and namespaces.ping(SERVER)  # the port forwards at once, both families
+    assert (namespaces.work / "resolv.conf").read_text().splitlines()[1:] == [f"nameserver {SERVER6}"]
+
+
+def test_slaac_from_router_advertisements(namespaces: Namespaces, router_advertisements: Path) -> None:
+    plan = parse_cmdline("ip=cli0:auto6")
+    assert plan is not None
+    outcome = namespaces.bring_up(plan, SERVER6, deadline=30)
+    (address,) = namespaces.client_addresses6()
+    assert address["local"].startswith(PREFIX6) and address["prefixlen"] == 64
+    assert outcome.get("result") == (f"cli0 ({namespaces.client_mac}) {address['local']}/64 SLAAC, "
+                                      f"route to {SERVER6} dev cli0"), outcome
+    assert namespaces.ping(SERVER6)
+
+
+def test_a_duplicate_static_ipv6_address_is_refused(namespaces: Namespaces) -> None:
+    ip("-n", namespaces.server, "addr", "add", "fd00:177::10/64", "dev", "srv0", "nodad")
+    plan = parse_cmdline("ip=[fd00:177::10]::[fd00:177::1]:64::cli0:none")
+    assert plan is not None
+    outcome = namespaces.bring_up(plan, SERVER6, deadline=20)
+    assert outcome.get("error", "").startswith("fd00:177::10 on cli0: duplicate address detection failed"), \
+        outcome

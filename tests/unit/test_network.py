@@ -22,7 +22,7 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kdump_agent.errors import KdumpError
-from kdump_agent.network import bringup, dhcp, rtnetlink
+from kdump_agent.network import bringup, dhcp, poll, rtnetlink
 from kdump_agent.network.bringup import bring_up
 from kdump_agent.network.cmdline import choose_plan, parse_cmdline
 from kdump_agent.network.plan import NetworkPlan
@@ -96,8 +96,9 @@ def test_parse_cmdline_accepts_kernel_quotes() -> None:
 
 
 @pytest.mark.parametrize("cmdline, named, reason", [
-    ("ip=dhcp6", "ip=dhcp6", "IPv6"),
-    ("ip=eth0:auto6", "ip=eth0:auto6", "IPv6"),
+    ("ip=either6", "ip=either6", "auto6 or dhcp6"),
+    ("ip=eth0:link6", "ip=eth0:link6", "only a link-local address"),
+    ("ip=eth0:link-local", "ip=eth0:link-local", "only a link-local address"),
     ("ip=off", "ip=off", "brings no interface up"),
     ("ip=eth0:none", "ip=eth0:none", "brings no interface up"),
     ("ip=10.0.0.5", "ip=10.0.0.5", "anaconda"),
@@ -112,7 +113,8 @@ def test_parse_cmdline_accepts_kernel_quotes() -> None:
     ("ip=10.0.0.256:::24:h:eth0:none", "ip=10.0.0.256:::24:h:eth0:none", "not an IP address"),
     ("ip=10.0.0.5::gw:24:h:eth0:none", "ip=10.0.0.5::gw:24:h:eth0:none", "not an IP address"),
     ("ip=10.0.0.5:10.0.0.9::24:h:eth0:none", "ip=10.0.0.5:10.0.0.9::24:h:eth0:none", "point-to-point"),
-    ("ip=[fd00::5]::[fd00::1]:64:h:eth0:none", "ip=[fd00::5]", "IPv6"),
+    ("ip=[fd00::5]::10.0.0.1:64:h:eth0:none", "ip=[fd00::5]", "not of the address's family"),
+    ("ip=[fd00::5]:::255.255.0.0:h:eth0:none", "ip=[fd00::5]", "not a netmask"),
     ("ip=[fd00::5", "ip=[fd00::5", "unbalanced"),
     ("ip=[fd00::5]x:dhcp", "ip=[fd00::5]x:dhcp", "':' expected"),
     ("ip=eth0:dhcp:0", "ip=eth0:dhcp:0", "MTU"),
@@ -234,7 +236,7 @@ class Clock:
 @pytest.fixture
 def clock(mocker: Any) -> Clock:
     fake = Clock()
-    for module in (bringup, dhcp):  # the bring-up's waits, and the Budget they share
+    for module in (bringup, poll, dhcp):  # the bring-up's waits, and the Budget they share
         mocker.patch.object(module, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep))
     return fake
 
@@ -301,7 +303,7 @@ def test_bring_up_without_a_named_nic_refuses_to_guess_among_several(mocker: Any
 def test_bring_up_sleeps_link_delay_after_the_link_is_up(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker, up_after=3)
     bring_up(STATIC, TARGET, link_delay=7, deadline=30, rtnetlink=fake.open)
-    assert clock.slept == [bringup.POLL_SECONDS] * 3 + [7]
+    assert clock.slept == [poll.POLL_SECONDS] * 3 + [7]
 
 
 def test_bring_up_fails_when_link_delay_does_not_fit_in_the_deadline(mocker: Any, clock: Clock) -> None:

@@ -1,16 +1,19 @@
-"""NETWORK_UP's work in the capture kernel: configure the plan's NIC until the server is routed.
+"""NETWORK_UP's work in the capture kernel: build the plan's links until the server is routed.
 
-`bring_up` works through the steps below against one deadline; each step may use what is
-left of it and an overrun names the step. Find the link (by MAC when known: the driver
-may still be loading, so it is waited for), set the MTU if one is given, set it up, wait
-for carrier, sleep `link_delay` (kdump.conf: spanning-tree ports pass no traffic for a
-while after the link comes up), add the addresses and the default route or run DHCP, and
-finally wait until the kernel has a route to the target: "link up" comes too early on
-some NICs, which is why RHEL's kdump waits for the route too.
+`bring_up` works through the steps below against one deadline (one `Budget`); each step
+may use what is left of it and an overrun names the step. Find the physical NICs (by MAC
+when known: the driver may still be loading, so they are waited for) and create the
+bonds, VLANs and bridges over them (`links`), set the top link's MTU and IPv6 switches
+(`ipv6`), set it up, wait for carrier (a bond's or bridge's follows its members'), sleep
+`link_delay` (kdump.conf: spanning-tree ports pass no traffic for a while after the link
+comes up), configure IPv4 (static, or a DHCP lease) and IPv6 (static after DAD, SLAAC, or
+a DHCPv6 lease), and finally wait until the kernel has a route to the target: "link up"
+comes too early on some NICs, which is why RHEL's kdump waits for the route too.
 
-Its boundaries to the machine are parameters: `rtnetlink` (the kernel's routing socket)
-and `lease` (pyroute2's DHCP client), so tests hand in fakes. It also writes resolv.conf,
-when asked to, for the name servers it configured.
+Its boundaries to the machine are parameters: `rtnetlink` (the kernel's routing socket),
+`lease` and `lease6` (the DHCP clients), `sysfs` and `procfs` (bonding options and IPv6
+switches), so tests hand in fakes. It also writes resolv.conf, when asked to, for the
+name servers it configured.
 """
 
 from __future__ import annotations
@@ -20,36 +23,22 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from ..errors import KdumpError
-from .cmdline import ipv4
+from . import ipv6, links
+from .cmdline import ip_address
 from .dhcp import Addressing, Budget, ObtainLease, dhcp_lease
+from .ipv6 import ObtainLease6, dhcp6_lease
 from .plan import NetworkPlan
-from .rtnetlink import (
-    ARPHRD_ETHER,
-    IFF_DORMANT,
-    IFF_LOWER_UP,
-    OpenRtnetlink,
-    open_rtnetlink,
-    request,
-    route_to,
-)
+from .poll import wait_for
+from .rtnetlink import OpenRtnetlink, open_rtnetlink, request, route_to
 
 log = logging.getLogger("kdump-agent")
 
-POLL_SECONDS = 0.1
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Link:
-    index: int
-    name: str
-    mac: str
+_HOW_V6 = {"static": "static", "auto6": "SLAAC", "dhcp6": "via DHCPv6"}
 
 
 def bring_up(
@@ -61,48 +50,90 @@ def bring_up(
     resolv_conf: str | None = None,
     rtnetlink: OpenRtnetlink = open_rtnetlink,
     lease: ObtainLease = dhcp_lease,
+    lease6: ObtainLease6 = dhcp6_lease,
+    sysfs: Path = Path("/sys"),
+    procfs: Path = Path("/proc"),
 ) -> str:
-    """Bring up the plan's NIC until the kernel routes to target_address; a journal note.
+    """Bring up the plan's links until the kernel routes to target_address; a journal note.
 
     `deadline` is the seconds the whole bring-up may take; any step that would run past it
     raises KdumpError naming the step. /etc/resolv.conf (or whatever `resolv_conf` names) is
     written only when that path is given. Without a target address (a host name not yet
     resolved) the route is not waited for here: the caller resolves the name through the
-    servers just written, then calls wait_for_route.
+    servers just written, then calls wait_for_route. `sysfs` and `procfs` are where the
+    bonding options and the IPv6 switches are written.
     """
-    target = ipv4(target_address, "target address") if target_address else None
+    target = ip_address(target_address, "target address") if target_address else None
     budget = Budget(deadline)
+    started = time.monotonic()
     with rtnetlink() as ipr:
-        link = _find_link(ipr, plan, budget)
+        stack = links.build(ipr, plan, budget, sysfs)
+        top = stack.top
         if plan.mtu is not None:
-            request(f"setting MTU {plan.mtu} on {link.name}", ipr.link, "set", index=link.index,
-                    mtu=plan.mtu)
-        request(f"setting {link.name} up", ipr.link, "set", index=link.index, state="up")
-        _wait_for(budget, f"carrier on {link.name}", lambda: _link_ready(ipr, link.index))
+            request(f"setting MTU {plan.mtu} on {top.name}", ipr.link, "set", index=top.index, mtu=plan.mtu)
+        if plan.ipv6:
+            ipv6.prepare(procfs, top.name, plan.ipv6)
+        request(f"setting {top.name} up", ipr.link, "set", index=top.index, state="up")
+        wait_for(budget, f"carrier on {top.name}", lambda: _stack_ready(ipr, stack))
         _link_delay(link_delay, budget)
-        if plan.dhcp:
-            leased = lease(link.name, budget, plan.hostname)
-            addressing = replace(leased, dns=leased.dns or plan.dns)  # the lease's DNS, else the plan's
-        else:
-            addressing = Addressing(plan.addresses, plan.gateway, plan.dns)
-        _configure(ipr, link, addressing)
+        parts = []
+        dns: list[str] = list(plan.dns)
+        if plan.has_ipv4:
+            addressing = _ipv4(ipr, plan, top, budget, lease)
+            if addressing.dns:  # a lease's name servers replace the plan's
+                dns = list(addressing.dns)
+            how = "via DHCP" if plan.dhcp else "static"
+            parts.append(f"{', '.join(addressing.addresses)} {how}")
+        if plan.ipv6:
+            addresses, servers = _ipv6(ipr, plan, top, budget, lease6)
+            dns += servers
+            parts.append(f"{', '.join(addresses)} {_HOW_V6[plan.ipv6]}")
         route = _route_note(ipr, target, budget) if target else ""
-    if resolv_conf is not None and addressing.dns:
-        write_resolv_conf(resolv_conf, addressing.dns)
-    how = "via DHCP" if plan.dhcp else "static"
-    return f"{link.name} ({link.mac}) {', '.join(addressing.addresses)} {how}{route}"
+    servers = tuple(dict.fromkeys(dns))
+    if resolv_conf is not None and servers:
+        write_resolv_conf(resolv_conf, servers)
+    took = f", up in {time.monotonic() - started:.1f} s" if plan.links else ""
+    return f"{stack.note}{took} {', '.join(parts)}{route}"
+
+
+def _ipv4(ipr: Any, plan: NetworkPlan, top: links.Link, budget: Budget, lease: ObtainLease) -> Addressing:
+    """The IPv4 addressing on top: a DHCP lease or the plan's, configured."""
+    if plan.dhcp:
+        addressing = lease(top.name, budget, plan.hostname)
+    else:
+        addressing = Addressing(plan.ipv4_addresses, plan.gateway, ())  # the plan's DNS is the caller's
+    _configure(ipr, top, addressing)
+    return addressing
+
+
+def _ipv6(ipr: Any, plan: NetworkPlan, top: links.Link, budget: Budget,
+          lease6: ObtainLease6) -> tuple[list[str], tuple[str, ...]]:
+    """The IPv6 addresses on top (CIDRs) and the lease's name servers."""
+    if plan.ipv6 == "static":
+        ipv6.add_addresses(ipr, top, budget, plan.ipv6_addresses)
+        if plan.gateway6:
+            ipv6.add_default_route(ipr, top, plan.gateway6)
+        return list(plan.ipv6_addresses), ()
+    if plan.ipv6 == "auto6":
+        return [ipv6.wait_for_slaac(ipr, top, budget)], ()
+    ipv6.wait_for_link_local(ipr, top, budget)
+    leased = lease6(top.name, budget, top.mac, plan.hostname)
+    ipv6.add_addresses(ipr, top, budget, leased.addresses)
+    if leased.gateway:
+        ipv6.add_default_route(ipr, top, leased.gateway)
+    return list(leased.addresses), leased.dns
 
 
 def wait_for_route(target_address: str, deadline: float, *,
                    rtnetlink: OpenRtnetlink = open_rtnetlink) -> str:
-    """Wait until the kernel routes to target_address; `, route to ...` for the journal."""
-    target = ipv4(target_address, "target address")
+    """Wait until the kernel routes to target_address (IPv4 or IPv6); `, route to ...` for the journal."""
+    target = ip_address(target_address, "target address")
     with rtnetlink() as ipr:
         return _route_note(ipr, target, Budget(deadline))
 
 
 def _route_note(ipr: Any, target: str, budget: Budget) -> str:
-    oif, gateway = _wait_for(budget, f"a route to {target}", lambda: _route_via(ipr, target))
+    oif, gateway = wait_for(budget, f"a route to {target}", lambda: _route_via(ipr, target))
     via = f" via {gateway}" if gateway else ""
     return f", route to {target}{via} dev {_link_name(ipr, oif)}"
 
@@ -116,8 +147,16 @@ def source_address(target_address: str) -> str:
         return str(probe.getsockname()[0])
 
 
-def resolve(host: str) -> str:
-    """An IPv4 address for host: itself if it is one, else the resolver's first answer.
+def address_families(plan: NetworkPlan) -> tuple[int, ...]:
+    """The address families the plan configures, for `resolve`: a v6-only capture has no
+    IPv4 route, so an A record would lead nowhere."""
+    families = ((socket.AF_INET,) if plan.has_ipv4 else ()) + ((socket.AF_INET6,) if plan.ipv6 else ())
+    return families or (socket.AF_INET, socket.AF_INET6)
+
+
+def resolve(host: str, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6)) -> str:
+    """An address for host: itself if it is one (IPv6 compressed), else the resolver's first
+    answer among the families' (A, AAAA or both, in the resolver's order).
 
     The name goes to getaddrinfo() as ASCII bytes: the frozen binary has no idna codec.
     """
@@ -125,65 +164,27 @@ def resolve(host: str) -> str:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
+    wanted = tuple(families)
+    family = wanted[0] if len(wanted) == 1 else socket.AF_UNSPEC
     try:
-        answers = socket.getaddrinfo(host.encode("ascii"), None, socket.AF_INET, socket.SOCK_STREAM)
+        answers = socket.getaddrinfo(host.encode("ascii"), None, family, socket.SOCK_STREAM)
     except (OSError, UnicodeError) as error:
         raise KdumpError(f"cannot resolve {host}: {error}") from None
-    return str(answers[0][4][0])
+    usable = [answer for answer in answers if answer[0] in wanted]
+    if not usable:
+        kinds = " or ".join("IPv6" if family == socket.AF_INET6 else "IPv4" for family in wanted)
+        raise KdumpError(f"cannot resolve {host}: no {kinds} address")
+    return str(ipaddress.ip_address(str(usable[0][4][0]).partition("%")[0]))
 
 
-def _wait_for(budget: Budget, what: str, probe: Callable[[], tuple[T | None, str]]) -> T:
-    """Poll probe until it returns a value; it says why not otherwise, for the error."""
-    while True:
-        value, reason = probe()
-        if value is not None:
-            return value
-        if budget.left() <= 0:
-            raise budget.overrun(what, reason)
-        time.sleep(min(POLL_SECONDS, budget.left()))
-
-
-def _find_link(ipr: Any, plan: NetworkPlan, budget: Budget) -> _Link:
-    """The plan's NIC: by MAC when known, else by name, else the only Ethernet NIC.
-
-    Waited for: udev may still be loading its driver when the capture starts.
-    """
-    if plan.mac:
-        what = f"the NIC with MAC {plan.mac}" + (f" ({plan.interface})" if plan.interface else "")
-        index = _wait_for(budget, what, lambda: _first(ipr.link_lookup(address=plan.mac), "no such link"))
-    elif plan.interface:
-        index = _wait_for(budget, f"the NIC {plan.interface}",
-                          lambda: _first(ipr.link_lookup(ifname=plan.interface), "no such link"))
-    else:
-        index = _wait_for(budget, "an Ethernet NIC", lambda: _only_ethernet(ipr))
-    message = ipr.link("get", index=index)[0]
-    link = _Link(index=index, name=str(message.get("IFLA_IFNAME")), mac=str(message.get("IFLA_ADDRESS")))
-    log.info("network: using %s (%s)", link.name, link.mac)
-    return link
-
-
-def _first(indexes: list[int], reason: str) -> tuple[int | None, str]:
-    return (indexes[0], "") if indexes else (None, reason)
-
-
-def _only_ethernet(ipr: Any) -> tuple[int | None, str]:
-    """With no interface named, the NIC is only unambiguous if there is one."""
-    links = [link for link in ipr.get_links() if link["ifi_type"] == ARPHRD_ETHER]
-    if len(links) > 1:
-        names = ", ".join(str(link.get("IFLA_IFNAME")) for link in links)
-        raise KdumpError(f"ip=dhcp names no interface and there are several ({names}): "
-                         f"add ifname=<if>:<mac> or use ip=<if>:dhcp")
-    return (links[0]["index"], "") if links else (None, "no Ethernet NIC yet")
-
-
-def _link_ready(ipr: Any, index: int) -> tuple[bool | None, str]:
-    """Up as dracut's wait_for_if_up sees it: operstate UP, or UNKNOWN with carrier."""
-    message = ipr.link("get", index=index)[0]
-    state = message.get("IFLA_OPERSTATE")
-    flags = int(message["flags"])
-    if state == "UP" or (state == "UNKNOWN" and flags & IFF_LOWER_UP and not flags & IFF_DORMANT):
-        return True, ""
-    return None, f"operstate {state}" + ("" if flags & IFF_LOWER_UP else ", no carrier")
+def _stack_ready(ipr: Any, stack: links.Stack) -> tuple[bool | None, str]:
+    """The top link's carrier (a bond's or a bridge's follows its members'); when it is not
+    there yet, the reason names the state of every link below too."""
+    ready, why = links.link_ready(ipr, stack.top.index)
+    if ready or not stack.below:
+        return ready, why
+    below = "; ".join(f"{link.name} {links.link_ready(ipr, link.index)[1] or 'up'}" for link in stack.below)
+    return None, f"{why}; {below}"
 
 
 def _link_delay(seconds: float, budget: Budget) -> None:
@@ -196,7 +197,7 @@ def _link_delay(seconds: float, budget: Budget) -> None:
     time.sleep(seconds)
 
 
-def _configure(ipr: Any, link: _Link, addressing: Addressing) -> None:
+def _configure(ipr: Any, link: links.Link, addressing: Addressing) -> None:
     """Add the addresses (replacing any equal ones) and the default route via the gateway."""
     for cidr in addressing.addresses:
         interface = ipaddress.IPv4Interface(cidr)
