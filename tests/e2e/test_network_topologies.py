@@ -190,6 +190,29 @@ def test_smoke_dhcp_on_one_lab_nic_to_ssh(
     assert "via DHCP" in network_detail(manifest)
 
 
+@pytest.mark.xfail(strict=True, reason="the bonding module's own bond0 counts as a second "
+                   "NIC for a bare ip=dhcp (reported to the lead; flips when fixed)")
+def test_bare_ip_dhcp_in_an_image_with_bonding_finds_the_one_nic(
+        kernel: Kernel, ssh_initrd: tuple[Path, Path], sshd_in: Any, tmp_path: Path,
+        console_logs: list[Path]) -> None:
+    """A generic image that packs bonding (for the machines that need it) on a machine with
+    one NIC and a bare `ip=dhcp`: loading bonding makes a bond0 (max_bonds defaults to 1),
+    which is no NIC, so DHCP must still run on eth0."""
+    initrd, dumps = ssh_initrd
+    with Lab(tmp_path / "lab") as lab:
+        lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_ADDRESS),)))
+        server = sshd_in(lab)
+        before = existing(dumps)
+        console_logs.append(tmp_path / "console.log")
+        result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=cmdline("ip=dhcp"),
+                                   extra_args=lab.qemu_nic_args(), prefix=lab.prefix,
+                                   timeout_s=BOOT_TIMEOUT)
+        server.stop()
+    assert not result.timed_out, result.tail()
+    dump = the_new_dump(dumps, before, result)
+    check_dump(dump, tmp_path, BOND_ADDRESS)
+
+
 def test_bond_active_backup_survives_losing_the_active_leg_mid_dump(
         kernel: Kernel, ssh_initrd: tuple[Path, Path], sshd_in: Any, tmp_path: Path,
         cache_dir: Path, console_logs: list[Path]) -> None:
