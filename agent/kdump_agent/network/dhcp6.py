@@ -131,11 +131,17 @@ def _mac_bytes(mac: str) -> bytes:
     return raw
 
 
-def fqdn(hostname: str) -> bytes:
+def fqdn(hostname: str) -> bytes | None:
     """OPTION_CLIENT_FQDN's data (RFC 4704): flags S (the server may update DNS, as dnsmasq
     does for a DHCPv4 host name), then the name in DNS wire format; a name without a dot is a
-    partial name (no terminating root label), one with dots is fully qualified."""
-    labels = [label.encode("idna") for label in hostname.rstrip(".").split(".")]
+    partial name (no terminating root label), one with dots is fully qualified. None for a
+    name DNS cannot carry (an empty or overlong label): the lease does not need it."""
+    try:
+        labels = [label.encode("idna") for label in hostname.rstrip(".").split(".")]
+    except UnicodeError:
+        return None
+    if not all(labels):
+        return None
     wire = b"".join(bytes([len(label)]) + label for label in labels)
     return b"\x01" + wire + (b"\x00" if len(labels) > 1 else b"")
 
@@ -157,8 +163,9 @@ def _common(duid: bytes, iaid: int, elapsed: float, hostname: str | None,
         (OPTION_ORO, struct.pack("!H", OPTION_DNS_SERVERS)),
         (OPTION_IA_NA, _ia_na(iaid, addresses)),
     ]
-    if hostname:
-        options.append((OPTION_CLIENT_FQDN, fqdn(hostname)))
+    name = fqdn(hostname) if hostname else None
+    if name is not None:
+        options.append((OPTION_CLIENT_FQDN, name))
     return options
 
 
@@ -251,7 +258,7 @@ def _status(data: bytes) -> Status:
 def timeouts(irt: float, mrt: float, uniform: Uniform, *, first_above_irt: bool = False) -> Iterator[float]:
     """The retransmission timeouts RT of one exchange (RFC 8415 section 15): IRT with +-10 %
     jitter, then doubling with jitter, capped at MRT with jitter. A SOLICIT's first RT is
-    strictly above IRT (RAND > 0), so the ADVERTISEs of a whole second are compared."""
+    not below IRT (RAND from [0, 0.1]), so the ADVERTISEs of a whole second are compared."""
     rt = irt + (uniform(0.0, 0.1) if first_above_irt else uniform(-0.1, 0.1)) * irt
     while True:
         yield rt
@@ -312,7 +319,7 @@ def _solicit(link: Link, budget: Budget, client: Client, end: float) -> tuple[An
         _send(link, budget, client, end, solicit(xid, client.duid, client.iaid, client.clock() - start,
                                                  client.hostname))
         for answer, server in _answers(link, client, min(client.clock() + rt, end), ADVERTISE, xid):
-            if not answer.addresses:
+            if answer.status is not None or not answer.addresses:
                 refusals.append((answer, server))
             elif answer.preference == 255 or sent > 1:
                 return answer, server
