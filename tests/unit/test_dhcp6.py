@@ -86,7 +86,7 @@ def test_a_dotted_hostname_is_sent_fully_qualified() -> None:
     assert dhcp6.fqdn("crashed.example.com") == b"\x01\x07crashed\x07example\x03com\x00"
 
 
-@pytest.mark.parametrize("hostname", ["crashed..example", "x" * 64])
+@pytest.mark.parametrize("hostname", ["crashed..example", "x" * 64, "abstürzt"])
 def test_a_hostname_dns_cannot_carry_is_not_sent(hostname: str) -> None:
     assert dhcp6.fqdn(hostname) is None
     assert dhcp6.solicit(1, DUID, IAID, 0.0, hostname).first(dhcp6.OPTION_CLIENT_FQDN) is None

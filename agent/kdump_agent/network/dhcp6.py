@@ -135,12 +135,13 @@ def fqdn(hostname: str) -> bytes | None:
     """OPTION_CLIENT_FQDN's data (RFC 4704): flags S (the server may update DNS, as dnsmasq
     does for a DHCPv4 host name), then the name in DNS wire format; a name without a dot is a
     partial name (no terminating root label), one with dots is fully qualified. None for a
-    name DNS cannot carry (an empty or overlong label): the lease does not need it."""
+    name DNS cannot carry (not ASCII, an empty or overlong label): the lease does not need
+    it. (No IDNA: the codec needs unicodedata, which the frozen binary leaves out.)"""
     try:
-        labels = [label.encode("idna") for label in hostname.rstrip(".").split(".")]
+        labels = [label.encode("ascii") for label in hostname.rstrip(".").split(".")]
     except UnicodeError:
         return None
-    if not all(labels):
+    if not all(0 < len(label) < 64 for label in labels):
         return None
     wire = b"".join(bytes([len(label)]) + label for label in labels)
     return b"\x01" + wire + (b"\x00" if len(labels) > 1 else b"")
