@@ -408,8 +408,8 @@ class _Socket:
             self.sock.bind(("::", CLIENT_PORT))
         except OSError as error:
             self.sock.close()
-            raise KdumpError(f"DHCPv6 on {interface}: cannot use UDP port {CLIENT_PORT}: "
-                             f"{error.strerror}") from None
+            raise KdumpError(f"DHCPv6 on {interface}: cannot open the client's socket (UDP port "
+                             f"{CLIENT_PORT}): {error.strerror}") from None
 
     def send(self, data: bytes, until: float) -> bool:
         while True:
