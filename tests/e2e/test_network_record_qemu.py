@@ -129,7 +129,7 @@ def test_a_recorded_bridge_over_a_bond_is_rebuilt_by_mac_and_carries_the_dump(ke
     assert links["br0"]["kind"] == "bridge" and links["br0"]["members"] == ["bond0"]
     assert record["nic_macs"] == {"eth0": MACS[0], "eth1": MACS[1]}  # the NICs' own, not the bond's
 
-    image = build_capture_initrd(kernel, CAPTURE_CONFIG, tmp_path / "initrd")
+    image = build_capture_initrd(kernel, CAPTURE_CONFIG, tmp_path)
     capture = with_config_overlay(image, CAPTURE_CONFIG, tmp_path / "capture.img",
                                   records={"network.json": json.dumps(record)})
     panic = build_panic_initrd(kernel, capture, CAPTURE_CMDLINE, tmp_path / "panic.img")
