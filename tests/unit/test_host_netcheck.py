@@ -49,8 +49,8 @@ BOND_VLAN = "bond=bond0:eth0,eth1:mode=active-backup vlan=bond0.77:bond0 ip=bond
 def test_a_bond_without_its_module_in_the_image_is_refused_at_load(tmp_path: Path, mocker: Any) -> None:
     path = image(tmp_path, mocker, ["kernel/net/8021q/8021q.ko.xz"])
     problems = network_problems(BOND_VLAN, path)
-    assert problems == [f"the capture kernel's command line builds a bond but {path} has no bonding module: "
-                        "add it to extra_modules in kdump.conf and rebuild (`kdump-agent mkinitrd`)"]
+    assert problems == [(f"the capture kernel's command line builds a bond but {path} has no bonding module: "
+                         "add it to extra_modules in kdump.conf and rebuild (`kdump-agent mkinitrd`)")]
 
 
 def test_links_whose_modules_are_packed_or_built_in_pass(tmp_path: Path, mocker: Any) -> None:
