@@ -54,7 +54,8 @@ def test_a_bond_without_its_module_in_the_image_is_refused_at_load(tmp_path: Pat
 
 
 def test_links_whose_modules_are_packed_or_built_in_pass(tmp_path: Path, mocker: Any) -> None:
-    packed = image(tmp_path, mocker, ["kernel/drivers/net/bonding/bonding.ko", "kernel/net/8021q/8021q.ko.xz"])
+    packed = image(tmp_path, mocker, ["kernel/drivers/net/bonding/bonding.ko",
+                                      "kernel/net/8021q/8021q.ko.xz"])
     assert network_problems(BOND_VLAN, packed) == []
     built_in = image(tmp_path, mocker, ["kernel/drivers/net/bonding/bonding.ko"],
                      builtin=["kernel/net/8021q/8021q.ko"])
