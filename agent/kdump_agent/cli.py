@@ -97,6 +97,8 @@ def _mkinitrd(args: argparse.Namespace) -> int:
     if args.dry_run:
         if built.recorded_target:
             print(f"recorded target: {built.recorded_target.as_json()}")
+        if built.recorded_network:
+            print(f"recorded network: {json.dumps(json.loads(built.recorded_network))}")
         print(shlex.join([f"{k}={v}" for k, v in built.env.items()] + built.argv))
         print(f"{built.output}: {built.skipped or 'would be built: ' + '; '.join(built.reasons)}")
     else:

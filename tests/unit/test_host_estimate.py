@@ -19,6 +19,7 @@ from kdump_agent.host.hostpaths import HostPaths
 from kdump_agent.host.imagesize import initramfs_unpacked_bytes, kernel_memory
 from kdump_agent.host.sizing import estimate_here
 from kdump_agent.host.stackpack import StoragePack
+from kdump_agent.network.plan import NetworkPlan, VirtualLink
 
 MIB, GIB, TIB = 1 << 20, 1 << 30, 1 << 40
 
@@ -163,3 +164,41 @@ def test_a_stacked_target_without_an_image_counts_its_tools(tmp_path: Path, mock
     built = tmp_path / "built.img"
     built.write_bytes(b"image")
     assert sizing.storage_part(config, str(built)) is None
+
+
+PROC_MODULES = """\
+8021q 40960 0 - Live 0xffffffffc0a10000
+garp 16384 1 8021q, Live 0xffffffffc0a00000
+mrp 20480 1 8021q, Live 0xffffffffc09f0000
+bonding 200704 0 - Live 0xffffffffc0980000
+stp 16384 1 garp, Live 0xffffffffc0970000
+llc 16384 2 garp,stp, Live 0xffffffffc0960000
+virtio_net 61440 0 - Live 0xffffffffc0950000
+"""
+
+
+def test_a_server_behind_a_vlan_on_a_bond_counts_the_modules_as_loaded_here(tmp_path: Path,
+                                                                           mocker: Any) -> None:
+    (tmp_path / "modules").write_text(PROC_MODULES)
+    plan = NetworkPlan(interface="bond0.77", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
+                       hostname=None, links=(VirtualLink("bond", "bond0", ("eth0", "eth1")),
+                                             VirtualLink("vlan", "bond0.77", ("bond0",), (("id", "77"),))))
+    record = mocker.Mock(**{"plan.return_value": plan})
+    mocker.patch.object(sizing, "record_host_route", return_value=record)
+    mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
+    config = parse("nfs filer.example:/export\n", "/etc/kdump.conf")
+    part = sizing.network_links_part(config, HostPaths(modules=str(tmp_path / "modules")))
+    assert part is not None
+    assert part.size == 40960 + 16384 + 20480 + 200704 + 16384 + 16384  # not virtio_net
+    assert part.source == f"8021q, bonding, garp, llc, mrp, stp, as loaded here ({tmp_path}/modules)"
+
+
+def test_a_plain_nic_or_a_local_target_adds_no_network_part(tmp_path: Path, mocker: Any) -> None:
+    (tmp_path / "modules").write_text(PROC_MODULES)
+    plain = NetworkPlan(interface="eth0", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
+                        hostname=None)
+    mocker.patch.object(sizing, "record_host_route", return_value=mocker.Mock(**{"plan.return_value": plain}))
+    mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
+    paths = HostPaths(modules=str(tmp_path / "modules"))
+    assert sizing.network_links_part(parse("nfs filer.example:/export\n", "k"), paths) is None
+    assert sizing.network_links_part(parse("ext4 /dev/vdb\n", "k"), paths) is None

@@ -41,3 +41,22 @@ def test_a_plain_nic_needs_no_listing(tmp_path: Path, mocker: Any) -> None:
     path = image(tmp_path, mocker, [])
     assert network_problems("ip=eth0:dhcp", path) == []
     assert network_problems("quiet", path) == []
+
+
+BOND_VLAN = "bond=bond0:eth0,eth1:mode=active-backup vlan=bond0.77:bond0 ip=bond0.77:dhcp"
+
+
+def test_a_bond_without_its_module_in_the_image_is_refused_at_load(tmp_path: Path, mocker: Any) -> None:
+    path = image(tmp_path, mocker, ["kernel/net/8021q/8021q.ko.xz"])
+    problems = network_problems(BOND_VLAN, path)
+    assert problems == [(f"the capture kernel's command line builds a bond but {path} has no bonding module: "
+                         "add it to extra_modules in kdump.conf and rebuild (`kdump-agent mkinitrd`)")]
+
+
+def test_links_whose_modules_are_packed_or_built_in_pass(tmp_path: Path, mocker: Any) -> None:
+    packed = image(tmp_path, mocker, ["kernel/drivers/net/bonding/bonding.ko",
+                                      "kernel/net/8021q/8021q.ko.xz"])
+    assert network_problems(BOND_VLAN, packed) == []
+    built_in = image(tmp_path, mocker, ["kernel/drivers/net/bonding/bonding.ko"],
+                     builtin=["kernel/net/8021q/8021q.ko"])
+    assert network_problems(BOND_VLAN, built_in) == []

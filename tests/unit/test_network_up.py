@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,26 @@ def test_a_damaged_record_is_done_without_given_ip(tmp_path: Path, net: Any, moc
     plan, route_probe = net.bring_up.call_args.args
     assert (plan.interface, plan.mac, route_probe) == ("eth0", None, None)
     assert "network record: dhcp should be bool" in caplog.text
+
+
+def test_an_ipv6_server_address_is_used_as_given(tmp_path: Path, net: Any, mocker: Any) -> None:
+    resolve = mocker.patch.object(bringup, "resolve")
+    net.source_address.return_value = "fd77::5"
+    capture = capture_for(tmp_path, SshDestination("root", "fd77:0::1"), cmdline="ip=eth0:auto6")
+    network_up.network_up(capture, 60)
+    assert net.bring_up.call_args.args[1] == "fd77::1"
+    assert (capture.dump.server_address, capture.dump.local_address) == ("fd77::1", "fd77::5")
+    resolve.assert_not_called()
+
+
+@pytest.mark.parametrize(("cmdline", "families"), [
+    ("ip=eth0:auto6", (socket.AF_INET6,)),
+    ("ip=eth0:dhcp", (socket.AF_INET,)),
+    ("ip=eth0:dhcp ip=eth0:dhcp6", (socket.AF_INET, socket.AF_INET6)),
+], ids=["ipv6-only", "ipv4-only", "dual-stack"])
+def test_a_name_is_resolved_only_in_the_families_the_plan_configured(
+        tmp_path: Path, net: Any, mocker: Any, cmdline: str, families: tuple[int, ...]) -> None:
+    resolve = mocker.patch.object(bringup, "resolve", return_value="fd77::1")
+    capture = capture_for(tmp_path, SshDestination("root", "dumps.lab"), cmdline=cmdline)
+    network_up.network_up(capture, 60)
+    assert resolve.call_args.args == ("dumps.lab", families)

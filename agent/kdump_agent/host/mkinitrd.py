@@ -68,6 +68,7 @@ class BuildPlan:
     env: dict[str, str]
     recorded_target: FilesystemTarget | None
     recorded_rootfs: FilesystemTarget | None = None
+    recorded_network: str | None = None  # network.json's text (hostonly, network targets)
     output: Path | None = None
     skipped: str | None = None  # why dracut did not run: "up to date", force_no_rebuild
     reasons: tuple[str, ...] = ()  # why it ran (or, with --dry-run, would run)
@@ -309,7 +310,8 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
             record_file = staging / name
             record_file.write_text(record.as_json() + "\n", encoding="utf-8")
             env[variable] = str(record_file)
-    return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs)
+    return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs,
+                     recorded_network=reach.record)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ set up, so the router solicitation the kernel sends then is answered.
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import logging
 import socket
@@ -43,9 +42,9 @@ ObtainLease6 = Callable[[str, Budget, str, str | None], Addressing]
 
 def dhcp6_lease(interface: str, budget: Budget, mac: str, hostname: str | None) -> Addressing:
     """The DHCPv6 client (network.dhcp6), imported only when a plan asks for DHCPv6."""
-    client = importlib.import_module(f"{__package__}.dhcp6")
-    lease: Addressing = client.dhcp6_lease(interface, budget, mac, hostname)
-    return lease
+    from . import dhcp6
+
+    return dhcp6.dhcp6_lease(interface, budget, mac, hostname)
 
 
 def prepare(procfs: Path, interface: str, method: str) -> None:

@@ -289,7 +289,7 @@ def record_host_route(host: str, target_address: str, *, resolv_conf: str = DEFA
         dhcp=bool(v4) and (any(r["proto"] == RTPROT_DHCP and ":" not in str(r.get("RTA_GATEWAY") or "")
                                for r in routes4)
                            or any(not _address_flags(a) & IFA_F_PERMANENT for a in v4)),
-        hostname=socket.gethostname(),
+        hostname=_hostname(),
         links=stack.links,
         nic_macs=stack.nic_macs,
         ipv6=ipv6,
@@ -388,3 +388,10 @@ def _nameservers(resolv_conf: str, *, ipv6: bool) -> list[str]:
         if not address.is_loopback and not address.is_link_local and (address.version == 4 or ipv6):
             usable.append(server)
     return usable
+
+
+def _hostname() -> str | None:
+    """This host's name for the capture kernel's DHCP requests; None when it has none (the
+    kernel's "(none)", which a DHCP server would take for a name)."""
+    name = socket.gethostname()
+    return None if name in ("", "(none)") else name

@@ -46,7 +46,7 @@ def network_up(capture: Capture, deadline: float) -> str:
     link_delay = float(capture.config.link_delay or 0) if capture.config else 0.0
     note = bringup.bring_up(plan, literal or recorded, link_delay=link_delay, deadline=deadline,
                             resolv_conf=capture.paths.resolv_conf)
-    address = literal or _resolved(host, recorded)
+    address = literal or _resolved(host, recorded, bringup.address_families(plan))
     if address != (literal or recorded):
         note += bringup.wait_for_route(address, max(1.0, deadline - (time.monotonic() - started)))
     capture.dump.server_address = address
@@ -71,10 +71,12 @@ def _host_record(text: str | None, *, needed: bool) -> HostRecord | None:
         return None
 
 
-def _resolved(host: str, recorded: str | None) -> str:
-    """The name through today's DNS; the host's answer at mkinitrd time if that fails."""
+def _resolved(host: str, recorded: str | None, families: tuple[int, ...]) -> str:
+    """The name through today's DNS, among the address families the plan configured (an
+    IPv6-only capture must not pick an A record); the host's answer at mkinitrd time if
+    that fails."""
     try:
-        return bringup.resolve(host)
+        return bringup.resolve(host, families)
     except KdumpError as error:
         if recorded is None:
             raise
