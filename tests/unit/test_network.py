@@ -293,6 +293,14 @@ def test_bring_up_without_a_named_nic_uses_the_only_ethernet_one(mocker: Any, cl
     assert note.startswith(f"eth0 ({MAC}) 10.0.0.5/24")
 
 
+def test_bring_up_without_a_named_nic_passes_over_the_bond_that_loading_bonding_makes(
+        mocker: Any, clock: Clock) -> None:
+    bond0 = Msg(ether(2, "bond0", "8a:3b:ed:47:ca:6a"), IFLA_LINKINFO=Msg(IFLA_INFO_KIND="bond"))
+    fake = FakeNetlink(mocker, links=[bond0, ether(3, "eth0", MAC)])
+    note = bring_up(plan(addresses=("10.0.0.5/24",)), TARGET, link_delay=0, deadline=30, rtnetlink=fake.open)
+    assert note.startswith(f"eth0 ({MAC}) 10.0.0.5/24")
+
+
 def test_bring_up_without_a_named_nic_refuses_to_guess_among_several(mocker: Any, clock: Clock) -> None:
     fake = FakeNetlink(mocker, links=[ether(2, "eth0", MAC), ether(3, "eth1", "52:54:00:00:00:02")])
     with pytest.raises(KdumpError, match=r"several \(eth0, eth1\)"):

@@ -31,8 +31,7 @@ TARGET6 = "fd00::1"
 
 
 class Msg(dict[str, Any]):
-    def get_nested(self, *keys: str) -> Any:
-        return self.get("kind") if keys == ("IFLA_LINKINFO", "IFLA_INFO_KIND") else None
+    """Stands in for a pyroute2 message: fields and attributes both answer .get()."""
 
 
 class FakeKernel:
@@ -95,7 +94,8 @@ class FakeKernel:
         link = self.links[index]
         up = self._has_carrier(index)
         return {"index": index, "ifi_type": rtnetlink.ARPHRD_ETHER, "flags": 0x11043 if up else 0x1002,
-                "IFLA_IFNAME": link["name"], "IFLA_ADDRESS": link["mac"], "kind": link["kind"],
+                "IFLA_IFNAME": link["name"], "IFLA_ADDRESS": link["mac"],
+                **({"IFLA_LINKINFO": Msg(IFLA_INFO_KIND=link["kind"])} if link["kind"] else {}),
                 "IFLA_OPERSTATE": "UP" if up else "DOWN"}
 
     def link(self, command: str, **spec: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import KdumpError
 from .bondopts import bond_options
 from .plan import VirtualLink
-from .rtnetlink import ARPHRD_ETHER
+from .rtnetlink import ARPHRD_ETHER, link_info
 
 log = logging.getLogger("kdump-agent")
 
@@ -93,7 +93,7 @@ class _Walker:
             raise KdumpError(f"the route to {self.target} goes through link {index}, which the kernel does "
                              f"not list (in another network namespace?)")
         name = str(message.get("IFLA_IFNAME"))
-        kind, data = _link_info(message)
+        kind, data = link_info(message)
         if self._is_nic(name, kind, message):
             self.nic_macs[name] = _permanent_mac(message)
             return name
@@ -158,7 +158,7 @@ class _Walker:
         for port in self._slaves(index):
             message = self.by_index[port]
             port_name = str(message.get("IFLA_IFNAME"))
-            kind, _ = _link_info(message)
+            kind, _ = link_info(message)
             if self._is_nic(port_name, kind, message) or kind in ("bond", "vlan"):
                 ports.append(self.visit(port))
             else:
@@ -174,15 +174,6 @@ class _Walker:
                 if data.get(attribute) is not None:
                     options.append((option, str(int(data.get(attribute)))))
         return VirtualLink(kind="bridge", name=name, members=tuple(ports), options=tuple(options))
-
-
-def _link_info(message: Any) -> tuple[str | None, Any]:
-    """(IFLA_INFO_KIND, IFLA_INFO_DATA) of a link; (None, None) for a plain NIC."""
-    info = message.get("IFLA_LINKINFO")
-    if info is None:
-        return None, None
-    kind = info.get("IFLA_INFO_KIND")
-    return (str(kind) if kind else None), info.get("IFLA_INFO_DATA")
 
 
 def _mac(message: Any) -> str:

@@ -28,7 +28,7 @@ from .dhcp import Budget
 from .linkargs import SLAVE_OPTIONS
 from .plan import NetworkPlan, VirtualLink
 from .poll import wait_for
-from .rtnetlink import ARPHRD_ETHER, IFF_DORMANT, IFF_LOWER_UP, reason, request
+from .rtnetlink import ARPHRD_ETHER, IFF_DORMANT, IFF_LOWER_UP, link_info, reason, request
 
 log = logging.getLogger("kdump-agent")
 
@@ -214,9 +214,7 @@ def _kind(ipr: Any, name: str) -> str | None:
     indexes = ipr.link_lookup(ifname=name)
     if not indexes:
         return None
-    message = ipr.link("get", index=indexes[0])[0]
-    kind = message.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
-    return str(kind) if kind is not None else None
+    return link_info(ipr.link("get", index=indexes[0])[0])[0]
 
 
 def _link(ipr: Any, index: int) -> Link:
@@ -230,8 +228,10 @@ def _lookup(ipr: Any, spec: dict[str, str]) -> tuple[int | None, str]:
 
 
 def _only_ethernet(ipr: Any) -> tuple[int | None, str]:
-    """With no interface named, the NIC is only unambiguous if there is one."""
-    links = [link for link in ipr.get_links() if link["ifi_type"] == ARPHRD_ETHER]
+    """With no interface named, the NIC is only unambiguous if there is one. Links of a kind
+    are no NICs: loading bonding makes a bond0 of its own (max_bonds=1), which is Ethernet too."""
+    links = [link for link in ipr.get_links()
+             if link["ifi_type"] == ARPHRD_ETHER and link_info(link)[0] is None]
     if len(links) > 1:
         names = ", ".join(str(link.get("IFLA_IFNAME")) for link in links)
         raise KdumpError(f"ip=dhcp names no interface and there are several ({names}): "

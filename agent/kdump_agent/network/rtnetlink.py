@@ -97,6 +97,15 @@ def route_to(ipr: Any, target: str) -> tuple[Any | None, str]:
         return None, reason(error)
 
 
+def link_info(message: Any) -> tuple[str | None, Any]:
+    """(IFLA_INFO_KIND, IFLA_INFO_DATA) of a link message; (None, None) for a plain NIC."""
+    info = message.get("IFLA_LINKINFO")
+    if info is None:
+        return None, None
+    kind = info.get("IFLA_INFO_KIND")
+    return (str(kind) if kind else None), info.get("IFLA_INFO_DATA")
+
+
 def reason(error: Any) -> str:
     """A NetlinkError in words: the errno's text when it carries one."""
     code = getattr(error, "code", None)
