@@ -9,8 +9,10 @@ command line (`bond=`, `vlan=`, `bridge=`, `ip=`, `ifname=`), and every dump is 
 and judged by harness.dumps.assert_good_dump, as the other network cases are.
 
 One dracut image per target kind (SSH, NFS), built once (`extra_modules virtio_net bonding
-8021q bridge`: the cases do not use a host record); cases that differ only in the server's
-spelling (an IPv6 address, a name) lay their kdump.conf over it. Where one boot proves two
+8021q bridge`: the cases do not use a host record), each for the server at its IPv6 address
+(`root@[fd77::1]`, `nfs4 [fd77::1]:/export`), so mkinitrd itself takes IPv6 servers; cases
+that differ only in the server's spelling (the IPv4 address, a name) lay their kdump.conf
+over it. Where one boot proves two
 things it does: balance-xor + VLAN to NFS (cases 2 and 3), a bridge with static dual stack
 and a name with A and AAAA (cases 4 and 7).
 """
@@ -88,22 +90,42 @@ def nfs_config(server: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def ssh_initrd(kernel: Kernel, ssh_home: Sshd, client_key: ClientKey,
-               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The SSH image mkinitrd builds for root@10.77.0.1, and the server's dump directory."""
+def ssh_v6_initrd(kernel: Kernel, ssh_home: Sshd, client_key: ClientKey,
+                  tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The SSH image mkinitrd builds for root@[fd77::1] (pinning the host key it has under
+    that name), and the server's dump directory."""
     work = tmp_path_factory.mktemp("ssh-initrd")
     dumps = work / "dumps"
     known_hosts = work / "known_hosts"
     known_hosts.write_text(known_hosts_text(ssh_home))
-    initrd = build_capture_initrd(kernel, ssh_config(SERVER_V4, client_key, dumps), work,
+    initrd = build_capture_initrd(kernel, ssh_config(f"[{SERVER_V6}]", client_key, dumps), work,
                                   packed=[client_key.path, known_hosts],
                                   mkinitrd_args=["--known-hosts", str(known_hosts)])
     return initrd, dumps
 
 
 @pytest.fixture(scope="module")
-def nfs_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_capture_initrd(kernel, nfs_config(SERVER_V4), tmp_path_factory.mktemp("nfs-initrd"))
+def ssh_initrd(ssh_v6_initrd: tuple[Path, Path], ssh_home: Sshd, client_key: ClientKey,
+               tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same image laid over with the config for root@10.77.0.1 and its pinned key."""
+    initrd, dumps = ssh_v6_initrd
+    by_v4 = with_config_overlay(initrd, ssh_config(SERVER_V4, client_key, dumps),
+                                tmp_path_factory.mktemp("ssh-v4") / "by-v4.img",
+                                records={"known_hosts": known_hosts_text(ssh_home)})
+    return by_v4, dumps
+
+
+@pytest.fixture(scope="module")
+def nfs_v6_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The NFS image mkinitrd builds for nfs4 [fd77::1]:/export."""
+    return build_capture_initrd(kernel, nfs_config(f"[{SERVER_V6}]"), tmp_path_factory.mktemp("nfs-initrd"))
+
+
+@pytest.fixture(scope="module")
+def nfs_initrd(nfs_v6_initrd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same image for nfs4 10.77.0.1:/export."""
+    return with_config_overlay(nfs_v6_initrd, nfs_config(SERVER_V4),
+                               tmp_path_factory.mktemp("nfs-v4") / "by-v4.img")
 
 
 @pytest.fixture
@@ -294,15 +316,11 @@ def test_bridge_with_static_dual_stack_to_a_name_with_a_and_aaaa(
     print(f"dual stack: the agent reached {LAB_NAME} over IPv{family}")
 
 
-def test_ipv6_only_slaac_to_ssh(kernel: Kernel, ssh_initrd: tuple[Path, Path], ssh_home: Sshd,
-                                client_key: ClientKey, sshd_in: Any, tmp_path: Path,
-                                console_logs: list[Path]) -> None:
+def test_ipv6_only_slaac_to_ssh(kernel: Kernel, ssh_v6_initrd: tuple[Path, Path], sshd_in: Any,
+                                tmp_path: Path, console_logs: list[Path]) -> None:
     """Case 5: no IPv4 at all; the address comes from dnsmasq's router advertisement
-    (SLAAC, EUI-64 from the NIC's MAC), SSH to root@[fd77::1]."""
-    initrd, dumps = ssh_initrd
-    overlaid = with_config_overlay(initrd, ssh_config(f"[{SERVER_V6}]", client_key, dumps),
-                                   tmp_path / "v6.img",
-                                   records={"known_hosts": known_hosts_text(ssh_home)})
+    (SLAAC, EUI-64 from the NIC's MAC), SSH to root@[fd77::1] as mkinitrd built the image."""
+    overlaid, dumps = ssh_v6_initrd
     with Lab(tmp_path / "lab") as lab:
         lab.dnsmasq(Dns(dhcp4=False, ra=True))
         server = sshd_in(lab)
@@ -319,11 +337,11 @@ def test_ipv6_only_slaac_to_ssh(kernel: Kernel, ssh_initrd: tuple[Path, Path], s
     assert manifest["target"]["server_address"] == SERVER_V6
 
 
-def test_ipv6_only_dhcp6_to_nfs(kernel: Kernel, nfs_initrd: Path, tmp_path: Path,
+def test_ipv6_only_dhcp6_to_nfs(kernel: Kernel, nfs_v6_initrd: Path, tmp_path: Path,
                                 console_logs: list[Path]) -> None:
     """Case 6: no IPv4; a stateful DHCPv6 lease (dnsmasq's RA carries the M flag), then
-    NFSv4 to [fd77::1]."""
-    overlaid = with_config_overlay(nfs_initrd, nfs_config(f"[{SERVER_V6}]"), tmp_path / "v6.img")
+    NFSv4 to [fd77::1], as mkinitrd built the image."""
+    overlaid = nfs_v6_initrd
     with Lab(tmp_path / "lab") as lab:
         dnsmasq_log = lab.dnsmasq(Dns(dhcp4=False, dhcp6=True))
         server = NfsServer(tmp_path / "nfs", protocols=(4,), prefix=tuple(lab.prefix)).start()

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from harness.vethpair import ip, veth_pair
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 for network namespaces")
 
@@ -79,10 +81,6 @@ print(peer[0], flush=True)
 """
 
 
-def ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
-    return done.stdout
 
 
 def wait_for(what: str, ready: Callable[[], bool], seconds: float = READY_SECONDS) -> None:
@@ -122,20 +120,8 @@ class Namespaces:
 @pytest.fixture
 def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
     """Server and client namespaces joined by veth srv0 <-> cli0; deleted afterwards."""
-    server, client = f"kdump6-srv-{os.getpid()}", f"kdump6-cli-{os.getpid()}"
-    created: list[str] = []
-    try:
-        for name in (server, client):
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", server, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", client)
-        ip("-n", server, "addr", "add", f"{SERVER}/64", "dev", "srv0", "nodad")
-        ip("-n", server, "link", "set", "srv0", "up")
-        mac = json.loads(ip("-n", client, "-j", "link", "show", "cli0"))[0]["address"]
-        yield Namespaces(server=server, client=client, client_mac=mac, work=tmp_path)
-    finally:
-        for name in reversed(created):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+    with veth_pair("dhcp6", (f"{SERVER}/64",)) as pair:
+        yield Namespaces(server=pair.server, client=pair.client, client_mac=pair.client_mac, work=tmp_path)
 
 
 def stop(process: subprocess.Popen[Any]) -> None:

@@ -1,10 +1,10 @@
 """bring_up and record_host_route against real kernel networking, inside network namespaces.
 
-Each test gets two namespaces joined by a veth pair: `kdump-srv-<pid>` holds the "server"
-(192.168.177.1/24, and dnsmasq for the DHCP cases) and `kdump-cli-<pid>` the capture
-kernel's NIC. The agent's code runs in the client namespace as a child process
-(`ip netns exec`), since a namespace belongs to a process; nothing outside the two
-namespaces is touched or contacted. Both are deleted, and dnsmasq stopped by its pid,
+Each test gets two namespaces joined by a veth pair (harness.vethpair): the server's holds
+192.168.177.1/24 (and dnsmasq for the DHCP cases), the client's the capture kernel's NIC.
+The agent's code runs in the client namespace as a child process (`ip netns exec`), since
+a namespace belongs to a process; nothing outside the two namespaces is touched or
+contacted. Both are deleted, and dnsmasq stopped by its pid,
 whatever the test's outcome. Needs root, iproute2 and (for DHCP) dnsmasq.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from harness.vethpair import CLIENT_LINK, ip, veth_pair
 from kdump_agent.network.cmdline import parse_cmdline
 from kdump_agent.network.plan import NetworkPlan
 
@@ -93,10 +94,6 @@ with socket.socket(family, socket.SOCK_RAW, proto) as probe:
 """
 
 
-def ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
-    return done.stdout
 
 
 @dataclass
@@ -144,21 +141,9 @@ class Namespaces:
 @pytest.fixture
 def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
     """Server and client namespaces joined by veth srv0 <-> cli0; deleted afterwards."""
-    server, client = f"kdump-srv-{os.getpid()}", f"kdump-cli-{os.getpid()}"
-    created: list[str] = []
-    try:
-        for name in (server, client):
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", server, "link", "add", "srv0", "type", "veth", "peer", "name", "cli0", "netns", client)
-        ip("-n", server, "addr", "add", f"{SERVER}/24", "dev", "srv0")
-        ip("-n", server, "addr", "add", f"{SERVER6}/64", "dev", "srv0", "nodad")
-        ip("-n", server, "link", "set", "srv0", "up")
-        mac = json.loads(ip("-n", client, "-j", "link", "show", "cli0"))[0]["address"]
-        yield Namespaces(server=server, client=client, client_link="cli0", client_mac=mac, work=tmp_path)
-    finally:
-        for name in reversed(created):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+    with veth_pair("net", (f"{SERVER}/24", f"{SERVER6}/64")) as pair:
+        yield Namespaces(server=pair.server, client=pair.client, client_link=CLIENT_LINK,
+                         client_mac=pair.client_mac, work=tmp_path)
 
 
 @pytest.fixture

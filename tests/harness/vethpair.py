@@ -1,0 +1,56 @@
+"""Two network namespaces joined by a veth pair: the integration tests' stand-in for a server
+and the capture kernel's NIC on the real kernel of this host.
+
+`kdump-srv-<tag>-<pid>` holds `srv0` with the server's addresses; `kdump-cli-<tag>-<pid>`
+holds `cli0`, the NIC the agent's code configures (run there as a child process with
+`ip netns exec`: a namespace belongs to a process). Both are deleted on the way out,
+whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+SERVER_LINK = "srv0"
+CLIENT_LINK = "cli0"
+
+
+def ip(*args: str) -> str:
+    """iproute2's `ip`, its output; a failure fails the test with ip's own words."""
+    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"ip {' '.join(args)}: {done.stderr.strip()}"
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class VethPair:
+    server: str  # the server's namespace
+    client: str  # the client's namespace
+    client_mac: str  # cli0's MAC
+
+
+@contextmanager
+def veth_pair(tag: str, server_addresses: Sequence[str]) -> Iterator[VethPair]:
+    """The two namespaces, srv0 up with server_addresses (CIDR; IPv6 ones without DAD, so
+    they answer at once), cli0 down for the test to bring up."""
+    server, client = f"kdump-srv-{tag}-{os.getpid()}", f"kdump-cli-{tag}-{os.getpid()}"
+    created: list[str] = []
+    try:
+        for name in (server, client):
+            ip("netns", "add", name)
+            created.append(name)
+        ip("-n", server, "link", "add", SERVER_LINK, "type", "veth", "peer", "name", CLIENT_LINK,
+           "netns", client)
+        for cidr in server_addresses:
+            ip("-n", server, "addr", "add", cidr, "dev", SERVER_LINK, *(("nodad",) if ":" in cidr else ()))
+        ip("-n", server, "link", "set", SERVER_LINK, "up")
+        mac = json.loads(ip("-n", client, "-j", "link", "show", CLIENT_LINK))[0]["address"]
+        yield VethPair(server=server, client=client, client_mac=mac)
+    finally:
+        for name in reversed(created):
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
