@@ -69,7 +69,8 @@ def bring_up(
     with rtnetlink() as ipr:
         stack = links.build(ipr, plan, budget, sysfs)
         top = stack.top
-        if plan.mtu is not None:
+        built = plan.link(plan.interface) if plan.interface else None
+        if plan.mtu is not None and (built is None or built.mtu != plan.mtu):  # links set their own
             request(f"setting MTU {plan.mtu} on {top.name}", ipr.link, "set", index=top.index, mtu=plan.mtu)
         if plan.ipv6:
             ipv6.prepare(procfs, top.name, plan.ipv6)
