@@ -62,6 +62,17 @@ def test_ssh_dump_counts_the_larger_agent_and_errs_on_the_large_side() -> None:
     assert est.megabytes(benchmark_guest(TargetKind.SSH, 35_046_400).recommended) == "192M"
 
 
+def test_a_vlan_on_a_bond_stays_within_two_steps_above_its_measured_floor() -> None:
+    """`make bench`: SSH over a VLAN on a bond works at 176M and fails at 160M; its image
+    carries bonding and 8021q with what they load (907,823 bytes of modules more than the plain
+    SSH one)."""
+    plain = benchmark_guest(TargetKind.SSH, 35_046_400 + 907_823)
+    with_links = est.Estimate(ram=plain.ram, parts=(*plain.parts, est.links_part(("bonding", "8021q"))),
+                              reserved=plain.reserved)
+    assert 176 * MIB <= with_links.recommended <= 176 * MIB + 32 * MIB
+    assert est.megabytes(with_links.recommended) == "192M"
+
+
 def test_small_parts_still_get_the_seed_rule() -> None:
     estimate = est.Estimate(ram=8 * GIB, parts=(est.Part("x", 10 * MIB, ""),), reserved=0)
     assert estimate.recommended == 144 * MIB  # 128M + 0.5M, rounded up to 16M
@@ -166,39 +177,27 @@ def test_a_stacked_target_without_an_image_counts_its_tools(tmp_path: Path, mock
     assert sizing.storage_part(config, str(built)) is None
 
 
-PROC_MODULES = """\
-8021q 40960 0 - Live 0xffffffffc0a10000
-garp 16384 1 8021q, Live 0xffffffffc0a00000
-mrp 20480 1 8021q, Live 0xffffffffc09f0000
-bonding 200704 0 - Live 0xffffffffc0980000
-stp 16384 1 garp, Live 0xffffffffc0970000
-llc 16384 2 garp,stp, Live 0xffffffffc0960000
-virtio_net 61440 0 - Live 0xffffffffc0950000
-"""
 
-
-def test_a_server_behind_a_vlan_on_a_bond_counts_the_modules_as_loaded_here(tmp_path: Path,
-                                                                           mocker: Any) -> None:
-    (tmp_path / "modules").write_text(PROC_MODULES)
+def test_a_server_behind_a_vlan_on_a_bond_counts_what_the_links_cost(mocker: Any) -> None:
     plan = NetworkPlan(interface="bond0.77", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
                        hostname=None, links=(VirtualLink("bond", "bond0", ("eth0", "eth1")),
                                              VirtualLink("vlan", "bond0.77", ("bond0",), (("id", "77"),))))
-    record = mocker.Mock(**{"plan.return_value": plan})
-    mocker.patch.object(sizing, "record_host_route", return_value=record)
+    mocker.patch.object(sizing, "record_host_route", return_value=mocker.Mock(**{"plan.return_value": plan}))
     mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
-    config = parse("nfs filer.example:/export\n", "/etc/kdump.conf")
-    part = sizing.network_links_part(config, HostPaths(modules=str(tmp_path / "modules")))
+    part = sizing.network_links_part(parse("nfs filer.example:/export\n", "/etc/kdump.conf"))
     assert part is not None
-    assert part.size == 40960 + 16384 + 20480 + 200704 + 16384 + 16384  # not virtio_net
-    assert part.source == f"8021q, bonding, garp, llc, mrp, stp, as loaded here ({tmp_path}/modules)"
+    assert part.size == est.LINKS_RUNTIME
+    assert part.source.startswith("bonding, 8021q loaded and the links built")
 
 
-def test_a_plain_nic_or_a_local_target_adds_no_network_part(tmp_path: Path, mocker: Any) -> None:
-    (tmp_path / "modules").write_text(PROC_MODULES)
+def test_a_plain_nic_a_generic_image_or_a_local_target_adds_no_links_part(mocker: Any) -> None:
     plain = NetworkPlan(interface="eth0", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
                         hostname=None)
-    mocker.patch.object(sizing, "record_host_route", return_value=mocker.Mock(**{"plan.return_value": plain}))
+    record = mocker.patch.object(sizing, "record_host_route",
+                                 return_value=mocker.Mock(**{"plan.return_value": plain}))
     mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
-    paths = HostPaths(modules=str(tmp_path / "modules"))
-    assert sizing.network_links_part(parse("nfs filer.example:/export\n", "k"), paths) is None
-    assert sizing.network_links_part(parse("ext4 /dev/vdb\n", "k"), paths) is None
+    assert sizing.network_links_part(parse("nfs filer.example:/export\n", "k")) is None
+    assert sizing.network_links_part(parse("ext4 /dev/vdb\n", "k")) is None
+    generic = parse("nfs filer.example:/export\ndracut_args --no-hostonly\n", "k")
+    assert sizing.network_links_part(generic) is None
+    assert record.call_count == 1

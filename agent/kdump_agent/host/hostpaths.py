@@ -30,7 +30,6 @@ class HostPaths:
     stat: str = "/proc/stat"  # btime: when this boot started
     boot_id: str = "/proc/sys/kernel/random/boot_id"  # which boot this is
     mountinfo: str = "/proc/self/mountinfo"  # where a local dump target is mounted
-    modules: str = "/proc/modules"  # the loaded modules' sizes: a bond's or a VLAN's cost
     defaults: str = "/etc/default/kdump-agent"  # KDUMP_COMMANDLINE_APPEND / _REMOVE
     grub_defaults: str = "/etc/default/grub"
     boot_dir: str = "/boot"

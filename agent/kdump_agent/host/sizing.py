@@ -22,6 +22,7 @@ from .estimate import (
     Estimate,
     Part,
     agent_part,
+    links_part,
     makedumpfile_part,
     mib,
     runtime_part,
@@ -91,11 +92,11 @@ def storage_part(config: Config | None, image: str) -> Part | None:
                 "(the image is not built yet)")
 
 
-def network_links_part(config: Config | None, paths: HostPaths) -> Part | None:
-    """The modules of the bonds, VLANs and bridges the capture kernel builds on its way to
-    the server (hostonly: the route mkinitrd records), with the modules they load, at the
-    size the kernel holds them in now (/proc/modules). None for a server reached through a
-    plain NIC, a local target, or a route that cannot be recorded (mkinitrd says why)."""
+def network_links_part(config: Config | None) -> Part | None:
+    """What building bonds, VLANs or bridges on the way to the server costs the capture
+    kernel (hostonly: the route mkinitrd records), as `make bench` measured it; None for a
+    server reached through a plain NIC, a local target, or a route that cannot be recorded
+    (mkinitrd says why)."""
     server = server_of(config) if config is not None else None
     if config is None or server is None or not hostonly_wanted(config.dracut_args):
         return None
@@ -104,35 +105,14 @@ def network_links_part(config: Config | None, paths: HostPaths) -> Part | None:
         plan = record_host_route(host, bringup.resolve(host)).plan()
     except KdumpError:
         return None
-    loaded = _loaded_modules(system.read_text(paths.modules) or "")
-    wanted = set(plan.modules())
-    while True:  # with what they use: a module's users column names the modules that need it
-        more = {name for name, (_, users) in loaded.items() if users & wanted} - wanted
-        if not more:
-            break
-        wanted |= more
-    found = sorted(name for name in wanted if name in loaded)
-    if not found:
-        return None
-    return Part("network links", sum(loaded[name][0] for name in found),
-                f"{', '.join(found)}, as loaded here ({paths.modules})")
-
-
-def _loaded_modules(text: str) -> dict[str, tuple[int, set[str]]]:
-    """/proc/modules as name -> (size in bytes, the modules using it)."""
-    modules = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[1].isdigit():
-            modules[fields[0]] = (int(fields[1]), set(fields[3].strip(",").split(",")) - {"-", ""})
-    return modules
+    return links_part(plan.modules()) if plan.links else None
 
 
 def estimate_here(config: Config | None, paths: HostPaths, *, kernel: str, image: str) -> Estimate:
     """The estimate for this machine with the config's target (a local one without a config)."""
     ram = system_ram(paths)
     kind = config.target.kind if config is not None and config.target is not None else None
-    extras = [part for part in (storage_part(config, image), network_links_part(config, paths)) if part]
+    extras = [part for part in (storage_part(config, image), network_links_part(config)) if part]
     parts = (kernel_part(kernel), runtime_part(), initramfs_part(image), *extras, agent_part(kind),
              makedumpfile_part(ram))
     return Estimate(ram=ram, parts=parts, reserved=crash_size(paths))
