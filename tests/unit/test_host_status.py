@@ -16,6 +16,8 @@ from kdump_agent.host import stackpack, status
 from kdump_agent.host.estimate import Estimate, Part
 from kdump_agent.host.hostpaths import HostPaths
 from kdump_agent.host.stack import Found
+from kdump_agent.network.plan import VirtualLink
+from kdump_agent.network.record import HostRecord
 from kdump_agent.storage.base import Stack
 from kdump_agent.storage.kinds import stacks_as_json
 from kdump_agent.storage.lvm import LvmVolume
@@ -283,3 +285,68 @@ def test_a_target_on_dm_crypt_is_a_problem_status_names(tmp_path: Path, mocker: 
     check = status.check_storage(parse("ext4 /dev/mapper/luks\n", "/etc/kdump.conf"), tmp_path / "x.img")
     assert not check.ok and "is on dm-crypt (LUKS)" in check.detail
     assert status.check_storage(parse("nfs server:/dumps\n", "/etc/kdump.conf"), tmp_path / "x.img").ok
+
+
+# ---- the way to a network target's server --------------------------------------------------
+
+def host_record(interface: str, links: tuple[VirtualLink, ...] = (),
+                nic_macs: tuple[tuple[str, str], ...] = (), addresses: tuple[str, ...] = ("10.0.0.5/24",)
+                ) -> HostRecord:
+    return HostRecord(host="filer.example", target="10.0.0.9", interface=interface, mac="52:54:00:00:00:01",
+                      mtu=1500, addresses=addresses, gateway=None, dns=(), dhcp=False, hostname="crashed",
+                      links=links, nic_macs=nic_macs)
+
+
+BOND = (VirtualLink("bond", "bond0", ("eth0", "eth1"), (("mode", "active-backup"),)),)
+NFS_CONFIG = "nfs filer.example:/export\n"
+
+
+def network_here(mocker: Any, record: HostRecord) -> None:
+    mocker.patch.object(status.bringup, "resolve", return_value="10.0.0.9")
+    mocker.patch.object(status, "record_host_route", return_value=record)
+
+
+def test_a_server_reached_as_the_image_records_is_ready(tmp_path: Path, mocker: Any) -> None:
+    now = host_record("bond0", BOND, (("eth0", "52:54:00:00:00:01"), ("eth1", "52:54:00:00:00:02")))
+    network_here(mocker, now)
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    mocker.patch.object(status, "image_file", return_value=now.as_json())
+    check = status.check_network(parse(NFS_CONFIG, "/etc/kdump.conf"), image)
+    assert check.ok, check.detail
+    assert check.detail == (f"filer.example is reached through bond0 (active-backup: eth0, eth1), "
+                            f"as {image} records")
+
+
+def test_a_nic_moved_into_a_bond_since_the_build_is_a_problem(tmp_path: Path, mocker: Any) -> None:
+    network_here(mocker, host_record("bond0", BOND, (("eth0", "52:54:00:00:00:01"),
+                                                      ("eth1", "52:54:00:00:00:02"))))
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    mocker.patch.object(status, "image_file", return_value=host_record("eth0").as_json())
+    check = status.check_network(parse(NFS_CONFIG, "/etc/kdump.conf"), image)
+    assert not check.ok
+    assert check.detail == (f"filer.example is reached through bond0 (active-backup: eth0, eth1) now, which "
+                            f"{image} does not record (it records eth0)")
+    assert check.fix == f"kdump-agent mkinitrd -o {image}, then kdump-agent load"
+
+
+def test_a_renewed_dhcp_address_is_no_change(tmp_path: Path, mocker: Any) -> None:
+    leased = dataclasses.replace(host_record("eth0"), dhcp=True)
+    network_here(mocker, dataclasses.replace(leased, addresses=("10.0.0.77/24",)))
+    image = tmp_path / "initramfs.img"
+    image.write_bytes(b"image")
+    mocker.patch.object(status, "image_file", return_value=leased.as_json())
+    assert status.check_network(parse(NFS_CONFIG, "/etc/kdump.conf"), image).ok
+
+
+def test_network_checks_that_need_no_record(tmp_path: Path, mocker: Any) -> None:
+    record = mocker.patch.object(status, "record_host_route")
+    local = status.check_network(parse("ext4 /dev/vdb\n", "k"), tmp_path / "x.img")
+    assert (local.ok, local.detail) == (True, "no network target")
+    generic = status.check_network(parse(NFS_CONFIG + "dracut_args --no-hostonly\n", "k"), tmp_path / "x.img")
+    assert generic.ok and "generic" in generic.detail
+    record.assert_not_called()
+    mocker.patch.object(status.bringup, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    unreachable = status.check_network(parse(NFS_CONFIG, "k"), tmp_path / "x.img")
+    assert (unreachable.ok, unreachable.detail) == (False, "cannot resolve filer.example")

@@ -20,6 +20,8 @@ from .. import flat
 from ..config import Config
 from ..errors import KdumpError
 from ..layout import MANIFEST
+from ..network import bringup
+from ..network.record import HostRecord, record_host_route
 from ..storage.iscsi import IscsiSession
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
@@ -39,6 +41,7 @@ from .mkinitrd import (
     local_device,
     target_device,
 )
+from .netpack import server_of
 from .stack import stack_under
 from .stackpack import storage_pack
 
@@ -163,6 +166,38 @@ def check_storage(config: Config | None, image: Path) -> Check:
         return Check(name, False, f"{image} lacks {', '.join(missing)}, which {stack.describe()} needs", fix)
     return Check(name, True, f"{device} is on {stack.describe()}; {image} holds its record and "
                  f"{', '.join(pack.programs)}")
+
+
+def check_network(config: Config | None, image: Path) -> Check:
+    """The way to a network target's server now, and that the image records that way: a NIC
+    replaced, a bond rebuilt or a VLAN moved since the build would not come up after a panic.
+    Compared as the capture kernel's plan, so a DHCP address renewed since is no change."""
+    name = "network"
+    server = server_of(config) if config is not None else None
+    if config is None or server is None:
+        return Check(name, True, "no network target" if config else "not checked: the config is invalid")
+    if not hostonly_wanted(config.dracut_args):
+        return Check(name, True, "a generic (--no-hostonly) image: the capture kernel's command line "
+                     "or DHCP says how")
+    host = server.server if isinstance(server, NfsTarget) else server.host
+    fix = f"kdump-agent mkinitrd -o {image}, then kdump-agent load"
+    try:
+        now = record_host_route(host, bringup.resolve(host))
+    except KdumpError as error:
+        return Check(name, False, _reason(error), "make the server reachable through a NIC, bond, VLAN "
+                     "or bridge, or name the capture kernel's network with ip= (see README)")
+    if not image.exists():
+        return Check(name, False, f"{host} is reached through {now.described()}; {image} is not built", fix)
+    try:
+        held = image_file(image, "etc/kdump-agent/network.json")
+        built = HostRecord.from_json(held) if held else None
+    except (KdumpError, OSError) as error:
+        return Check(name, False, f"cannot read {image}'s network record: {_reason(error)}", fix)
+    if built is None or built.plan() != now.plan():
+        recorded = f" (it records {built.described()})" if built else ""
+        return Check(name, False, f"{host} is reached through {now.described()} now, which {image} does not "
+                     f"record{recorded}", fix)
+    return Check(name, True, f"{host} is reached through {now.described()}, as {image} records")
 
 
 def check_image_mode(config: Config | None, image: Path,
@@ -411,6 +446,7 @@ def run_checks(config_path: str, paths: HostPaths, *, image: Path,
         check_collector(config),
         check_target(config),
         check_storage(config, image),
+        check_network(config, image),
         *check_raw_restored(config),
         check_size(estimate(config)),
         check_nmi_watchdog(paths),
