@@ -1,20 +1,20 @@
 """The host's record of a bond under a bridge, taken from a real kernel, brings the capture
-kernel's network up with no `ip=` at all.
+kernel's network up with no `ip=` at all; a VLAN is recorded the same way.
 
-This host's kernel has no bonding module, so the record is taken in a guest:
-1. A record boot: a busybox guest with two NICs builds what a server has, a bridge `br0`
+This host's kernel has no bonding or 8021q module, so the records are taken in a guest:
+1. A record boot: a busybox guest with three NICs builds what a server has, a bridge `br0`
    over an active-backup bond `bond0` (miimon 100, primary eth1) over eth0 and eth1, with
    a static address, and runs the frozen `kdump-agent mkinitrd --dry-run` for an NFS
    target. The agent walks the kernel's netlink objects (network/hostlinks.py) and prints
-   the record it would pack.
+   the record it would pack. Then VLAN 77 on eth2 for a second server, recorded only.
 2. A panic boot: that record laid over a capture image, the NICs given to QEMU in the
    other order, so that the capture kernel's eth0 is the host's eth1: the agent must find
    each NIC by the MAC the record holds, rebuild bond and bridge, and dump to NFS through
    them. The capture kernel's command line has no `ip=`.
 
 Both boots use QEMU's user-mode network (one slirp per NIC, each with 10.0.2.2 = this
-host's loopback), so the active leg reaches the NFS server whichever it is. VLANs cannot
-pass slirp; tests/e2e/test_network_topologies.py proves them on a lab network.
+host's loopback), so the active leg reaches the NFS server whichever it is. Tagged frames
+do not pass slirp: tests/e2e/test_network_topologies.py dumps over a VLAN on a lab network.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,8 @@ pytestmark = pytest.mark.qemu
 LIBM = "/lib/x86_64-linux-gnu/libm.so.6"
 MACS = ("52:54:00:0e:00:01", "52:54:00:0e:00:02")  # the record boot's eth0, eth1
 RECORD_CONFIG = f"nfs {HOST_FROM_GUEST}:/export\npath /var/crash\n"
+VLAN_CONFIG = "nfs 192.168.77.1:/export\npath /var/crash\n"
+VLAN_NIC_MAC = "52:54:00:0e:00:03"
 CAPTURE_CONFIG = "\n".join([f"nfs4 {HOST_FROM_GUEST}:/export", "path /var/crash",
                             "extra_modules virtio_net bonding bridge", LEAN_DRACUT_ARGS,
                             "failure_action poweroff", ""])
@@ -81,12 +84,21 @@ ip link show
 kdump-agent mkinitrd --dry-run -c /etc/kdump.conf --kver {kver} --kmoddir /lib/modules/{kver} \\
     -o /tmp/unused.img --binary /usr/bin/kdump-agent
 echo "KDUMP-TEST: mkinitrd exited $?"
+# A VLAN on a third NIC, for a server on that VLAN: recorded only (QEMU's user-mode network
+# drops tagged frames, so nothing is sent).
+ip link set eth2 up
+vconfig add eth2 77
+ip addr add 192.168.77.15/24 dev eth2.77
+ip link set eth2.77 up
+kdump-agent mkinitrd --dry-run -c /etc/kdump-vlan.conf --kver {kver} --kmoddir /lib/modules/{kver} \\
+    -o /tmp/unused.img --binary /usr/bin/kdump-agent
+echo "KDUMP-TEST: mkinitrd for the VLAN exited $?"
 poweroff -f
 """
 
 
-def two_nics(macs: tuple[str, str]) -> list[str]:
-    """Two virtio NICs, each on its own user-mode network, in the order given."""
+def user_nics(*macs: str) -> list[str]:
+    """Virtio NICs, each on its own user-mode network, in the order given."""
     args: list[str] = []
     for number, mac in enumerate(macs):
         args += ["-netdev", f"user,id=n{number}", "-device", f"virtio-net-pci,netdev=n{number},mac={mac}"]
@@ -101,29 +113,36 @@ def record_image(kernel: Kernel) -> Path:
     archive.add_binary(Path("/usr/bin/makedumpfile"), "usr/bin/makedumpfile")  # the default collector
     archive.add_file(LIBM.lstrip("/"), Path(LIBM))  # libpython's, unseen by ldd inside the archive
     archive.add_file("etc/kdump.conf", RECORD_CONFIG.encode())
-    modules = add_modules(archive, kernel, ["virtio_pci", "virtio_net", "bonding", "bridge"])
+    archive.add_file("etc/kdump-vlan.conf", VLAN_CONFIG.encode())
+    modules = add_modules(archive, kernel, ["virtio_pci", "virtio_net", "bonding", "bridge", "8021q"])
     init = _RECORD_INIT.format(insmod="".join(f"insmod {m}\n" for m in modules), address=GUEST_ADDRESS,
                                gateway=HOST_FROM_GUEST, kver=kernel.kver)
     archive.add_file("init", init.encode(), 0o755)
     return archive.write_cached(cache_dir(CAPTURE_IMAGES) / "network-record-boot.img")
 
 
-def record_in_guest(kernel: Kernel, workdir: Path) -> dict[str, object]:
+def records_in_guest(kernel: Kernel, workdir: Path) -> list[dict[str, Any]]:
+    """The records mkinitrd --dry-run printed in the record boot: the bridge's, the VLAN's."""
     result = boot(kernel, record_image(kernel), append="console=ttyS0 panic=1", timeout_s=300,
-                  log_path=workdir / "record-console.log", extra_args=two_nics(MACS))
+                  log_path=workdir / "record-console.log", extra_args=user_nics(*MACS, VLAN_NIC_MAC))
     assert "KDUMP-TEST: mkinitrd exited 0" in result.console, result.tail()
-    found = RECORDED.search(result.console)
-    assert found, result.tail()
-    record: dict[str, object] = json.loads(found[1])
-    return record
+    assert "KDUMP-TEST: mkinitrd for the VLAN exited 0" in result.console, result.tail()
+    records = [json.loads(found) for found in RECORDED.findall(result.console)]
+    assert len(records) == 2, result.tail()
+    return records
 
 
 def test_a_recorded_bridge_over_a_bond_is_rebuilt_by_mac_and_carries_the_dump(kernel: Kernel,
                                                                                 tmp_path: Path) -> None:
-    record = record_in_guest(kernel, tmp_path)
+    record, vlan_record = records_in_guest(kernel, tmp_path)
+    assert vlan_record["interface"] == "eth2.77"
+    assert vlan_record["links"] == [{"kind": "vlan", "name": "eth2.77", "members": ["eth2"],
+                                     "options": {"id": "77"}, "mac": VLAN_NIC_MAC, "mtu": 1500}]
+    assert vlan_record["nic_macs"] == {"eth2": VLAN_NIC_MAC}
+    assert vlan_record["addresses"] == ["192.168.77.15/24"]
     assert record["interface"] == "br0"
     assert record["addresses"] == [f"{GUEST_ADDRESS}/24"]
-    links = {link["name"]: link for link in record["links"]}  # type: ignore[attr-defined]
+    links = {link["name"]: link for link in record["links"]}
     assert links["bond0"]["kind"] == "bond" and links["bond0"]["members"] == ["eth0", "eth1"]
     assert links["bond0"]["options"] == {"mode": "active-backup", "primary": "eth1"}
     assert links["br0"]["kind"] == "bridge" and links["br0"]["members"] == ["bond0"]
@@ -135,7 +154,7 @@ def test_a_recorded_bridge_over_a_bond_is_rebuilt_by_mac_and_carries_the_dump(ke
     panic = build_panic_initrd(kernel, capture, CAPTURE_CMDLINE, tmp_path / "panic.img")
     with NfsServer(tmp_path / "nfs", protocols=(4,)) as server:
         result = boot(kernel, panic, append=FIRST_KERNEL_CMDLINE, timeout_s=420,
-                      log_path=tmp_path / "console.log", extra_args=two_nics((MACS[1], MACS[0])))
+                      log_path=tmp_path / "console.log", extra_args=user_nics(MACS[1], MACS[0]))
         dumps = network_dump_dirs(server.export_path / "var" / "crash")
     assert not result.timed_out, result.tail()
     assert "no ip= on the kernel command line" not in result.console
