@@ -14,7 +14,9 @@ in the same run, because this machine's timings drift from run to run.
    vmcore the crashed kernel's log reads back from), and with SSH over VLAN 77 on a
    balance-xor bond of two NICs (a harness.netlab namespace: sshd, dnsmasq and QEMU inside
    it, the VLAN terminated by harness.vlan_relay). `bench/run.py bond-vlan` measures that
-   floor alone.
+   floor alone; `bench/run.py links-memfree` (in the full run too: `links_memfree`) the
+   MemFree at 176M of one plain NIC, the same with bonding and 8021q loaded, a VLAN on it
+   and the VLAN on the bond, where host/estimate.py's LINKS_RUNTIME comes from.
 2. Time: panic -> dump saved -> reboot, median of several boots, ours vs the baseline; and
    the agent's own start-up (the initramfs hook's kernel-log line to the agent's first).
    SSH vs local: the same total, and the COLLECT state alone, where the transfer happens.
@@ -44,7 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -313,32 +316,67 @@ def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int |
     return CRASHKERNEL_STEPS_MIB[high], runs
 
 
+@contextmanager
+def lab_ssh(kernel: Kernel, work: Path, key: ClientKey,
+            vlan: int | None) -> Iterator[Callable[[str, str, str, int], Variant]]:
+    """A lab with two NICs (VLAN `vlan` behind the relay, if any) and its sshd on
+    10.77.0.1:22; yields how to make a variant: (name, extra_modules, capture cmdline, NICs)."""
+    with Lab(work / f"lab-{vlan}", nics=2, vlan=vlan) as lab:
+        lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_VLAN_ADDRESS),)))
+        server = Sshd(work / "sshd", authorized=(key,), listen=(SERVER_V4,),
+                      prefix=tuple(lab.prefix)).start(port=22)
+        images: list[Path] = []
+        try:
+            dumps = work / "dumps"
+            known_hosts = server.known_hosts(work / "known_hosts", "ed25519", name=SERVER_V4)
+
+            def variant(name: str, modules: str, cmdline: str, nics: int) -> Variant:
+                config = "\n".join([f"ssh root@{SERVER_V4}", f"sshkey {key.path}", f"path {dumps}",
+                                    f"extra_modules {modules}", LEAN_DRACUT_ARGS,
+                                    "failure_action poweroff", ""])
+                (work / name).mkdir(parents=True, exist_ok=True)
+                image = build_capture_initrd(kernel, config, work / name,
+                                             packed=[key.path, known_hosts],
+                                             mkinitrd_args=["--known-hosts", str(known_hosts)])
+                images.append(image)
+                return Variant(f"kdump-agent-{name}", image, lambda console: "dump saved in" in console,
+                               SshServer(dumps, BOND_VLAN_ADDRESS, network=False), capture_cmdline=cmdline,
+                               extra_args=tuple(lab.qemu_nic_args()[:4 * nics]), prefix=tuple(lab.prefix))
+
+            yield variant
+        finally:
+            server.stop()
+            for image in images:
+                image.unlink(missing_ok=True)  # this run's keys only: no later run could reuse it
+
+
 def bond_vlan_floor(kernel: Kernel, key: ClientKey, work: Path) -> tuple[int | None, list[Run]]:
     """The memory floor of an SSH dump over VLAN 77 on a balance-xor bond (two NICs, DHCP):
     what the bonding and 8021q modules, the links and the bring-up cost the capture kernel.
     One lab for the whole bisection; its sshd listens on 10.77.0.1:22 inside the namespace."""
-    with Lab(work / "lab", nics=2, vlan=77) as lab:
-        lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_VLAN_ADDRESS),)))
-        server = Sshd(work / "sshd", authorized=(key,), listen=(SERVER_V4,),
-                      prefix=tuple(lab.prefix)).start(port=22)
-        try:
-            dumps = work / "dumps"
-            known_hosts = server.known_hosts(work / "known_hosts", "ed25519", name=SERVER_V4)
-            config = "\n".join([f"ssh root@{SERVER_V4}", f"sshkey {key.path}", f"path {dumps}",
-                                "extra_modules virtio_net bonding 8021q", LEAN_DRACUT_ARGS,
-                                "failure_action poweroff", ""])
-            image = build_capture_initrd(kernel, config, work, packed=[key.path, known_hosts],
-                                         mkinitrd_args=["--known-hosts", str(known_hosts)])
-            variant = Variant("kdump-agent-bond-vlan", image, lambda console: "dump saved in" in console,
-                              SshServer(dumps, BOND_VLAN_ADDRESS, network=False),
-                              capture_cmdline=BOND_VLAN_CMDLINE, extra_args=tuple(lab.qemu_nic_args()),
-                              prefix=tuple(lab.prefix))
-            try:
-                return memory_floor(kernel, variant, work)
-            finally:
-                image.unlink(missing_ok=True)  # this run's keys only: no later run could reuse it
-        finally:
-            server.stop()
+    with lab_ssh(kernel, work, key, vlan=77) as variant:
+        return memory_floor(kernel, variant("bond-vlan", "virtio_net bonding 8021q", BOND_VLAN_CMDLINE, 2),
+                            work)
+
+
+def links_memfree(kernel: Kernel, key: ClientKey, work: Path, crashkernel_mib: int = 176) -> dict[str, Any]:
+    """Where a bond and a VLAN's memory goes: MemFree when makedumpfile starts, at one
+    reservation, for one plain NIC, the same with bonding and 8021q loaded, a VLAN on that
+    NIC, and the VLAN on a balance-xor bond of two NICs (host/estimate.py LINKS_RUNTIME)."""
+    one_nic = f"{CAPTURE_CMDLINE} ip=dhcp"
+    vlan_on_nic = f"{CAPTURE_CMDLINE} ifname=eth0:{nic_mac(0)} vlan=eth0.77:eth0 ip=eth0.77:dhcp"
+    runs: dict[str, Run] = {}
+    for vlan, setups in ((None, (("plain-nic", "virtio_net", one_nic, 1),
+                                 ("nic-with-link-modules", "virtio_net bonding 8021q", one_nic, 1))),
+                         (77, (("vlan-on-nic", "virtio_net bonding 8021q", vlan_on_nic, 1),
+                               ("vlan-on-bond", "virtio_net bonding 8021q", BOND_VLAN_CMDLINE, 2)))):
+        with lab_ssh(kernel, work, key, vlan=vlan) as variant:
+            for name, modules, cmdline, nics in setups:
+                runs[name] = capture_once(kernel, variant(name, modules, cmdline, nics), crashkernel_mib,
+                                          work / f"{name}-{crashkernel_mib}")
+    return {"crashkernel_mib": crashkernel_mib,
+            "memfree_at_collect_kib": {name: memfree_at_collect(run.manifest) if run.ok else None
+                                       for name, run in runs.items()}}
 
 
 def kernel_log_seconds(text: str, marker: str) -> float | None:
@@ -519,6 +557,10 @@ def main(argv: list[str]) -> int:
         floor, _ = bond_vlan_floor(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "bond-vlan")
         print(f"memory floor, kdump-agent (SSH over VLAN on a bond): {floor} MiB")
         return 0
+    if argv == ["links-memfree"]:
+        shares = links_memfree(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "links")
+        print(json.dumps(shares, indent=2))
+        return 0
     with tempfile.TemporaryDirectory() as scratch:
         ours_image = build_capture_initrd(kernel, OURS_CONFIG, Path(scratch))
     baseline_image = build_baseline(kernel)
@@ -548,6 +590,7 @@ def main(argv: list[str]) -> int:
             floors[key], floor_runs[key] = memory_floor(kernel, variant, work / variant.name)
         floors["bond_vlan"], floor_runs["bond_vlan"] = bond_vlan_floor(kernel, client_key,
                                                                         work / "bond-vlan")
+        links = links_memfree(kernel, client_key, work / "links")
 
         timings: dict[str, list[Run]] = {}
         for variant in (baseline, ours, over_ssh):
@@ -574,6 +617,7 @@ def main(argv: list[str]) -> int:
                                  capture_output=True, text=True, check=False).stdout.strip(),
         "floor_mib": {"baseline": floors["baseline"], "local": floors["local"], "lvm": floors["lvm"],
                       "ssh": floors["ssh"], "bond_vlan": floors["bond_vlan"]},
+        "links_memfree": links,
         "time": {"baseline_s": base_s, "ours_s": ours_s, "ratio": ratio(ours_s, base_s),
                  "runs": TIME_RUNS, "crashkernel_mib": TIME_AT_MIB,
                  "agent_startup_s": median(startups)},

@@ -43,11 +43,12 @@ ROUND_TO = 16 * MIB  # the step `make bench` bisects in and admins write
 AGENT_RSS_LOCAL = 20536 * 1024
 AGENT_RSS_NETWORK = 43596 * 1024  # NFS is not measured apart: it loads the same network stack
 AGENT_UNPACK = 23 * MIB
-# Bonds, VLANs and bridges, from harness.netlab in `make bench`'s guest at 176M, 2026-12-01,
-# MemFree when makedumpfile starts, SSH: one plain NIC 23316 kB; the same with bonding and
-# 8021q loaded (extra_modules) 18592 kB; a VLAN on that NIC 18308 kB; a VLAN on a
-# balance-xor bond of two NICs 17692 kB (floor 176M, against 160M for the plain NIC).
-# The modules cost most of it; counted whole for any stack of links.
+# Bonds, VLANs and bridges (`bench/run.py links-memfree`, harness.netlab), 176M, 2026-12-01,
+# MemFree when makedumpfile starts, SSH, two runs: one plain NIC 23316 / 21568 kB; the same
+# with bonding and 8021q loaded (extra_modules) 18592 / 18584 kB; a VLAN on that NIC 18308 /
+# 18168 kB; a VLAN on a balance-xor bond of two NICs 17692 / 17684 kB (floor 176M, against
+# 160M for the plain NIC). The modules cost most of it; the larger difference is counted,
+# whole, for any stack of links.
 LINKS_RUNTIME = 5624 * 1024
 KERNEL_RUNTIME = 12 * MIB
 # Stand-ins when a file is missing, from the same run: the benchmark's kernel and image.
