@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
+from .processes import terminate
+
 SERVER_V4 = "10.77.0.1"
 SERVER_V6 = "fd77::1"
 PREFIX_V4 = 24
@@ -222,13 +224,7 @@ class Lab:
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         """SIGTERM one process the lab started (SIGKILL if it lingers) and reap it."""
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop every process the lab started, newest first, then delete the namespace (and

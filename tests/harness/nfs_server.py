@@ -51,6 +51,8 @@ from typing import Self
 
 import pytest
 
+from .processes import terminate
+
 GANESHA = Path("/usr/bin/ganesha.nfsd")
 GANESHA_VFS = Path("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so")
 RPCBIND = Path("/usr/sbin/rpcbind")
@@ -293,23 +295,12 @@ class _Rpcbind:
     def stop(self) -> None:
         """SIGTERM (it saves its warm-start state under /run/rpcbind), then our socket file."""
         if self.process is not None:
-            _terminate(self.process)
+            terminate(self.process, STOP_TIMEOUT)
             self.process = None
         with contextlib.suppress(OSError):
             if RPCBIND_SOCKET.stat().st_ino == self._socket_inode:
                 RPCBIND_SOCKET.unlink()
         self._socket_inode = None
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, SIGKILL after STOP_TIMEOUT, and reap."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _tail(path: Path, chars: int = 4000) -> str:
@@ -524,7 +515,7 @@ LOG {{
         rpcbind and release the host lock. Safe to call twice or after kill()."""
         global _active
         if self.process is not None:
-            _terminate(self.process)
+            terminate(self.process, STOP_TIMEOUT)
             self.process = None
         if self._rpcbind is not None:
             self._rpcbind.stop()

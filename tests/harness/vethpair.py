@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .processes import terminate
 
 SERVER_LINK = "srv0"
 CLIENT_LINK = "cli0"
@@ -54,3 +61,31 @@ def veth_pair(tag: str, server_addresses: Sequence[str]) -> Iterator[VethPair]:
     finally:
         for name in reversed(created):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=30)
+
+
+DNSMASQ_READY_SECONDS = 20
+
+
+@contextmanager
+def server_dnsmasq(server: str, work: Path, options: Sequence[str], ready: bytes) -> Iterator[Path]:
+    """dnsmasq on srv0 of the `server` namespace with these options (DNS off), once its log
+    says `ready`; its lease file. Stopped by its pid whatever the test does; skipped without
+    dnsmasq."""
+    if not shutil.which("dnsmasq"):
+        pytest.skip("dnsmasq is not installed (Debian: dnsmasq-base)")
+    leases, log_path = work / "dnsmasq.leases", work / "dnsmasq.log"
+    argv = ["ip", "netns", "exec", server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+            f"--interface={SERVER_LINK}", "--bind-interfaces", "--port=0",
+            f"--pid-file={work / 'dnsmasq.pid'}", f"--dhcp-leasefile={leases}", *options]
+    with open(log_path, "wb") as log:
+        # `ip netns exec` execs dnsmasq: this pid is dnsmasq's own.
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        ready_by = time.monotonic() + DNSMASQ_READY_SECONDS
+        while ready not in log_path.read_bytes():
+            assert process.poll() is None, f"dnsmasq exited: {log_path.read_text()}"
+            assert time.monotonic() < ready_by, f"dnsmasq not ready: {log_path.read_text()}"
+            time.sleep(0.05)
+        yield leases
+    finally:
+        terminate(process, 10)

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from harness.vethpair import ip, veth_pair
+from harness.processes import terminate
+from harness.vethpair import ip, server_dnsmasq, veth_pair
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 for network namespaces")
@@ -124,36 +125,12 @@ def namespaces(tmp_path: Path) -> Iterator[Namespaces]:
         yield Namespaces(server=pair.server, client=pair.client, client_mac=pair.client_mac, work=tmp_path)
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextlib.contextmanager
 def running_dnsmasq(namespaces: Namespaces, *options: str) -> Iterator[Path]:
     """dnsmasq serving DHCPv6 and RA on srv0 with these options (DNS off); its lease file."""
-    if not shutil.which("dnsmasq"):
-        pytest.skip("dnsmasq is not installed (Debian: dnsmasq-base)")
-    work = namespaces.work
-    leases, log_path = work / "dnsmasq.leases", work / "dnsmasq.log"
-    argv = ["ip", "netns", "exec", namespaces.server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-            "--interface=srv0", "--bind-interfaces", "--port=0", f"--pid-file={work / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={leases}", "--enable-ra", "--log-dhcp", *options]
-    with open(log_path, "wb") as log:
-        # `ip netns exec` execs dnsmasq: this pid is dnsmasq's own.
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        def ready() -> bool:
-            assert process.poll() is None, f"dnsmasq exited: {log_path.read_text()}"
-            return b"DHCP, sockets bound" in log_path.read_bytes()
-        wait_for("dnsmasq", ready)
+    with server_dnsmasq(namespaces.server, namespaces.work, ["--enable-ra", "--log-dhcp", *options],
+                        b"DHCP, sockets bound") as leases:
         yield leases
-    finally:
-        stop(process)
 
 
 @pytest.fixture
@@ -205,7 +182,7 @@ def test_the_leased_address_reaches_the_server(namespaces: Namespaces, dnsmasq: 
                         address], check=True, timeout=30)
         assert listener.stdout.readline().strip() == address  # the server saw our leased address
     finally:
-        stop(listener)
+        terminate(listener, 10)
 
 
 def test_without_a_server_the_budget_runs_out(namespaces: Namespaces) -> None:

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from harness.vethpair import CLIENT_LINK, ip, veth_pair
+from harness.vethpair import CLIENT_LINK, ip, server_dnsmasq, veth_pair
 from kdump_agent.network.cmdline import parse_cmdline
 from kdump_agent.network.plan import NetworkPlan
 
@@ -39,7 +38,6 @@ DHCP_RANGE = ("192.168.177.50", "192.168.177.60")
 UNREACHABLE = "10.99.0.1"  # no route to it anywhere in the namespaces
 # The child gets the bring-up deadline plus this before it is killed: a hang fails the test.
 CHILD_GRACE_SECONDS = 60
-DNSMASQ_READY_SECONDS = 20
 
 # Runs in the client namespace: one call into kdump_agent, the outcome as JSON on stdout.
 IN_NAMESPACE = """
@@ -160,33 +158,10 @@ def router_advertisements(namespaces: Namespaces) -> Iterator[Path]:
 
 
 def _dnsmasq(namespaces: Namespaces, options: list[str]) -> Iterator[Path]:
-    """dnsmasq with options on srv0, once its log says it is `ready`; stopped by its pid."""
+    """dnsmasq with options on srv0, once its log says it is ready; stopped by its pid."""
     ready = b"router advertisement enabled" if "--enable-ra" in options else b"DHCP, sockets bound"
-    if not shutil.which("dnsmasq"):
-        pytest.skip("dnsmasq is not installed (Debian: dnsmasq-base)")
-    work = namespaces.work
-    leases = work / "dnsmasq.leases"
-    log_path = work / "dnsmasq.log"
-    argv = ["ip", "netns", "exec", namespaces.server, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
-            "--interface=srv0", "--bind-interfaces", *options,
-            "--port=0", f"--pid-file={work / 'dnsmasq.pid'}", f"--dhcp-leasefile={leases}"]
-    with open(log_path, "wb") as log:
-        # `ip netns exec` execs dnsmasq: this pid is dnsmasq's own.
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    try:
-        ready_by = time.monotonic() + DNSMASQ_READY_SECONDS
-        while ready not in log_path.read_bytes():
-            assert process.poll() is None, f"dnsmasq exited: {log_path.read_text()}"
-            assert time.monotonic() < ready_by, f"dnsmasq not ready: {log_path.read_text()}"
-            time.sleep(0.05)
+    with server_dnsmasq(namespaces.server, namespaces.work, options, ready) as leases:
         yield leases
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_static_plan_gets_its_address_and_a_route_to_the_server(namespaces: Namespaces) -> None:
