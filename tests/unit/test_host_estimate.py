@@ -182,8 +182,7 @@ def test_a_server_behind_a_vlan_on_a_bond_counts_what_the_links_cost(mocker: Any
     plan = NetworkPlan(interface="bond0.77", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
                        hostname=None, links=(VirtualLink("bond", "bond0", ("eth0", "eth1")),
                                              VirtualLink("vlan", "bond0.77", ("bond0",), (("id", "77"),))))
-    mocker.patch.object(sizing, "record_host_route", return_value=mocker.Mock(**{"plan.return_value": plan}))
-    mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
+    mocker.patch.object(sizing, "record_here", return_value=mocker.Mock(**{"plan.return_value": plan}))
     part = sizing.network_links_part(parse("nfs filer.example:/export\n", "/etc/kdump.conf"))
     assert part is not None
     assert part.size == est.LINKS_RUNTIME
@@ -193,9 +192,8 @@ def test_a_server_behind_a_vlan_on_a_bond_counts_what_the_links_cost(mocker: Any
 def test_a_plain_nic_a_generic_image_or_a_local_target_adds_no_links_part(mocker: Any) -> None:
     plain = NetworkPlan(interface="eth0", mac=None, dhcp=True, addresses=(), gateway=None, dns=(),
                         hostname=None)
-    record = mocker.patch.object(sizing, "record_host_route",
+    record = mocker.patch.object(sizing, "record_here",
                                  return_value=mocker.Mock(**{"plan.return_value": plain}))
-    mocker.patch.object(sizing.bringup, "resolve", return_value="10.77.0.1")
     assert sizing.network_links_part(parse("nfs filer.example:/export\n", "k")) is None
     assert sizing.network_links_part(parse("ext4 /dev/vdb\n", "k")) is None
     generic = parse("nfs filer.example:/export\ndracut_args --no-hostonly\n", "k")

@@ -302,8 +302,7 @@ NFS_CONFIG = "nfs filer.example:/export\n"
 
 
 def network_here(mocker: Any, record: HostRecord) -> None:
-    mocker.patch.object(status.bringup, "resolve", return_value="10.0.0.9")
-    mocker.patch.object(status, "record_host_route", return_value=record)
+    mocker.patch.object(status, "record_here", return_value=record)
 
 
 def test_a_server_reached_as_the_image_records_is_ready(tmp_path: Path, mocker: Any) -> None:
@@ -341,12 +340,12 @@ def test_a_renewed_dhcp_address_is_no_change(tmp_path: Path, mocker: Any) -> Non
 
 
 def test_network_checks_that_need_no_record(tmp_path: Path, mocker: Any) -> None:
-    record = mocker.patch.object(status, "record_host_route")
+    record = mocker.patch.object(status, "record_here")
     local = status.check_network(parse("ext4 /dev/vdb\n", "k"), tmp_path / "x.img")
     assert (local.ok, local.detail) == (True, "no network target")
     generic = status.check_network(parse(NFS_CONFIG + "dracut_args --no-hostonly\n", "k"), tmp_path / "x.img")
     assert generic.ok and "generic" in generic.detail
     record.assert_not_called()
-    mocker.patch.object(status.bringup, "resolve", side_effect=KdumpError("cannot resolve filer.example"))
+    record.side_effect = KdumpError("cannot resolve filer.example")
     unreachable = status.check_network(parse(NFS_CONFIG, "k"), tmp_path / "x.img")
     assert (unreachable.ok, unreachable.detail) == (False, "cannot resolve filer.example")

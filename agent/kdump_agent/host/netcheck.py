@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import KdumpError
 from ..network.cmdline import parse_cmdline
+from ..network.plan import LINK_MODULES
 from .imagefiles import image_file, image_paths
 
 # What to add to kdump.conf when the image lacks a module the plan's links need.
@@ -32,14 +33,10 @@ def network_problems(cmdline: str, image: str) -> list[str]:
     except KdumpError as error:
         return [f"cannot list {image} to check its network modules: {error}"]
     present = {_module_name(path) for path in files if ".ko" in path} | _builtin(Path(image), files)
-    return [f"the capture kernel's command line builds a {kind} but {image} has no {module} module: "
-            f"{MODULE_ADVICE}"
-            for kind, module in _needed(plan.modules()) if module not in present]
-
-
-def _needed(modules: tuple[str, ...]) -> list[tuple[str, str]]:
-    kinds = {"bonding": "bond", "8021q": "VLAN", "bridge": "bridge"}
-    return [(kinds.get(module, module), module) for module in modules]
+    kinds = dict.fromkeys(link.kind for link in plan.links)
+    return [f"the capture kernel's command line builds a {'VLAN' if kind == 'vlan' else kind} but {image} "
+            f"has no {LINK_MODULES[kind]} module: {MODULE_ADVICE}"
+            for kind in kinds if LINK_MODULES[kind] not in present]
 
 
 def _module_name(path: str) -> str:

@@ -50,6 +50,21 @@ def server_of(config: Config) -> NfsTarget | SshDestination | None:
     return target if isinstance(target, (NfsTarget, SshDestination)) else None
 
 
+def server_host(config: Config) -> str | None:
+    """The network server's host as kdump.conf names it (a name or an address); None for
+    other targets."""
+    server = server_of(config)
+    if server is None:
+        return None
+    return server.server if isinstance(server, NfsTarget) else server.host
+
+
+def record_here(host: str) -> HostRecord:
+    """How this host reaches `host` now, its name resolved here: what mkinitrd records, and
+    what `status` and `estimate` compare and count. Raises KdumpError."""
+    return record_host_route(host, bringup.resolve(host))
+
+
 def network_pack(config: Config, *, hostonly: bool, known_hosts_files: Sequence[str] = DEFAULT_KNOWN_HOSTS,
                  portal: str | None = None) -> NetworkPack:
     """Everything the capture kernel needs to reach the config's server, or the iSCSI

@@ -13,9 +13,6 @@ import shutil
 from .. import system
 from ..config import Config
 from ..errors import KdumpError
-from ..network import bringup
-from ..network.record import record_host_route
-from ..targets.nfs import NfsTarget
 from .estimate import (
     INITRAMFS_STAND_IN,
     KERNEL_STAND_IN,
@@ -30,7 +27,7 @@ from .estimate import (
 from .hostpaths import HostPaths, crash_size, system_ram
 from .imagesize import initramfs_unpacked_bytes, kernel_memory
 from .mkinitrd import hostonly_wanted, target_device
-from .netpack import server_of
+from .netpack import record_here, server_host
 from .stackpack import storage_pack
 
 # Programs every capture image holds (module-setup.sh, dracut's base and udev): a storage
@@ -97,12 +94,11 @@ def network_links_part(config: Config | None) -> Part | None:
     kernel (hostonly: the route mkinitrd records), as `make bench` measured it; None for a
     server reached through a plain NIC, a local target, or a route that cannot be recorded
     (mkinitrd says why)."""
-    server = server_of(config) if config is not None else None
-    if config is None or server is None or not hostonly_wanted(config.dracut_args):
+    host = server_host(config) if config is not None else None
+    if config is None or host is None or not hostonly_wanted(config.dracut_args):
         return None
-    host = server.server if isinstance(server, NfsTarget) else server.host
     try:
-        plan = record_host_route(host, bringup.resolve(host)).plan()
+        plan = record_here(host).plan()
     except KdumpError:
         return None
     return links_part(plan.modules()) if plan.links else None

@@ -20,8 +20,7 @@ from .. import flat
 from ..config import Config
 from ..errors import KdumpError
 from ..layout import MANIFEST
-from ..network import bringup
-from ..network.record import HostRecord, record_host_route
+from ..network.record import HostRecord
 from ..storage.iscsi import IscsiSession
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
@@ -41,7 +40,7 @@ from .mkinitrd import (
     local_device,
     target_device,
 )
-from .netpack import server_of
+from .netpack import record_here, server_host
 from .stack import stack_under
 from .stackpack import storage_pack
 
@@ -173,16 +172,15 @@ def check_network(config: Config | None, image: Path) -> Check:
     replaced, a bond rebuilt or a VLAN moved since the build would not come up after a panic.
     Compared as the capture kernel's plan, so a DHCP address renewed since is no change."""
     name = "network"
-    server = server_of(config) if config is not None else None
-    if config is None or server is None:
+    host = server_host(config) if config is not None else None
+    if config is None or host is None:
         return Check(name, True, "no network target" if config else "not checked: the config is invalid")
     if not hostonly_wanted(config.dracut_args):
         return Check(name, True, "a generic (--no-hostonly) image: the capture kernel's command line "
                      "or DHCP says how")
-    host = server.server if isinstance(server, NfsTarget) else server.host
     fix = f"kdump-agent mkinitrd -o {image}, then kdump-agent load"
     try:
-        now = record_host_route(host, bringup.resolve(host))
+        now = record_here(host)
     except KdumpError as error:
         return Check(name, False, _reason(error), "make the server reachable through a NIC, bond, VLAN "
                      "or bridge, or name the capture kernel's network with ip= (see README)")

@@ -26,13 +26,12 @@ from typing import Any
 from ..errors import KdumpError
 from .dhcp import Budget
 from .linkargs import SLAVE_OPTIONS
-from .plan import NetworkPlan, VirtualLink
+from .plan import LINK_MODULES, NetworkPlan, VirtualLink
 from .poll import wait_for
 from .rtnetlink import ARPHRD_ETHER, IFF_DORMANT, IFF_LOWER_UP, link_info, reason, request
 
 log = logging.getLogger("kdump-agent")
 
-_MODULES = {"bond": "bonding", "vlan": "8021q", "bridge": "bridge"}
 # Bond options whose value is a list the kernel takes one `+<address>` write at a time.
 _LIST_OPTIONS = ("arp_ip_target", "ns_ip6_target")
 
@@ -187,7 +186,8 @@ def _create(ipr: Any, planned: VirtualLink, **spec: Any) -> Link:
             return made
         hint = ""
         if error.code == errno.EOPNOTSUPP:
-            hint = f": the {_MODULES[planned.kind]} module is not in the image (or not built for this kernel)"
+            hint = (f": the {LINK_MODULES[planned.kind]} module is not in the image "
+                    "(or not built for this kernel)")
         raise KdumpError(f"{what}: {reason(error)}{hint}") from None
     indexes = ipr.link_lookup(ifname=planned.name)
     if not indexes:

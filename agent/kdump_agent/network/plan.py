@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 # The kinds of virtual link we build. Anything else on the way to the server (team, macvlan,
 # vxlan, a tunnel, ...) is refused when the image is built.
-LINK_KINDS = ("bond", "vlan", "bridge")
+LINK_MODULES = {"bond": "bonding", "vlan": "8021q", "bridge": "bridge"}  # the module each kind needs
+LINK_KINDS = tuple(LINK_MODULES)
 IPV6_METHODS = ("static", "auto6", "dhcp6")
 
 
@@ -113,8 +114,7 @@ class NetworkPlan:
 
     def modules(self) -> tuple[str, ...]:
         """The kernel modules the plan's links need (mkinitrd packs them, and no others)."""
-        wanted = {"bond": "bonding", "vlan": "8021q", "bridge": "bridge"}
-        return tuple(dict.fromkeys(wanted[link.kind] for link in self.links))
+        return tuple(dict.fromkeys(LINK_MODULES[link.kind] for link in self.links))
 
 
 def is_ipv6(address: str) -> bool:
