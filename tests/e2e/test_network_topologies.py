@@ -57,8 +57,15 @@ BOOT_TIMEOUT = 420
 IFNAMES = f"ifname=eth0:{nic_mac(0)} ifname=eth1:{nic_mac(1)}"
 
 
-def cmdline(*network: str) -> str:
-    return " ".join([CAPTURE_CMDLINE, *network])
+def panic_on(lab: Lab, kernel: Kernel, initrd: Path, tmp_path: Path, console_logs: list[Path],
+             *network: str, qemu_args: tuple[str, ...] = ()) -> BootResult:
+    """Panic a guest on the lab's NICs (QEMU inside the namespace) with these network
+    parameters on the capture kernel's command line; its console is kept with the test's."""
+    console_logs.append(tmp_path / "console.log")
+    return panic_and_capture(kernel, initrd, [], tmp_path,
+                             capture_cmdline=" ".join([CAPTURE_CMDLINE, *network]),
+                             extra_args=[*lab.qemu_nic_args(), *qemu_args], prefix=lab.prefix,
+                             timeout_s=BOOT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -201,10 +208,7 @@ def test_smoke_dhcp_on_one_lab_nic_to_ssh(
         lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_ADDRESS),)))
         server = sshd_in(lab)
         before = existing(dumps)
-        console_logs.append(tmp_path / "console.log")
-        result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=cmdline("ip=dhcp"),
-                                   extra_args=lab.qemu_nic_args(), prefix=lab.prefix,
-                                   timeout_s=BOOT_TIMEOUT)
+        result = panic_on(lab, kernel, initrd, tmp_path, console_logs, "ip=dhcp")
         server.stop()
     assert not result.timed_out, result.tail()
     dump = the_new_dump(dumps, before, result)
@@ -225,18 +229,14 @@ def test_bond_active_backup_survives_losing_the_active_leg_mid_dump(
         lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_ADDRESS),)))
         server = sshd_in(lab)
         before = existing(dumps)
-        console_logs.append(tmp_path / "console.log")
 
         def pull_the_active_leg() -> None:
             qmp_command(qmp, "set_link", {"name": "nic0", "up": False})
 
         with kill_when_partial_grows(dumps, pull_the_active_leg, 4 << 20, address=BOND_ADDRESS):
-            result = panic_and_capture(
-                kernel, initrd, [], tmp_path,
-                capture_cmdline=cmdline(IFNAMES, "bond=bond0:eth0,eth1:mode=active-backup,miimon=100",
-                                        "ip=bond0:dhcp"),
-                extra_args=[*lab.qemu_nic_args(), *qmp_args(qmp)], prefix=lab.prefix,
-                timeout_s=BOOT_TIMEOUT)
+            result = panic_on(lab, kernel, initrd, tmp_path, console_logs, IFNAMES,
+                              "bond=bond0:eth0,eth1:mode=active-backup,miimon=100", "ip=bond0:dhcp",
+                              qemu_args=tuple(qmp_args(qmp)))
         server.stop()
     assert not result.timed_out, result.tail()
     dump = the_new_dump(dumps, before, result)
@@ -263,13 +263,9 @@ def test_vlan_on_a_balance_xor_bond_to_nfs(kernel: Kernel, nfs_initrd: Path, tmp
         lab.dnsmasq(Dns(leases=((nic_mac(0), BOND_ADDRESS),)))
         server = NfsServer(tmp_path / "nfs", protocols=(4,), prefix=tuple(lab.prefix)).start()
         try:
-            console_logs.append(tmp_path / "console.log")
-            result = panic_and_capture(
-                kernel, nfs_initrd, [], tmp_path,
-                capture_cmdline=cmdline(IFNAMES,
-                                        "bond=bond0:eth0,eth1:mode=balance-xor,xmit_hash_policy=layer2+3",
-                                        "vlan=bond0.77:bond0", "ip=bond0.77:dhcp"),
-                extra_args=lab.qemu_nic_args(), prefix=lab.prefix, timeout_s=BOOT_TIMEOUT)
+            result = panic_on(lab, kernel, nfs_initrd, tmp_path, console_logs, IFNAMES,
+                              "bond=bond0:eth0,eth1:mode=balance-xor,xmit_hash_policy=layer2+3",
+                              "vlan=bond0.77:bond0", "ip=bond0.77:dhcp")
         finally:
             server.stop()
     assert not result.timed_out, result.tail()
@@ -296,13 +292,9 @@ def test_bridge_with_static_dual_stack_to_a_name_with_a_and_aaaa(
         server = sshd_in(lab)
         log_start = server.log.stat().st_size
         before = existing(dumps)
-        console_logs.append(tmp_path / "console.log")
-        result = panic_and_capture(
-            kernel, overlaid, [], tmp_path,
-            capture_cmdline=cmdline("bridge=br0:eth0", f"ip={STATIC_V4}::{SERVER_V4}:24::br0:none",
-                                    f"ip=[{STATIC_V6}]::[{SERVER_V6}]:64::br0:none",
-                                    f"nameserver={SERVER_V4}"),
-            extra_args=lab.qemu_nic_args(), prefix=lab.prefix, timeout_s=BOOT_TIMEOUT)
+        result = panic_on(lab, kernel, overlaid, tmp_path, console_logs, "bridge=br0:eth0",
+                          f"ip={STATIC_V4}::{SERVER_V4}:24::br0:none",
+                          f"ip=[{STATIC_V6}]::[{SERVER_V6}]:64::br0:none", f"nameserver={SERVER_V4}")
         server.stop()
     assert not result.timed_out, result.tail()
     dump = the_new_dump(dumps, before, result)
@@ -325,11 +317,7 @@ def test_ipv6_only_slaac_to_ssh(kernel: Kernel, ssh_v6_initrd: tuple[Path, Path]
         lab.dnsmasq(Dns(dhcp4=False, ra=True))
         server = sshd_in(lab)
         before = existing(dumps)
-        console_logs.append(tmp_path / "console.log")
-        result = panic_and_capture(kernel, overlaid, [], tmp_path,
-                                   capture_cmdline=cmdline("ip=eth0:auto6"),
-                                   extra_args=lab.qemu_nic_args(), prefix=lab.prefix,
-                                   timeout_s=BOOT_TIMEOUT)
+        result = panic_on(lab, kernel, overlaid, tmp_path, console_logs, "ip=eth0:auto6")
         server.stop()
     assert not result.timed_out, result.tail()
     dump = the_new_dump(dumps, before, result)
@@ -346,11 +334,7 @@ def test_ipv6_only_dhcp6_to_nfs(kernel: Kernel, nfs_v6_initrd: Path, tmp_path: P
         dnsmasq_log = lab.dnsmasq(Dns(dhcp4=False, dhcp6=True))
         server = NfsServer(tmp_path / "nfs", protocols=(4,), prefix=tuple(lab.prefix)).start()
         try:
-            console_logs.append(tmp_path / "console.log")
-            result = panic_and_capture(kernel, overlaid, [], tmp_path,
-                                       capture_cmdline=cmdline("ip=eth0:dhcp6"),
-                                       extra_args=lab.qemu_nic_args(), prefix=lab.prefix,
-                                       timeout_s=BOOT_TIMEOUT)
+            result = panic_on(lab, kernel, overlaid, tmp_path, console_logs, "ip=eth0:dhcp6")
         finally:
             server.stop()
         leases = dnsmasq_log.read_text(errors="replace")
