@@ -99,18 +99,33 @@ def base_tarball(cache_dir: Path) -> Path:
     return tarball
 
 
-def build_system(cache_dir: Path, deb: Path, workdir: Path) -> DebianSystem:
-    """A fresh image with our package installed and enabled, for one test."""
-    tree = workdir / "root"
-    tree.mkdir(parents=True)
-    run(["tar", "-C", tree, "--numeric-owner", "-xf", base_tarball(cache_dir)], timeout=900)
+def build_system(cache_dir: Path, deb: Path, workdir: Path, *,
+                 guest_script: Path = GUEST_SCRIPT) -> DebianSystem:
+    """A fresh image with our package installed and enabled, for one test. `guest_script`
+    is the test unit's driver (the bench's full systems bring their own)."""
+    tree = unpack_base(cache_dir, workdir)
     shutil.copy(deb, tree / "tmp" / deb.name)
     run(["chroot", tree, "dpkg", "-i", f"/tmp/{deb.name}"], timeout=600)
     (tree / "tmp" / deb.name).unlink()
     run(["chroot", tree, "systemctl", "enable", "kdump-agent.service"])
+    return finish_system(tree, workdir, guest_script)
+
+
+def unpack_base(cache_dir: Path, workdir: Path) -> Path:
+    """The base system unpacked into workdir/root, for a caller to install its packages in."""
+    tree = workdir / "root"
+    tree.mkdir(parents=True)
+    run(["tar", "-C", tree, "--numeric-owner", "-xf", base_tarball(cache_dir)], timeout=900)
+    return tree
+
+
+def finish_system(tree: Path, workdir: Path, guest_script: Path = GUEST_SCRIPT) -> DebianSystem:
+    """The unpacked `tree`, once its packages are in, made a bootable image: the test unit
+    and its driver, fstab, host name, root without a password, the kernel and initramfs
+    copied out of /boot; the tree is removed."""
     script = tree / GUEST_SCRIPT_PATH.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(GUEST_SCRIPT, script)
+    shutil.copy(guest_script, script)
     script.chmod(0o755)
     (tree / "etc" / "systemd" / "system" / "kdump-test.service").write_text(GUEST_UNIT)
     run(["chroot", tree, "systemctl", "enable", "kdump-test.service"])
