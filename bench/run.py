@@ -25,6 +25,9 @@ in the same run, because this machine's timings drift from run to run.
 4. SSH throughput on loopback, no QEMU: one flattened stream (makedumpfile -F of the cached
    real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
    OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
+5. Full systems (bench/peer.py; `bench/run.py peer` alone): Debian's own kdump-tools in a
+   whole Debian 12 system, and the same system with our .deb (`ours_full`): floor, panic
+   to reboot and dump size of each, measured alike.
 
 Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png. Run by
 `make bench`, which puts `agent/` and `tests/` (the harness package) on PYTHONPATH.
@@ -51,6 +54,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import peer
 
 from harness import stacks
 from harness.cache import cache_dir
@@ -557,6 +562,9 @@ def main(argv: list[str]) -> int:
         floor, _ = bond_vlan_floor(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "bond-vlan")
         print(f"memory floor, kdump-agent (SSH over VLAN on a bond): {floor} MiB")
         return 0
+    if argv == ["peer"]:
+        print(json.dumps(peer.full_systems(work / "full-systems"), indent=2))
+        return 0
     if argv == ["links-memfree"]:
         shares = links_memfree(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "links")
         print(json.dumps(shares, indent=2))
@@ -600,6 +608,7 @@ def main(argv: list[str]) -> int:
         throughput = loopback_throughput(server, client_key, find_vmcore(kernel), work / "throughput")
     finally:
         server.stop()
+    full_systems = peer.full_systems(work / "full-systems")
 
     base_s = median([r.seconds_panic_to_end for r in timings["baseline"]])
     ours_s = median([r.seconds_panic_to_end for r in timings["kdump-agent"]])
@@ -633,6 +642,7 @@ def main(argv: list[str]) -> int:
         },
         "ssh": ssh_report(floor_runs["ssh"], timings["kdump-agent-ssh"],
                           timings["kdump-agent"], ssh_image, throughput),
+        **full_systems,
         "targets": TARGETS,
         "bench_seconds": round(time.monotonic() - started),
     }
@@ -693,6 +703,7 @@ def print_table(report: dict[str, Any]) -> None:
          (f"{put.get('paramiko_sftp_mib_s')} / {put.get('openssh_cat_mib_s')} MiB/s "
          f"(ratio {put.get('ratio')}; {(put.get('stream_bytes') or 0) / MIB:.1f} MiB stream, "
          f"{put.get('stream')})")),
+        *peer.table_rows(report),
     ]
     width = max(len(name) for name, _ in rows)
     print()
