@@ -39,26 +39,28 @@ _ENTRY_FILES = {"vmlinuz", "initrd", "armed.log", "facts.json", "disk0.img"}
 
 @dataclass(frozen=True)
 class FullSystem:
-    """A bench run's copy of an armed system, and what its first boot left: the console
-    of that boot and facts (the package's version, the kernel, the capture initramfs)."""
+    """An armed system as cached (boot only its fresh_copy), and what its first boot left:
+    the console of that boot and facts (the package's version, the kernel, the capture
+    initramfs)."""
 
     system: DebianSystem
     armed_console: str
     facts: dict[str, Any]
 
 
-def peer_system(cache_dir: Path, workdir: Path) -> FullSystem:
+def peer_system(cache_dir: Path) -> FullSystem:
     """The system with Debian's kdump-tools, armed once (its kdump initrd built)."""
-    return _copy(_prepared(cache_dir, "kdump-tools", None), workdir)
+    return _cached(_prepared(cache_dir, "kdump-tools", None))
 
 
-def ours_system(cache_dir: Path, deb: Path, workdir: Path) -> FullSystem:
+def ours_system(cache_dir: Path, deb: Path) -> FullSystem:
     """The system with our package, armed once (the capture initramfs built by our service)."""
-    return _copy(_prepared(cache_dir, "kdump-agent", deb), workdir)
+    return _cached(_prepared(cache_dir, "kdump-agent", deb))
 
 
 def fresh_copy(full: FullSystem, workdir: Path) -> DebianSystem:
-    """Another sparse copy of the system's disk: one per boot, so no boot sees an earlier dump."""
+    """A sparse copy of the system's disk for one boot: no boot sees an earlier one's dump,
+    and the cached disk stays as its first boot left it."""
     workdir.mkdir(parents=True, exist_ok=True)
     disk = workdir / "disk0.img"
     run(["cp", "--sparse=always", full.system.image, disk], timeout=300)
@@ -144,11 +146,12 @@ def _prepared(cache_dir: Path, kind: str, deb: Path | None) -> Path:
     return entry
 
 
-def _copy(entry: Path, workdir: Path) -> FullSystem:
-    cached = DebianSystem(disks=(entry / "disk0.img",), vmlinuz=entry / "vmlinuz", initrd=entry / "initrd")
-    full = FullSystem(system=cached, armed_console=clean_console((entry / "armed.log").read_bytes()),
+def _cached(entry: Path) -> FullSystem:
+    """The cache entry as a system: boots never run on its disk, only on fresh_copy's."""
+    return FullSystem(system=DebianSystem(disks=(entry / "disk0.img",), vmlinuz=entry / "vmlinuz",
+                                          initrd=entry / "initrd"),
+                      armed_console=clean_console((entry / "armed.log").read_bytes()),
                       facts=json.loads((entry / "facts.json").read_text()))
-    return FullSystem(system=fresh_copy(full, workdir), armed_console=full.armed_console, facts=full.facts)
 
 
 def _key(cache_dir: Path, kind: str, deb: Path | None) -> str:
