@@ -25,7 +25,6 @@ from .cache import locked
 from .commands import log, run
 from .debian_system import DebianSystem, finish_system, unpack_base
 from .disks import extract, replay_journal
-from .guest import clean_console
 
 PEER_PACKAGE = "kdump-tools"
 PEER_VERSION = "1:1.8.1"  # Debian 12's
@@ -39,12 +38,11 @@ _ENTRY_FILES = {"vmlinuz", "initrd", "armed.log", "facts.json", "disk0.img"}
 
 @dataclass(frozen=True)
 class FullSystem:
-    """An armed system as cached (boot only its fresh_copy), and what its first boot left:
-    the console of that boot and facts (the package's version, the kernel, the capture
-    initramfs)."""
+    """An armed system as cached (boot only its fresh_copy), and facts about it: the
+    package's version, the kernel, the capture initramfs its first boot made (the console
+    of that boot is armed.log beside its disk)."""
 
     system: DebianSystem
-    armed_console: str
     facts: dict[str, Any]
 
 
@@ -150,7 +148,6 @@ def _cached(entry: Path) -> FullSystem:
     """The cache entry as a system: boots never run on its disk, only on fresh_copy's."""
     return FullSystem(system=DebianSystem(disks=(entry / "disk0.img",), vmlinuz=entry / "vmlinuz",
                                           initrd=entry / "initrd"),
-                      armed_console=clean_console((entry / "armed.log").read_bytes()),
                       facts=json.loads((entry / "facts.json").read_text()))
 
 
