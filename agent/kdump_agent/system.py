@@ -317,6 +317,20 @@ def file_sha256(path: str | os.PathLike[str], *, give_up_at: float | None = None
     return digest.hexdigest()
 
 
+def write_hashed(stream: IO[bytes], path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Write what stream yields into a new file at path, in order, hashing it on the way:
+    (its size, its sha256), the file's own, with no second read of what may be the whole of
+    the crashed machine's memory."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as out:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
 def read_text(path: str) -> str | None:
     """The file's text, or None when it does not exist or cannot be read."""
     try:

@@ -1,8 +1,14 @@
 """COLLECT: run core_collector on /proc/vmcore into what the destination gives it.
 
-Three kinds of sink: a file the collector writes itself (a local or NFS directory), a
-device that takes its flattened stream from the first byte (raw), or a consumer that
-reads the stream as it comes (SSH: no copy of the dump is held in the capture kernel).
+Three kinds of sink: a file in a local or NFS directory, a device that takes its flattened
+stream from the first byte (raw), or a consumer that reads the stream as it comes (SSH: no
+copy of the dump is held in the capture kernel).
+
+makedumpfile and cp write the file themselves, with seeks: makedumpfile's page
+descriptors precede the page data in the file but are finished last, and its sub-header
+is rewritten at the end, so the bytes never pass in file order and FINALIZE reads the
+vmcore back for its sha256. A collector that writes to its standard output (cat) has its
+output written here, in order, and hashed on the way: nothing reads that dump back.
 With free_disk_size the collector may run at a higher dump level, or not at all, after old
 dumps were deleted to make room (steps/rotate.py).
 """
@@ -14,12 +20,13 @@ import resource
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from .. import memory, system
 from ..context import Capture
 from ..errors import CommandFailed
-from ..targets.base import DeviceSink, DumpState, FileSink, StreamSink
+from ..targets.base import DeviceSink, DumpState, FileRecord, FileSink, StreamSink
 from .rotate import collector_for_space
 
 
@@ -56,8 +63,7 @@ def collect(capture: Capture, timeout: float) -> str:
     if isinstance(sink, FileSink):
         argv, to_stdout = collector_argv(core, vmcore, str(sink.path), os.cpu_count() or 1)
         if to_stdout:
-            with open(sink.path, "wb") as out:
-                return _run_collector(state, argv, timeout, out.fileno())
+            return _write_collector(state, argv, sink.path, timeout)
         # The collector's progress goes to the console, where the admin watches.
         return _run_collector(state, argv, timeout, None)
     if isinstance(sink, DeviceSink):
@@ -87,6 +93,20 @@ def _stream_collector(state: DumpState, argv: list[str], sink: StreamSink, timeo
     transfer = state.transfer
     assert transfer is not None
     return f"{sink.where}:{transfer.path}: {transfer.size} bytes in {transfer.seconds:.1f} s"
+
+
+def _write_collector(state: DumpState, argv: list[str], path: Path, timeout: float) -> str:
+    """The collector's standard output written into path here, hashed as it is written."""
+    _before_collector(state, argv)
+    try:
+        (size, sha256), result = system.run_streaming(argv, lambda out: system.write_hashed(out, path),
+                                                      timeout=timeout)
+    except CommandFailed as error:
+        state.collector_returncode = error.returncode
+        raise
+    _after_collector(state, argv, result)
+    state.written = FileRecord(path.name, size, sha256)
+    return f"{argv[0]} exited 0: {size} bytes written and hashed"
 
 
 def _run_collector(state: DumpState, argv: list[str], timeout: float, stdout: int | None) -> str:
