@@ -34,7 +34,6 @@ Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png
 from __future__ import annotations
 
 import datetime
-import gzip
 import hashlib
 import json
 import os
@@ -75,6 +74,7 @@ from harness.scenario import (
     with_config_overlay,
 )
 from harness.sshd import ClientKey, Sshd, keygen
+from kdump_agent.host.imagesize import initramfs_unpacked_bytes
 from kdump_agent.host.mkinitrd import overlay_dracut_dir
 
 RESULTS = REPO / "bench" / "results"
@@ -413,7 +413,7 @@ def transfer_mib_s(manifest: dict[str, Any]) -> float | None:
 
 
 def unpacked_bytes(image: Path) -> int:
-    return len(gzip.decompress(image.read_bytes()))
+    return initramfs_unpacked_bytes(str(image))
 
 
 def median(values: list[float | None]) -> float | None:

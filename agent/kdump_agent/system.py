@@ -7,8 +7,7 @@ and say so: targets/directory.py and targets/local.py make the dump directory an
 fsync and rename the dump's files in it; host/restore_raw.py does the same on the host and
 clears the raw device; network/rtnetlink.py and network/bringup.py configure the NIC over
 netlink and write resolv.conf; ssh/ talks to the dump server; log.py writes /dev/kmsg;
-unpacked.py deletes unpacked libraries; the host/ modules write the image, its stamp and
-their records.
+the host/ modules write the image, its stamp, the laid-out program and their records.
 """
 
 from __future__ import annotations

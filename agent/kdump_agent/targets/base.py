@@ -161,7 +161,7 @@ class Destination(abc.ABC):
 
     # The host NETWORK_UP must reach, or None for a target that needs no network.
     server: str | None = None
-    # Whether this capture loads the SSH libraries (unpacked.py releases them otherwise).
+    # Whether this capture talks SSH (its image carries paramiko's libraries, host/programdir.py).
     uses_ssh = False
 
     @abc.abstractmethod
