@@ -51,7 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import readme_table
+
 from harness import stacks
+from harness.baseline import with_ssh_server
 from harness.cache import cache_dir
 from harness.disks import make_disk, replay_journal
 from harness.dumps import Dump, dump_on_host, dump_problems, find_dumps, manifest_of, panic_problems
@@ -79,13 +82,18 @@ from kdump_agent.host.mkinitrd import overlay_dracut_dir
 
 RESULTS = REPO / "bench" / "results"
 BASELINE_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline"
+BASELINE_DRACUT_ARGS = ("--drivers", "virtio_blk virtio_pci", "--filesystems", "ext4")
+# The same lean image sending the same stream through OpenSSH: `ssh ... 'cat > f'`.
+BASELINE_SSH_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline-ssh"
+BASELINE_SSH_DRACUT_ARGS = ("--drivers", "virtio_net virtio_pci")
 CRASHKERNEL_STEPS_MIB = list(range(64, 257, 16))
 TIME_AT_MIB = 256
 TIME_RUNS = int(os.environ.get("KDUMP_AGENT_BENCH_RUNS", "3"))
 THROUGHPUT_RUNS = 3
 BOOT_TIMEOUT_S = 300
 DISK_UUID = "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
-TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10}
+TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10,
+           "ssh_baseline_ratio": 1.10}
 OURS_CONFIG = f"ext4 UUID={DISK_UUID}\npath /var/crash\n{LEAN_DRACUT_ARGS}\n"
 # The LVM image as a hostonly mkinitrd builds it on a host with the stack (this one has no
 # device-mapper to find it on): lvm and dm_mod packed, the LV's record laid over the image.
@@ -205,21 +213,24 @@ def log(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def build_baseline(kernel: Kernel) -> Path:
-    """The baseline image, made with dracut from bench/baseline-module; cached by content."""
+def build_baseline(kernel: Kernel, module: Path = BASELINE_MODULE,
+                   dracut_args: tuple[str, ...] = BASELINE_DRACUT_ARGS) -> Path:
+    """A baseline image, made with dracut from a bench/baseline-module module; cached by content."""
     key = hashlib.sha256(kernel.kver.encode())
-    for path in sorted(BASELINE_MODULE.iterdir()):
+    if module != BASELINE_MODULE:  # the local baseline's key as it always was
+        key.update("\0".join([module.name, *dracut_args]).encode())
+    for path in sorted(module.iterdir()):
         key.update(path.read_bytes())
     output = cache_dir(CAPTURE_IMAGES) / f"baseline-dracut-{key.hexdigest()[:16]}.img"
     if output.exists():
         return output
     with tempfile.TemporaryDirectory(prefix="kdump-bench.") as scratch:
-        base = overlay_dracut_dir(Path(scratch) / "dracut", BASELINE_MODULE)
+        base = overlay_dracut_dir(Path(scratch) / "dracut", module)
         env = {**os.environ, "dracutbasedir": str(base)}
         subprocess.run(["dracut", "--force", "--quiet", "--kver", kernel.kver, "--kmoddir",
-                        str(kernel.kmoddir), "--modules", "kdump-baseline", "--no-early-microcode",
-                        "--no-hostonly", "--drivers", "virtio_blk virtio_pci", "--filesystems", "ext4",
-                        str(output.with_suffix(".part"))], check=True, env=env, timeout=900)
+                        str(kernel.kmoddir), "--modules", module.name[2:], "--no-early-microcode",
+                        "--no-hostonly", *dracut_args, str(output.with_suffix(".part"))],
+                       check=True, env=env, timeout=900)
     output.with_suffix(".part").rename(output)
     return output
 
@@ -237,6 +248,32 @@ def build_ssh_image(kernel: Kernel, server: Sshd, key: ClientKey, dumps: Path, w
     return build_capture_initrd(kernel, ssh_config(server, key, dumps), workdir,
                                 packed=[key.path, known_hosts],
                                 mkinitrd_args=["--known-hosts", str(known_hosts)])
+
+
+def flat_problems(dump: Dump, workdir: Path) -> list[str]:
+    """The SSH baseline's dump, judged as the local one once `makedumpfile -R` rebuilt its
+    vmcore.flat (a flattened stream, as RHEL's kdump leaves it) into vmcore beside it."""
+    flat = dump.local_copy / "vmcore.flat"
+    if not flat.is_file():
+        return [f"no vmcore.flat in {dump.local_copy}"]
+    with open(flat, "rb") as stream:
+        rebuilt = subprocess.run(["makedumpfile", "-R", str(dump.local_copy / "vmcore")], stdin=stream,
+                                 capture_output=True, text=True, check=False, timeout=300)
+    if rebuilt.returncode != 0:
+        return [f"makedumpfile -R cannot rebuild {flat}: {rebuilt.stderr.strip()[-200:]}"]
+    return panic_problems(dump.local_copy, workdir)
+
+
+def baseline_ssh_variant(kernel: Kernel, server: Sshd, key: ClientKey, dumps: Path, workdir: Path) -> Variant:
+    """The SSH baseline for this run's sshd: the cached dracut image, the server laid over it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    known_hosts = server.known_hosts(workdir / "known_hosts", "ed25519",
+                                     name=f"[{HOST_FROM_GUEST}]:{server.port}")
+    image = with_ssh_server(build_baseline(kernel, BASELINE_SSH_MODULE, BASELINE_SSH_DRACUT_ARGS),
+                            workdir / "baseline-ssh.img", server=HOST_FROM_GUEST, port=server.port,
+                            directory=str(dumps), key=key.path, known_hosts=known_hosts)
+    return Variant("baseline-ssh", image, lambda console: "BASELINE: done rc=0" in console,
+                   SshServer(dumps), problems=flat_problems)
 
 
 FAILURE_SIGNS = [  # in the capture kernel's part of the console, most telling first
@@ -493,36 +530,51 @@ def loopback_throughput(server: Sshd, key: ClientKey, vmcore: Path, work: Path) 
 
 
 def chart(report: dict[str, Any], path: Path) -> None:
-    """Memory floor and panic-to-reboot time: baseline, ours to a local disk, ours over SSH."""
+    """Memory floor and panic-to-reboot time: the baseline (local and SSH), the peer (the
+    distribution's own kdump), our full system, ours to a local disk and over SSH. A bar
+    whose figure the report lacks (no peer measured, an older report) is left out."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    floor, timing, ssh = report["floor_mib"], report["time"], report["ssh"] or {}
-    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 3.8))
-    names = ["baseline", "kdump-agent\nlocal", "kdump-agent\nSSH"]
-    colors = ["#999999", "#2b6cb0", "#2c7a7b"]
-    left.bar(names, [floor["baseline"] or 0, floor["local"] or 0, floor["ssh"] or 0], color=colors)
-    left.hlines([TARGETS["floor_local_mib"], TARGETS["floor_ssh_mib"]], [0.6, 1.6], [1.4, 2.4],
-                color="#c05621", linestyle="--", label="target")
-    left.set_ylabel("smallest crashkernel= that dumps (MiB)")
-    left.legend(loc="lower right")
-    right.bar(names, [timing["baseline_s"] or 0, timing["ours_s"] or 0, ssh.get("total_s") or 0],
-              color=colors)
-    goals = [(1, (timing["baseline_s"] or 0) * TARGETS["time_ratio"]),
-             (2, (timing["ours_s"] or 0) * TARGETS["ssh_ratio"])]
-    right.hlines([y for _, y in goals], [x - 0.4 for x, _ in goals], [x + 0.4 for x, _ in goals],
-                 color="#c05621", linestyle="--", label="target")
-    right.set_ylabel("panic to reboot, median (s)")
-    right.legend(loc="lower right")
+    floor, timing = report["floor_mib"], report["time"]
+    ssh, peer, full = report.get("ssh") or {}, report.get("peer") or {}, report.get("ours_full") or {}
+    grey, peach, blue, teal = "#999999", "#dd8452", "#2b6cb0", "#2c7a7b"
+    # (label, figure, colour, target): the target is the dashed line over the bar.
+    floors = [("baseline", floor.get("baseline"), grey, None),
+              ("peer", peer.get("floor_mib"), peach, None),
+              ("ours\nfull system", full.get("floor_mib"), blue, peer.get("floor_mib")),
+              ("ours\nlocal", floor.get("local"), blue, TARGETS["floor_local_mib"]),
+              ("ours\nSSH", floor.get("ssh"), teal, TARGETS["floor_ssh_mib"])]
+    times = [("baseline", timing.get("baseline_s"), grey, None),
+             ("peer", peer.get("time_s"), peach, None),
+             ("ours\nfull system", full.get("time_s"), blue, (peer.get("time_s") or 0) / 2 or None),
+             ("ours\nlocal", timing.get("ours_s"), blue,
+              (timing.get("baseline_s") or 0) * TARGETS["time_ratio"] or None),
+             ("baseline\nSSH", ssh.get("baseline_time_s"), grey, None),
+             ("ours\nSSH", ssh.get("total_s"), teal,
+              (ssh.get("baseline_time_s") or 0) * TARGETS["ssh_baseline_ratio"] or None)]
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(12, 4.2))
+    for axes, bars, label in ((left, floors, "smallest crashkernel= that dumps (MiB)"),
+                              (right, times, "panic to reboot, median (s)")):
+        present = [bar for bar in bars if bar[1] is not None]
+        axes.bar([name for name, *_ in present], [value for _, value, *_ in present],
+                 color=[colour for _, _, colour, _ in present])
+        goals = [(x, goal) for x, (*_, goal) in enumerate(present) if goal]
+        if goals:
+            axes.hlines([y for _, y in goals], [x - 0.4 for x, _ in goals], [x + 0.4 for x, _ in goals],
+                        color="#c05621", linestyle="--", label="target")
+            axes.legend(loc="lower right")
+        axes.set_ylabel(label)
     figure.suptitle(f"kdump-agent bench, {report['date']} (1 GiB guest, QEMU TCG)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
-def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run],
+def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run], baseline_runs: list[Run],
                image: Path, throughput: dict[str, Any] | None) -> dict[str, Any]:
-    """SSH vs local from the same run: totals, the COLLECT state (the transfer), footprint."""
+    """SSH vs local and vs the SSH baseline from the same run: totals, the COLLECT state (the
+    transfer), footprint."""
     ssh_manifests = [r.manifest for r in ssh_runs if r.ok]
     local_manifests = [r.manifest for r in local_runs if r.ok]
     total = median([r.seconds_panic_to_end for r in ssh_runs])
@@ -538,6 +590,7 @@ def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run]
         "network_up_s": median([state_seconds(m, "NETWORK_UP") for m in ssh_manifests]),
         "mount_target_s": median([state_seconds(m, "MOUNT_TARGET") for m in ssh_manifests]),
         "runs": len(ssh_runs), "runs_ok": len(ssh_manifests), "crashkernel_mib": TIME_AT_MIB,
+        **ssh_versus_baseline(ssh_runs, baseline_runs),
         "initramfs_bytes": image.stat().st_size,
         "initramfs_unpacked_bytes": unpacked_bytes(image),
         "agent_peak_rss_kib": footprint.get("agent_peak_rss_kib"),
@@ -548,6 +601,61 @@ def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run]
     }
 
 
+BASELINE_SSH_MARKS = ("BASELINE: hook starts", "BASELINE: network up", "BASELINE: logged in",
+                      "BASELINE: log sent", "BASELINE: stream sent", "BASELINE: done")
+
+
+def baseline_ssh_phases(console: str) -> dict[str, float | None]:
+    """The SSH baseline's steps, from its console lines' kernel timestamps: network (DHCP),
+    login, the log read and sent, the stream, the rename; each from the mark before."""
+    stamps = [kernel_log_seconds(console, mark) for mark in BASELINE_SSH_MARKS]
+    names = ("network_up_s", "login_s", "dmesg_s", "stream_s", "rename_s")
+    return {name: round(end - start, 3) if start is not None and end is not None else None
+            for name, start, end in zip(names, stamps[:-1], stamps[1:], strict=True)}
+
+
+def ssh_versus_baseline(ssh_runs: list[Run], baseline_runs: list[Run]) -> dict[str, Any]:
+    """ssh.baseline_time_s and ssh.baseline_ratio (ours over the baseline, panic to reboot),
+    with the baseline's steps beside ours for where the time goes."""
+    total = median([r.seconds_panic_to_end for r in ssh_runs])
+    baseline = median([r.seconds_panic_to_end for r in baseline_runs])
+    phases = [baseline_ssh_phases(r.console) for r in baseline_runs if r.ok]
+    return {"baseline_time_s": baseline, "baseline_ratio": ratio(total, baseline),
+            "baseline_runs": len(baseline_runs), "baseline_runs_ok": len(phases),
+            "baseline_phases_s": {name: median([p[name] for p in phases])
+                                  for name in (phases[0] if phases else {})}}
+
+
+def ssh_baseline(kernel: Kernel, work: Path) -> dict[str, Any]:
+    """`run.py ssh-baseline`: only the two SSH timings, ours and the OpenSSH baseline, taken
+    alternately (TIME_RUNS each at TIME_AT_MIB) so drift hits both alike."""
+    (work / "ssh").mkdir()
+    key = keygen(work / "ssh" / "kdump_id_rsa", "rsa")
+    server = Sshd(work / "ssh" / "sshd", authorized=(key,)).start()
+    try:
+        ours_image = build_ssh_image(kernel, server, key, work / "ssh" / "dumps", work / "ssh")
+        ours = Variant("kdump-agent-ssh", ours_image, lambda console: "dump saved in" in console,
+                       SshServer(work / "ssh" / "dumps"), capture_cmdline=DHCP_CMDLINE)
+        baseline = baseline_ssh_variant(kernel, server, key, work / "ssh" / "baseline-dumps",
+                                        work / "ssh" / "baseline")
+        runs: dict[str, list[Run]] = {ours.name: [], baseline.name: []}
+        for number in range(TIME_RUNS):
+            for variant in (baseline, ours):
+                runs[variant.name].append(capture_once(kernel, variant, TIME_AT_MIB,
+                                                       work / f"time-{variant.name}-{number}"))
+    finally:
+        server.stop()
+    ours_image.unlink(missing_ok=True)  # this run's port and keys only
+    manifests = [r.manifest for r in runs[ours.name] if r.ok]
+    return {"total_s": median([r.seconds_panic_to_end for r in runs[ours.name]]),
+            "runs_ok": len(manifests),
+            **ssh_versus_baseline(runs[ours.name], runs[baseline.name]),
+            **{f"{state.lower()}_s": median([state_seconds(m, state) for m in manifests])
+               for state in ("NETWORK_UP", "MOUNT_TARGET", "SAVE_DMESG", "COLLECT")},
+            "transfer_mib_s": median([transfer_mib_s(m) for m in manifests]),
+            "target_ratio": TARGETS["ssh_baseline_ratio"]}
+
+
 def main(argv: list[str]) -> int:
     started = time.monotonic()
     kernel = fetch_kernel()
@@ -556,6 +664,12 @@ def main(argv: list[str]) -> int:
     if argv == ["bond-vlan"]:
         floor, _ = bond_vlan_floor(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "bond-vlan")
         print(f"memory floor, kdump-agent (SSH over VLAN on a bond): {floor} MiB")
+        return 0
+    if argv == ["readme"]:
+        readme_table.update(REPO / "README.md", json.loads((RESULTS / "latest.json").read_text()))
+        return 0
+    if argv == ["ssh-baseline"]:
+        print(json.dumps(ssh_baseline(kernel, work), indent=2))
         return 0
     if argv == ["links-memfree"]:
         shares = links_memfree(kernel, keygen(work / "kdump_id_rsa", "rsa"), work / "links")
@@ -583,6 +697,8 @@ def main(argv: list[str]) -> int:
         ssh_image = build_ssh_image(kernel, server, client_key, dumps, work / "ssh")
         over_ssh = Variant("kdump-agent-ssh", ssh_image, lambda console: "dump saved in" in console,
                            SshServer(dumps), capture_cmdline=DHCP_CMDLINE)
+        baseline_ssh = baseline_ssh_variant(kernel, server, client_key, work / "ssh" / "baseline-dumps",
+                                            work / "ssh" / "baseline")
 
         floors: dict[str, int | None] = {}
         floor_runs: dict[str, list[Run]] = {}
@@ -593,7 +709,7 @@ def main(argv: list[str]) -> int:
         links = links_memfree(kernel, client_key, work / "links")
 
         timings: dict[str, list[Run]] = {}
-        for variant in (baseline, ours, over_ssh):
+        for variant in (baseline, ours, over_ssh, baseline_ssh):
             timings[variant.name] = [
                 capture_once(kernel, variant, TIME_AT_MIB, work / f"time-{variant.name}-{n}")
                 for n in range(TIME_RUNS)]
@@ -632,7 +748,7 @@ def main(argv: list[str]) -> int:
             "baseline_memfree_at_collect_kib": int(baseline_free[-1]) if baseline_free else None,
         },
         "ssh": ssh_report(floor_runs["ssh"], timings["kdump-agent-ssh"],
-                          timings["kdump-agent"], ssh_image, throughput),
+                          timings["kdump-agent"], timings["baseline-ssh"], ssh_image, throughput),
         "targets": TARGETS,
         "bench_seconds": round(time.monotonic() - started),
     }
@@ -642,6 +758,7 @@ def main(argv: list[str]) -> int:
     (RESULTS / "latest.json").write_text(text)
     (RESULTS / f"bench-{report['date']}.json".replace(":", "")).write_text(text)
     chart(report, RESULTS / "latest.png")
+    readme_table.update(REPO / "README.md", report)
     print_table(report)
     return 0
 
@@ -669,6 +786,11 @@ def print_table(report: dict[str, Any]) -> None:
         ("panic to reboot, kdump-agent (SSH)",
          (f"{ssh.get('total_s')} s (vs local: ratio {ssh.get('ratio')}, "
          f"{goal(ssh.get('ratio'), 'ssh_ratio')})")),
+        ("panic to reboot, SSH baseline (OpenSSH `cat`)",
+         (f"{ssh.get('baseline_time_s')} s (ours SSH / it: ratio {ssh.get('baseline_ratio')}, "
+          f"{goal(ssh.get('baseline_ratio'), 'ssh_baseline_ratio')})")),
+        ("SSH baseline: network / login / log / stream / rename",
+         " / ".join(f"{value} s" for value in (ssh.get("baseline_phases_s") or {}).values()) or "None"),
         ("COLLECT state, SSH / local", (f"{ssh.get('collect_s')} / {ssh.get('local_collect_s')} s "
                                        f"(ratio {ssh.get('collect_ratio')}); "
                                        f"transfer {ssh.get('transfer_mib_s')} MiB/s")),
