@@ -728,6 +728,26 @@ def print_table(report: dict[str, Any]) -> None:
          f"(ratio {put.get('ratio')}; {(put.get('stream_bytes') or 0) / MIB:.1f} MiB stream, "
          f"{put.get('stream')})")),
     ]
+    for row in report.get("scale") or []:
+        rows.append((f"{row['ram_gib']} GiB guest, filled: floor / estimate",
+                     f"{row['floor_mib']} / {row['estimate_mib']} MiB"))
+        rows.append((f"{row['ram_gib']} GiB guest, filled: COLLECT -d 31 / -d 1",
+                     (f"{row['collect_s']} s ({row['input_mib_s']} MiB/s) / {row['d1_collect_s']} s "
+                      f"({row.get('d1_input_mib_s')} MiB/s) of {row.get('vmcore_mib')} MiB /proc/vmcore")))
+    threads, compression = report.get("threads") or {}, report.get("compression") or {}
+    if threads:
+        rows.append((f"COLLECT -d 1, {threads.get('ram_gib')} GiB, 1 / {threads['cpus']} CPUs",
+                     (f"{threads['collect_s_1']} / {threads['collect_s_n']} s "
+                      f"(speedup {threads['speedup']}); "
+                      f"MemFree at collector start {threads.get('memfree_at_collect_kib_1')} / "
+                      f"{threads.get('memfree_at_collect_kib_n')} KiB")))
+    if compression:
+        lzo, zlib = compression["lzo"], compression["zlib"]
+        rows.append(("makedumpfile -l / -c (this host)",
+                     (f"{lzo['seconds']} / {zlib['seconds']} s, {lzo['bytes'] / MIB:.1f} / "
+                      f"{zlib['bytes'] / MIB:.1f} MiB of a "
+                      f"{compression['vmcore_bytes'] / MIB:.0f} MiB vmcore; "
+                      f"default {compression['default']}")))
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
