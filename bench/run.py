@@ -25,6 +25,9 @@ in the same run, because this machine's timings drift from run to run.
 4. SSH throughput on loopback, no QEMU: one flattened stream (makedumpfile -F of the cached
    real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
    OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
+5. Cost as the work grows (bench/scale.py; `run.py scale|threads|compression` alone): the
+   floor, estimate's recommendation and COLLECT with -d 31 and -d 1 in filled guests of 1, 4
+   and 8 GiB; one CPU against two; makedumpfile -l against -c.
 
 Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png. Run by
 `make bench`, which puts `agent/` and `tests/` (the harness package) on PYTHONPATH.
