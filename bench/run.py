@@ -25,6 +25,9 @@ in the same run, because this machine's timings drift from run to run.
 4. SSH throughput on loopback, no QEMU: one flattened stream (makedumpfile -F of the cached
    real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
    OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
+5. Cost as the work grows (bench/scale.py; `run.py scale|threads|compression` alone): the
+   floor, estimate's recommendation and COLLECT with -d 31 and -d 1 in filled guests of 1, 4
+   and 8 GiB; one CPU against two; makedumpfile -l against -c.
 
 Writes bench/results/latest.json (and a dated copy) and bench/results/latest.png. Run by
 `make bench`, which puts `agent/` and `tests/` (the harness package) on PYTHONPATH.
@@ -58,7 +61,7 @@ from harness.baseline import with_ssh_server
 from harness.cache import cache_dir
 from harness.disks import make_disk, replay_journal
 from harness.dumps import Dump, dump_on_host, dump_problems, find_dumps, manifest_of, panic_problems
-from harness.guest import boot
+from harness.guest import BootResult, boot
 from harness.kernels import Kernel, fetch_kernel
 from harness.netlab import SERVER_V4, Dns, Lab, nic_mac
 from harness.panic_initrd import build_panic_initrd
@@ -127,12 +130,15 @@ class Target(Protocol):
 
 
 class LocalDisk:
-    """A fresh ext4 disk (DISK_UUID) per boot; the dump directory is extracted from it."""
+    """A fresh ext4 disk (DISK_UUID, sparse) per boot; the dump directory is extracted from it."""
 
     network = False
 
+    def __init__(self, size_mib: int = 256) -> None:
+        self.size_mib = size_mib
+
     def attach(self, workdir: Path) -> list[Path]:
-        return [make_disk(workdir / "target.img", 256, DISK_UUID, "KDUMP")]
+        return [make_disk(workdir / "target.img", self.size_mib, DISK_UUID, "KDUMP")]
 
     def fetch(self, workdir: Path, disks: list[Path]) -> Dump | None:
         replay_journal(disks[0])
@@ -196,6 +202,10 @@ class Variant:
     # What is wrong with the dump read back ([] when it is good): harness.dumps' check for
     # the agent; the baseline saves no record, so only its vmcore and log are judged.
     problems: Callable[[Dump, Path], list[str]] = dump_problems
+    memory_mib: int = 1024  # the guest's RAM (QEMU -m)
+    cpus: int = 1  # the guest's CPUs (QEMU -smp)
+    fill: bool = False  # fill the guest's free memory before the panic (harness.panic_initrd)
+    timeout_s: int = BOOT_TIMEOUT_S
 
 
 @dataclass
@@ -304,17 +314,27 @@ def memfree_at_collect(manifest: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir: Path) -> Run:
-    """One panic at one reservation size; the dump counts only if it reads back."""
+def panic_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir: Path,
+               until: Callable[[str], bool] | None = None) -> tuple[BootResult, list[Path]]:
+    """Boot the variant's guest, which loads its capture image and panics; QEMU's result and
+    the disks it had. `until` stops the guest at a console line."""
     workdir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(variant.capture_cmdline.encode()).hexdigest()[:8]
     panic = build_panic_initrd(kernel, variant.initrd, variant.capture_cmdline,
-                               cache_dir(CAPTURE_IMAGES) / f"bench-panic-{variant.name}-{key}.img")
+                               cache_dir(CAPTURE_IMAGES) / f"bench-panic-{variant.name}-{key}.img",
+                               fill=variant.fill)
     disks = variant.target.attach(workdir)
     result = boot(kernel, panic, append=f"console=ttyS0 crashkernel={crashkernel_mib}M panic=1",
-                  disks=disks, timeout_s=BOOT_TIMEOUT_S, log_path=workdir / "console.log",
+                  disks=disks, memory_mib=variant.memory_mib, cpus=variant.cpus,
+                  timeout_s=variant.timeout_s, log_path=workdir / "console.log",
                   extra_args=[*(USER_NETWORK if variant.target.network else ()), *variant.extra_args],
-                  prefix=variant.prefix)
+                  prefix=variant.prefix, until=until)
+    return result, disks
+
+
+def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir: Path) -> Run:
+    """One panic at one reservation size; the dump counts only if it reads back."""
+    result, disks = panic_once(kernel, variant, crashkernel_mib, workdir)
     panicked = result.at("KDUMP-TEST: panicking")
     dump = variant.target.fetch(workdir, disks)
     dump_dir = dump.local_copy if dump else None
@@ -677,6 +697,17 @@ def main(argv: list[str]) -> int:
         return 0
     with tempfile.TemporaryDirectory() as scratch:
         ours_image = build_capture_initrd(kernel, OURS_CONFIG, Path(scratch))
+    import scale  # bench/scale.py builds on this module's variants and runs
+
+    if argv == ["scale"]:
+        print(json.dumps(scale.scale(kernel, ours_image, work / "scale").rows, indent=2))
+        return 0
+    if argv == ["threads"]:
+        print(json.dumps(scale.threads(kernel, ours_image, work / "threads"), indent=2))
+        return 0
+    if argv == ["compression"]:
+        print(json.dumps(scale.compression(kernel, work / "compression"), indent=2))
+        return 0
     baseline_image = build_baseline(kernel)
     baseline = Variant("baseline", baseline_image, lambda console: "BASELINE: done rc=0" in console,
                        LocalDisk(), problems=lambda dump, workdir: panic_problems(dump.local_copy, workdir))
@@ -716,6 +747,9 @@ def main(argv: list[str]) -> int:
         throughput = loopback_throughput(server, client_key, find_vmcore(kernel), work / "throughput")
     finally:
         server.stop()
+    scaled = scale.scale(kernel, ours_image, work / "scale", unfilled_floor_mib=floors["local"])
+    threads = scale.threads(kernel, ours_image, work / "threads", scaled)
+    compression = scale.compression(kernel, work / "compression")
 
     base_s = median([r.seconds_panic_to_end for r in timings["baseline"]])
     ours_s = median([r.seconds_panic_to_end for r in timings["kdump-agent"]])
@@ -749,6 +783,9 @@ def main(argv: list[str]) -> int:
         },
         "ssh": ssh_report(floor_runs["ssh"], timings["kdump-agent-ssh"],
                           timings["kdump-agent"], timings["baseline-ssh"], ssh_image, throughput),
+        "scale": scaled.rows,
+        "threads": threads,
+        "compression": compression,
         "targets": TARGETS,
         "bench_seconds": round(time.monotonic() - started),
     }
@@ -816,6 +853,26 @@ def print_table(report: dict[str, Any]) -> None:
          f"(ratio {put.get('ratio')}; {(put.get('stream_bytes') or 0) / MIB:.1f} MiB stream, "
          f"{put.get('stream')})")),
     ]
+    for row in report.get("scale") or []:
+        rows.append((f"{row['ram_gib']} GiB guest, filled: floor / estimate",
+                     f"{row['floor_mib']} / {row['estimate_mib']} MiB"))
+        rows.append((f"{row['ram_gib']} GiB guest, filled: COLLECT -d 31 / -d 1",
+                     (f"{row['collect_s']} s ({row['input_mib_s']} MiB/s) / {row['d1_collect_s']} s "
+                      f"({row.get('d1_input_mib_s')} MiB/s) of {row.get('vmcore_mib')} MiB /proc/vmcore")))
+    threads, compression = report.get("threads") or {}, report.get("compression") or {}
+    if threads:
+        rows.append((f"COLLECT -d 1, {threads.get('ram_gib')} GiB, 1 / {threads['cpus']} CPUs",
+                     (f"{threads['collect_s_1']} / {threads['collect_s_n']} s "
+                      f"(speedup {threads['speedup']}); "
+                      f"MemFree at collector start {threads.get('memfree_at_collect_kib_1')} / "
+                      f"{threads.get('memfree_at_collect_kib_n')} KiB")))
+    if compression:
+        lzo, zlib = compression["lzo"], compression["zlib"]
+        rows.append(("makedumpfile -l / -c (this host)",
+                     (f"{lzo['seconds']} / {zlib['seconds']} s, {lzo['bytes'] / MIB:.1f} / "
+                      f"{zlib['bytes'] / MIB:.1f} MiB of a "
+                      f"{compression['vmcore_bytes'] / MIB:.0f} MiB vmcore; "
+                      f"default {compression['default']}")))
     width = max(len(name) for name, _ in rows)
     print()
     for name, value in rows:
