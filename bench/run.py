@@ -21,7 +21,7 @@ in the same run, because this machine's timings drift from run to run.
    the agent's own start-up (the initramfs hook's kernel-log line to the agent's first).
    SSH vs local: the same total, and the COLLECT state alone, where the transfer happens.
 3. Footprint: binary size, initramfs compressed and unpacked, the agent's peak RSS and the
-   size of its one-file unpack, MemFree when the collector starts.
+   size of its program laid out in the image, MemFree when the collector starts.
 4. SSH throughput on loopback, no QEMU: one flattened stream (makedumpfile -F of the cached
    real vmcore) sent by the agent's own code (paramiko, positioned SFTP writes, fsync) and by
    OpenSSH's `ssh ... 'cat > f'`, alternately, in the same run.
@@ -95,8 +95,10 @@ TIME_RUNS = int(os.environ.get("KDUMP_AGENT_BENCH_RUNS", "3"))
 THROUGHPUT_RUNS = 3
 BOOT_TIMEOUT_S = 300
 DISK_UUID = "9c8b7a6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d"
-TARGETS = {"floor_local_mib": 144, "floor_ssh_mib": 160, "time_ratio": 1.05, "ssh_ratio": 1.10,
-           "ssh_baseline_ratio": 1.10}
+# Local floor below Debian's kdump-tools' reliable 112M, SSH at most that; panic to reboot
+# within 10% of the baseline's, locally and over SSH against OpenSSH from the same image.
+TARGETS = {"floor_local_mib": 96, "floor_ssh_mib": 112, "time_ratio": 1.10, "ssh_ratio": 1.10,
+           "ssh_baseline_ratio": 1.10, "agent_startup_s": 1.0}
 OURS_CONFIG = f"ext4 UUID={DISK_UUID}\npath /var/crash\n{LEAN_DRACUT_ARGS}\n"
 # The LVM image as a hostonly mkinitrd builds it on a host with the stack (this one has no
 # device-mapper to find it on): lvm and dm_mod packed, the LV's record laid over the image.
@@ -290,7 +292,7 @@ FAILURE_SIGNS = [  # in the capture kernel's part of the console, most telling f
     ("out of memory", re.compile(r"Out of memory|invoked oom-killer|oom-kill")),
     ("kernel panic", re.compile(r"Kernel panic")),
     ("initramfs unpack failed", re.compile(r"Initramfs unpacking failed")),
-    ("the agent's one-file unpack failed", re.compile(r"PYI-\d+:ERROR|Failed to extract")),
+    ("the agent's bootloader failed", re.compile(r"PYI-\d+:ERROR|Failed to extract")),
     ("agent failed", re.compile(r"kdump-agent: .*(failed|status [1-9])|failure action")),
     ("kexec load failed", re.compile(r"KDUMP-TEST: kexec load failed")),
 ]
@@ -833,7 +835,8 @@ def print_table(report: dict[str, Any]) -> None:
                                        f"transfer {ssh.get('transfer_mib_s')} MiB/s")),
         ("NETWORK_UP / MOUNT_TARGET (SSH login)",
          f"{ssh.get('network_up_s')} / {ssh.get('mount_target_s')} s"),
-        ("agent start-up (hook to first state)", f"{timing['agent_startup_s']} s"),
+        ("agent start-up (hook to first state)",
+         f"{timing['agent_startup_s']} s ({goal(timing['agent_startup_s'], 'agent_startup_s')})"),
         ("binary", f"{footprint['binary_bytes'] / 1e6:.1f} MB"),
         ("initramfs ours / baseline", (f"{footprint['initramfs_bytes'] / 1e6:.1f} / "
                                       f"{footprint['baseline_initramfs_bytes'] / 1e6:.1f} MB compressed, "
@@ -842,7 +845,7 @@ def print_table(report: dict[str, Any]) -> None:
                                       "MB unpacked")),
         ("initramfs SSH", (f"{(ssh.get('initramfs_bytes') or 0) / 1e6:.1f} MB compressed, "
                           f"{(ssh.get('initramfs_unpacked_bytes') or 0) / 1e6:.1f} MB unpacked")),
-        ("agent peak RSS, one-file unpack", (f"{footprint.get('agent_peak_rss_kib')} KiB "
+        ("agent peak RSS, its program in the image", (f"{footprint.get('agent_peak_rss_kib')} KiB "
                                             f"(SSH {ssh.get('agent_peak_rss_kib')} KiB), "
                                             f"{footprint.get('agent_unpacked_bytes')} bytes")),
         (f"MemFree at collector start ({TIME_AT_MIB}M) local / SSH / baseline",
