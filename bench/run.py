@@ -90,6 +90,8 @@ BASELINE_DRACUT_ARGS = ("--drivers", "virtio_blk virtio_pci", "--filesystems", "
 BASELINE_SSH_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline-ssh"
 BASELINE_SSH_DRACUT_ARGS = ("--drivers", "virtio_net virtio_pci")
 CRASHKERNEL_STEPS_MIB = list(range(64, 257, 16))
+FINE_STEP_MIB = 8  # near the floor
+CONFIRM_RUNS = 3  # a floor is where every one of this many boots dumps
 TIME_AT_MIB = 256
 TIME_RUNS = int(os.environ.get("KDUMP_AGENT_BENCH_RUNS", "3"))
 THROUGHPUT_RUNS = 3
@@ -357,22 +359,38 @@ def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir
 
 
 def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int | None, list[Run]]:
-    """Bisect CRASHKERNEL_STEPS_MIB for the smallest reservation that still dumps."""
+    """The smallest reservation that dumps in CONFIRM_RUNS of CONFIRM_RUNS boots: bisect
+    CRASHKERNEL_STEPS_MIB (16M steps), try FINE_STEP_MIB below, then boot the lowest pass
+    again until it passed CONFIRM_RUNS times, one FINE_STEP_MIB up whenever a boot fails."""
+    results: dict[int, list[bool]] = {}
+    runs: list[Run] = []
+
+    def attempt(mib: int) -> bool:
+        run = capture_once(kernel, variant, mib, workdir / f"floor-{mib}-{len(results.get(mib, []))}")
+        runs.append(run)
+        results.setdefault(mib, []).append(run.ok)
+        return run.ok
+
     top = CRASHKERNEL_STEPS_MIB[-1]
-    runs = [capture_once(kernel, variant, top, workdir / f"floor-{top}")]
-    if not runs[0].ok:
+    if not attempt(top):
         return None, runs
     low, high = -1, len(CRASHKERNEL_STEPS_MIB) - 1  # index `low` fails (or is below the list)
     while high - low > 1:
         middle = (low + high) // 2
-        mib = CRASHKERNEL_STEPS_MIB[middle]
-        run = capture_once(kernel, variant, mib, workdir / f"floor-{mib}")
-        runs.append(run)
-        if run.ok:
+        if attempt(CRASHKERNEL_STEPS_MIB[middle]):
             high = middle
         else:
             low = middle
-    return CRASHKERNEL_STEPS_MIB[high], runs
+    passing = CRASHKERNEL_STEPS_MIB[high]
+    if passing - FINE_STEP_MIB not in results and attempt(passing - FINE_STEP_MIB):
+        passing -= FINE_STEP_MIB
+    while passing <= top:
+        while all(results.get(passing, [])) and len(results.get(passing, [])) < CONFIRM_RUNS:
+            attempt(passing)
+        if all(results[passing]):
+            return passing, runs
+        passing += FINE_STEP_MIB
+    return None, runs
 
 
 @contextmanager
@@ -593,6 +611,12 @@ def chart(report: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def floor_record(runs: list[Run]) -> list[dict[str, Any]]:
+    """Every boot of a floor search: its size, whether it dumped, why not, and the margin."""
+    return [{"crashkernel_mib": r.crashkernel_mib, "ok": r.ok, "why": r.why or None,
+             "memfree_at_collect_kib": memfree_at_collect(r.manifest)} for r in runs]
+
+
 def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run], baseline_runs: list[Run],
                image: Path, throughput: dict[str, Any] | None) -> dict[str, Any]:
     """SSH vs local and vs the SSH baseline from the same run: totals, the COLLECT state (the
@@ -617,8 +641,7 @@ def ssh_report(floor_runs: list[Run], ssh_runs: list[Run], local_runs: list[Run]
         "initramfs_unpacked_bytes": unpacked_bytes(image),
         "agent_peak_rss_kib": footprint.get("agent_peak_rss_kib"),
         "memfree_at_collect_kib": footprint.get("memfree_at_collect_kib"),
-        "floor_runs": [{"crashkernel_mib": r.crashkernel_mib, "ok": r.ok, "why": r.why or None,
-                        "memfree_at_collect_kib": memfree_at_collect(r.manifest)} for r in floor_runs],
+        "floor_runs": floor_record(floor_runs),
         "throughput": throughput,
     }
 
@@ -735,8 +758,14 @@ def main(argv: list[str]) -> int:
 
         floors: dict[str, int | None] = {}
         floor_runs: dict[str, list[Run]] = {}
-        for key, variant in (("baseline", baseline), ("local", ours), ("lvm", on_lvm), ("ssh", over_ssh)):
+        searched = (("baseline", baseline), ("local", ours), ("ssh", over_ssh))
+        for key, variant in searched if argv == ["quick"] else (*searched, ("lvm", on_lvm)):
             floors[key], floor_runs[key] = memory_floor(kernel, variant, work / variant.name)
+        if argv == ["quick"]:  # `make bench-quick`: the floors at 1 GiB only
+            print(json.dumps({"floor_mib": floors, "floor_runs": {key: floor_record(runs)
+                                                                  for key, runs in floor_runs.items()}},
+                             indent=2))
+            return 0
         floors["bond_vlan"], floor_runs["bond_vlan"] = bond_vlan_floor(kernel, client_key,
                                                                         work / "bond-vlan")
         links = links_memfree(kernel, client_key, work / "links")
