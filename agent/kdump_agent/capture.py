@@ -18,7 +18,7 @@ from .deadlines import HOOKS_SECONDS, deadline_for
 from .errors import KdumpError
 from .machine import ROOTFS_DUMP, State
 from .runner import Branch, Journal, Runner, Step, on_commit
-from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, network_up, setup
+from .steps import actions, collect, dmesg, dumpdir, finalize, hooks, mount, setup
 
 log = logging.getLogger("kdump-agent")
 
@@ -42,6 +42,15 @@ def isolated(capture: Capture, work: CaptureStep) -> Step:
     return step
 
 
+def bring_network_up(capture: Capture, timeout: float) -> str:
+    """NETWORK_UP, whose modules (the network stack's, pyroute2) a capture imports only when
+    it has a server to reach: at panic time every import is paid for in start-up time."""
+    if capture.destination is None or capture.destination.server is None:
+        return "no network target"
+    from .steps import network_up
+    return network_up.network_up(capture, timeout)
+
+
 def steps_for(capture: Capture) -> dict[State, Step]:
     """Each state's work. States without an entry have nothing to do in this version."""
     def timeout(state: State) -> float:
@@ -57,7 +66,7 @@ def steps_for(capture: Capture) -> dict[State, Step]:
     work: dict[State, CaptureStep] = {
         State.LOAD_CONFIG: setup.load_config,
         State.RUN_PRE: lambda c: hooks.run_pre(loaded(c), HOOKS_SECONDS, c.paths.hooks),
-        State.NETWORK_UP: lambda c: network_up.network_up(c, timeout(State.NETWORK_UP)),
+        State.NETWORK_UP: lambda c: bring_network_up(c, timeout(State.NETWORK_UP)),
         **dump_steps,
         State.RUN_POST: lambda c: hooks.run_post(loaded(c), 0, HOOKS_SECONDS, c.paths.hooks),
         State.FINAL_ACTION: actions.final_action,

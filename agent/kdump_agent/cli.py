@@ -1,10 +1,13 @@
 """Sub-commands: argument parsing and what each command prints. Library code raises;
 `__main__` turns errors into exit statuses.
 
-paramiko and pyroute2 are never imported here (a unit test checks it in a fresh
-interpreter): the SSH and network modules are imported inside the steps and host modules
-that use them, so a local dump never loads them. That the frozen binary carries every
-module all the same is checked by tests/integration/test_binary.py.
+Each command imports what it needs when it runs: the capture kernel starts this program at
+panic time, under a slow CPU, and the host commands' modules (mkinitrd, kexec, status, the
+SSH setup) are never used there. For the same reason `capture` gets a parser that holds
+only itself. paramiko and pyroute2 are never imported here (a unit test checks it in a
+fresh interpreter): the SSH and network modules are imported inside the steps and host
+modules that use them, so a local dump never loads them. That the frozen binary carries
+every module all the same is checked by tests/integration/test_binary.py.
 """
 
 from __future__ import annotations
@@ -13,31 +16,19 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from . import config as kdump_config
 from . import log as agent_log
-from .capture import capture, handed_over, last_resort, require_vmcore
 from .context import DEFAULT_CONFIG_PATH, Paths
-from .host import crashtest, dumps, service, status
-from .host.dumpstore import open_store
-from .host.estimate import Estimate, grub_advice, report
-from .host.hostpaths import THIS_MACHINE
-from .host.kexec import default_kernel, load, load_problems, plan_load
-from .host.mkinitrd import default_output, mkinitrd
-from .host.netpack import DEFAULT_KNOWN_HOSTS
-from .host.propagate import USER_KNOWN_HOSTS, propagate
-from .host.restore_raw import Outcome as RestoreOutcome
-from .host.restore_raw import restore_raw
-from .host.sizing import estimate_here
-from .host.stamp import config_changed
-from .machine import dot, mermaid, table_rows
-from .system import read_text
-from .targets.raw import RawTarget
+
+if TYPE_CHECKING:
+    from .host.estimate import Estimate
+    from .host.hostpaths import HostPaths
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -46,10 +37,14 @@ EXIT_BAD_CONFIG = 2
 # dracut's init switch to it instead of rebooting (dracut-module/55kdump-agent).
 EXIT_HANDED_OVER = 75
 
-# The machine's files (/proc, /sys, /etc/default, /boot): the host modules take them as a
-# parameter so their tests can point them elsewhere; the commands use the real ones.
-HOST = THIS_MACHINE
 log = logging.getLogger("kdump-agent")
+
+
+def _host() -> HostPaths:
+    """The machine's files (/proc, /sys, /etc/default, /boot): the host modules take them as
+    a parameter so their tests can point them elsewhere; the commands use the real ones."""
+    from .host.hostpaths import THIS_MACHINE
+    return THIS_MACHINE
 
 
 def _load_or_report(path: str) -> kdump_config.Config | None:
@@ -73,6 +68,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace) -> int:
+    from .capture import capture, handed_over, last_resort, require_vmcore
     agent_log.setup(to_kernel_log=False)
     paths = Paths(config=args.config)
     require_vmcore(paths.vmcore)  # before anything on a running system is touched, its kernel log too
@@ -87,6 +83,8 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _mkinitrd(args: argparse.Namespace) -> int:
+    from .host.hostpaths import DEFAULT_KNOWN_HOSTS
+    from .host.mkinitrd import mkinitrd
     loaded = _load_or_report(args.config)
     if loaded is None:
         print(f"{args.config}: not building an initramfs from a config with errors", file=sys.stderr)
@@ -107,48 +105,63 @@ def _mkinitrd(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> int:
+    import platform
+
+    from .host.kexec import default_kernel, load, load_problems, plan_load
+    from .host.mkinitrd import default_output
+    from .host.stamp import config_changed
+    host = _host()
     kver = platform.release()
-    kernel = args.kernel or default_kernel(HOST, kver)
-    initrd = args.initrd or str(default_output(kver, HOST))
-    plan = plan_load(HOST, kernel=kernel, initrd=initrd)
+    kernel = args.kernel or default_kernel(host, kver)
+    initrd = args.initrd or str(default_output(kver, host))
+    plan = plan_load(host, kernel=kernel, initrd=initrd)
     if args.dry_run:
         print(shlex.join(plan.argv(file_load=True)))
         print(f"if kexec_file_load is refused: {shlex.join(plan.argv(file_load=False))}")
-        for problem in load_problems(plan, HOST):
+        for problem in load_problems(plan, host):
             print(f"would fail: {problem}", file=sys.stderr)
         return EXIT_OK
     if config_changed(Path(initrd), args.config):  # the image carries the config as it was
         log.warning("%s changed since %s was built: the capture would use the old copy; "
                     "`kdump-agent start` rebuilds and reloads", args.config, initrd)
-    how = load(plan, HOST)
+    how = load(plan, host)
     print(f"capture kernel {kernel} loaded ({how}) with {initrd}")
     return EXIT_OK
 
 
 def _start(args: argparse.Namespace) -> int:
+    from .host import service
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_BAD_CONFIG
-    print(service.start(loaded, HOST, binary=args.binary))
+    print(service.start(loaded, _host(), binary=args.binary))
     return EXIT_OK
 
 
 def _stop(args: argparse.Namespace) -> int:
-    print(service.stop(HOST))
+    from .host import service
+    print(service.stop(_host()))
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
+    import platform
+
+    from .host import status
+    from .host.kexec import default_kernel
+    from .host.mkinitrd import default_output
+    from .host.sizing import estimate_here
+    host = _host()
     kver = platform.release()
-    kernel, image = default_kernel(HOST, kver), default_output(kver, HOST)
+    kernel, image = default_kernel(host, kver), default_output(kver, host)
 
     def estimate(config: kdump_config.Config | None) -> Estimate | str:
         try:
-            return estimate_here(config, HOST, kernel=kernel, image=str(image))
+            return estimate_here(config, host, kernel=kernel, image=str(image))
         except OSError as error:
             return str(error)
 
-    checks = status.run_checks(args.config, HOST, image=image, estimate=estimate)
+    checks = status.run_checks(args.config, host, image=image, estimate=estimate)
     print(f"kdump-agent {__version__}, kernel {kver}")
     for line in status.report(checks):
         print(line)
@@ -156,26 +169,36 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    import platform
+
+    from .host.estimate import grub_advice, report
+    from .host.kexec import default_kernel
+    from .host.mkinitrd import default_output
+    from .host.sizing import estimate_here
+    from .system import read_text
+    host = _host()
     kver = platform.release()
     try:
         loaded: kdump_config.Config | None = kdump_config.load(args.config)
     except kdump_config.ConfigErrors as errors:
         log.warning("%s: %s; estimating for a dump to a local disk", args.config, errors.errors[0].message)
         loaded = None
-    estimate = estimate_here(loaded, HOST, kernel=default_kernel(HOST, kver),
-                             image=str(default_output(kver, HOST)))
-    advice = grub_advice(estimate.recommended, read_text(HOST.grub_defaults), HOST.grub_defaults)
+    estimate = estimate_here(loaded, host, kernel=default_kernel(host, kver),
+                             image=str(default_output(kver, host)))
+    advice = grub_advice(estimate.recommended, read_text(host.grub_defaults), host.grub_defaults)
     print("\n".join([*report(estimate), "", *advice]))
     return EXIT_OK
 
 
 def _test(args: argparse.Namespace) -> int:
-    crashtest.crash_now(HOST, assume_yes=args.yes)
+    from .host import crashtest
+    crashtest.crash_now(_host(), assume_yes=args.yes)
     print("not crashing: the answer was not `yes`")
     return EXIT_FAILURE
 
 
 def _propagate(args: argparse.Namespace) -> int:
+    from .host.propagate import propagate
     loaded = _load_or_report(args.config)
     if loaded is None:
         return EXIT_BAD_CONFIG
@@ -186,6 +209,9 @@ def _propagate(args: argparse.Namespace) -> int:
 
 
 def _restore_raw(args: argparse.Namespace) -> int:
+    from .host.restore_raw import Outcome as RestoreOutcome
+    from .host.restore_raw import restore_raw
+    from .targets.raw import RawTarget
     device, path = args.device, args.path
     if device is None or path is None:
         loaded = _load_or_report(args.config)
@@ -204,13 +230,16 @@ def _restore_raw(args: argparse.Namespace) -> int:
 
 
 def _dumps(args: argparse.Namespace) -> int:
+    from .host import dumps
+    from .host.dumpstore import open_store
+    from .host.hostpaths import DEFAULT_KNOWN_HOSTS
     config = None
     if args.path is None:
         config = _load_or_report(args.config)
         if config is None:
             return EXIT_BAD_CONFIG
     with open_store(config, path=args.path, known_hosts_files=args.known_hosts or DEFAULT_KNOWN_HOSTS,
-                    mountinfo=HOST.mountinfo) as store:
+                    mountinfo=_host().mountinfo) as store:
         found = dumps.list_dumps(store)
         if args.verify:
             found = [dumps.verify(store, dump) for dump in found]
@@ -226,6 +255,7 @@ def _dumps(args: argparse.Namespace) -> int:
 
 
 def _states(args: argparse.Namespace) -> int:
+    from .machine import dot, mermaid, table_rows
     if args.mermaid:
         print(mermaid())
         return EXIT_OK
@@ -237,11 +267,17 @@ def _states(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(capture_only: bool = False) -> argparse.ArgumentParser:
+    """Every command's parser; with capture_only, the `capture` command's alone (the host
+    commands' dozen sub-parsers are work the capture kernel would do for nothing)."""
     parser = argparse.ArgumentParser(
         prog="kdump-agent", description="Save a Linux crash dump from the capture kernel.")
     parser.add_argument("--version", action="version", version=f"kdump-agent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if capture_only:
+        _add_capture(commands)
+        return parser
+    from .host.hostpaths import DEFAULT_KNOWN_HOSTS
 
     check = commands.add_parser("check-config", help="validate a kdump.conf",
                                 description="Validate a kdump.conf: exit 0 with a summary, "
@@ -249,16 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH, help="the file to check")
     check.set_defaults(func=_check_config)
 
-    capture = commands.add_parser("capture", help="save the dump (run by the capture initramfs)",
-                                  description="Run the capture state machine on /proc/vmcore.")
-    capture.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
-    capture.add_argument("--no-kernel-log", action="store_true", help="log to the console only")
-    capture.add_argument("--from-rootfs", action="store_true",
-                         help="run from the root file system after mount_root_run_init: save the "
-                              "dump to `path` there, then final_action")
-    capture.add_argument("--no-reboot-fallback", action="store_true",
-                         help="return instead of forcing a reboot if every action failed")
-    capture.set_defaults(func=_capture)
+    _add_capture(commands)
 
     build = commands.add_parser("mkinitrd", help="build the capture initramfs with dracut",
                                 description="Validate the config, then build a capture initramfs "
@@ -317,8 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_capture(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """What the capture initramfs runs."""
+    capture = commands.add_parser("capture", help="save the dump (run by the capture initramfs)",
+                                  description="Run the capture state machine on /proc/vmcore.")
+    capture.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    capture.add_argument("--no-kernel-log", action="store_true", help="log to the console only")
+    capture.add_argument("--from-rootfs", action="store_true",
+                         help="run from the root file system after mount_root_run_init: save the "
+                              "dump to `path` there, then final_action")
+    capture.add_argument("--no-reboot-fallback", action="store_true",
+                         help="return instead of forcing a reboot if every action failed")
+    capture.set_defaults(func=_capture)
+
+
 def _add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The service an admin runs on the host: load, status, estimate, test, start, propagate."""
+    from .host.hostpaths import USER_KNOWN_HOSTS
     loader = commands.add_parser(
         "load", help="load the capture kernel (kexec -p)",
         description="Load the capture kernel with kexec -s -p (kexec_file_load), or kexec -p if that "
@@ -384,7 +426,8 @@ def _add_host_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(capture_only=argv[:1] == ["capture"]).parse_args(argv)
     if args.command != "capture":
         agent_log.setup(to_kernel_log=False)
     code: int = args.func(args)

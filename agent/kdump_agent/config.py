@@ -15,7 +15,6 @@ admin fixing a config before the next crash should not have to iterate one error
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import posixpath
 import shlex
@@ -231,6 +230,7 @@ def _unknown(name: str) -> str:
     """Why a directive is refused: retired by RHEL (with what replaced it), or a likely typo."""
     if name in _RETIRED:
         return f"'{name}' is no longer supported: {_RETIRED[name]}"
+    import difflib  # only a config with a typo needs it, not every capture's start-up
     close = difflib.get_close_matches(name, _DIRECTIVES, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else " (see kdump.conf(5) for the directives)"
     return f"unknown directive {name!r}{hint}"

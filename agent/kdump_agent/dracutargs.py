@@ -17,7 +17,6 @@ may make ambiguous.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Sequence
 
@@ -122,6 +121,7 @@ def _check_word(words: Sequence[str], at: int) -> tuple[int, str | None]:
         return 1, f"{name!r} takes no value (remove '={value}')" if equals else None
     if long in VALUE_OPTIONS:
         return _value(words, at, name, equals, value)
+    import difflib  # only a misspelt option needs it, not every capture's start-up
     close = difflib.get_close_matches(name, _KNOWN, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else " (see dracut(8) for its options)"
     return 1 + _value_follows(words, at, equals), f"{name!r} is not a dracut option{hint}"

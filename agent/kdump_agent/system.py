@@ -7,8 +7,7 @@ and say so: targets/directory.py and targets/local.py make the dump directory an
 fsync and rename the dump's files in it; host/restore_raw.py does the same on the host and
 clears the raw device; network/rtnetlink.py and network/bringup.py configure the NIC over
 netlink and write resolv.conf; ssh/ talks to the dump server; log.py writes /dev/kmsg;
-unpacked.py deletes unpacked libraries; the host/ modules write the image, its stamp and
-their records.
+the host/ modules write the image, its stamp, the laid-out program and their records.
 """
 
 from __future__ import annotations
@@ -315,6 +314,20 @@ def file_sha256(path: str | os.PathLike[str], *, give_up_at: float | None = None
             if give_up_at is not None and time.monotonic() > give_up_at:
                 raise TimeoutError(f"reading {path} back took longer than its time")
     return digest.hexdigest()
+
+
+def write_hashed(stream: IO[bytes], path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Write what stream yields into a new file at path, in order, hashing it on the way:
+    (its size, its sha256), the file's own, with no second read of what may be the whole of
+    the crashed machine's memory."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as out:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 def read_text(path: str) -> str | None:

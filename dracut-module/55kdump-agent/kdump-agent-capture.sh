@@ -7,15 +7,6 @@
 if [ -e /proc/vmcore ]; then
     # A timestamped line in the kernel log: the agent's start-up is measured from here.
     echo "<6>kdump-agent: initramfs hook starts the agent" > /dev/kmsg
-    # The one-file binary unpacks its libraries (~20 MB) into $TMPDIR before Python runs.
-    # The initramfs's root is a tmpfs capped at half the capture kernel's memory, and the
-    # unpacked image already fills most of that cap in a small reservation: give the
-    # unpack a tmpfs of its own without a cap. The memory used is the same; it is only
-    # no longer refused while there is memory free.
-    mkdir -p /run/kdump-agent
-    if mount -t tmpfs -o size=0,nr_inodes=0,mode=0700 kdump-agent /run/kdump-agent; then
-        export TMPDIR=/run/kdump-agent
-    fi
     /usr/sbin/kdump-agent capture
     kdump_agent_status=$?
     if [ "$kdump_agent_status" -ne 75 ]; then

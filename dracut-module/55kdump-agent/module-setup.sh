@@ -2,7 +2,8 @@
 # kdump-agent's dracut module: a capture initramfs whose only job is to save the dump.
 #
 # `kdump-agent mkinitrd` calls dracut with `-m kdump-agent` and passes what to pack in the
-# environment: KDUMP_AGENT_BINARY (the frozen agent), KDUMP_AGENT_CONF (the validated
+# environment: KDUMP_AGENT_PROGRAM (the frozen agent laid out unpacked by mkinitrd,
+# host/programdir.py: its executable and the libraries it loads), KDUMP_AGENT_CONF (the validated
 # kdump.conf), KDUMP_AGENT_INSTALL (extra_bins, the core_collector program unless it is the
 # makedumpfile installed below, and hook programs, one path a line, installed
 # at the same path with what they need) and, when kdump.conf names no target,
@@ -19,27 +20,34 @@ check() {
 }
 
 depends() {
-    echo base
+    echo base dash
     return 0
 }
 
 install() {
-    if [[ ! -x $KDUMP_AGENT_BINARY ]]; then
-        derror "kdump-agent: KDUMP_AGENT_BINARY is not an executable: '$KDUMP_AGENT_BINARY'"
+    if [[ ! -x $KDUMP_AGENT_PROGRAM/kdump-agent ]]; then
+        derror "kdump-agent: KDUMP_AGENT_PROGRAM holds no kdump-agent executable: '$KDUMP_AGENT_PROGRAM'"
         return 1
     fi
     if [[ ! -f $KDUMP_AGENT_CONF ]]; then
         derror "kdump-agent: KDUMP_AGENT_CONF is not a file: '$KDUMP_AGENT_CONF'"
         return 1
     fi
-    inst_binary "$KDUMP_AGENT_BINARY" /usr/sbin/kdump-agent
-    # The frozen binary carries libpython, which needs libm; ldd cannot see inside the archive.
+    # The program's home is its executable's directory (found through /proc/self/exe, so the
+    # link in /usr/sbin is only the name it is called by). The executable's own libraries come
+    # from ldd; those it carries are in its directory, and libpython needs libm besides.
+    inst_binary "$KDUMP_AGENT_PROGRAM/kdump-agent" /usr/lib/kdump-agent/kdump-agent
+    cp -a --no-preserve=ownership "$KDUMP_AGENT_PROGRAM/." "${initdir}/usr/lib/kdump-agent/"
+    ln_r /usr/lib/kdump-agent/kdump-agent /usr/sbin/kdump-agent
     inst_libdir_file "libm.so.*"
     inst_multiple blkid
     # The default collector, and what extracts the kernel log. mkinitrd refused a config whose
     # core_collector is not on this host and packs any other one through KDUMP_AGENT_INSTALL,
     # so a host without makedumpfile can still build an image for `core_collector cp`.
     inst_multiple -o makedumpfile
+    # makedumpfile --num-threads ends its threads with pthread_exit, which makes glibc load
+    # libgcc_s.so.1 (dlopen: ldd cannot see it); without it the dump aborts at the end.
+    inst_libdir_file "libgcc_s.so.1"
     inst_simple "$KDUMP_AGENT_CONF" /etc/kdump.conf
     if [[ -n $KDUMP_AGENT_TARGET ]]; then
         inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json

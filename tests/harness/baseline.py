@@ -7,6 +7,7 @@ initramfs can do, which is what RHEL's shell-script kdump boils down to on a loc
 
 from __future__ import annotations
 
+import gzip
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,3 +85,27 @@ def build_shell_capture_initrd(kernel: Kernel, out: Path, *, device: str = "/dev
                         device=shlex.quote(device), collector=collector)
     archive.add_file("init", init.encode(), 0o755)
     return archive.write_cached(out)
+
+
+def with_ssh_server(initrd: Path, out: Path, *, server: str, port: int, directory: str,
+                    key: Path, known_hosts: Path) -> Path:
+    """The bench's SSH baseline image (bench/baseline-module/55kdump-baseline-ssh) with one
+    run's server laid over it as /etc/baseline-ssh/: `target` (server, port, path, sourced
+    by the hook), the client key `id` (0600, or ssh refuses it) and the pinned `known_hosts`.
+
+    A second cpio archive after the first, so the dracut build is cached once for every
+    run's sshd (its port and keys change each time).
+    """
+    for name, value in (("server", server), ("directory", directory)):
+        if not value or any(c.isspace() or c in "'\"$`\\" for c in value):
+            raise ValueError(f"{name} must be one word without quotes for the hook's shell: {value!r}")
+    overlay = Cpio()
+    overlay.add_dir("etc/baseline-ssh", 0o700)
+    overlay.add_file("etc/baseline-ssh/target",
+                     f"server={server}\nport={int(port)}\npath={directory}\n".encode())
+    overlay.add_file("etc/baseline-ssh/id", key, 0o600)
+    overlay.add_file("etc/baseline-ssh/known_hosts", known_hosts)
+    archive = overlay.archive()
+    archive += b"\0" * (-len(archive) % 512)
+    out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
+    return out

@@ -22,7 +22,7 @@ from .panic_initrd import SYSRQ_CRASH, Trigger, build_panic_initrd
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY = REPO / "dist" / "kdump-agent"
-CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1"
+CAPTURE_CMDLINE = "console=ttyS0 irqpoll nr_cpus=1 reset_devices panic=1 rootfstype=ramfs"
 FIRST_KERNEL_CMDLINE = "console=ttyS0 crashkernel=256M panic=1"
 LEAN_DRACUT_ARGS = 'dracut_args --no-hostonly --drivers "virtio_blk virtio_pci"'
 STANDARD_UUID = "3f0c2a9e-6d5b-4c1e-9a57-0d1e2f3a4b5c"

@@ -96,7 +96,9 @@ def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, k
                    "--kmoddir", str(kernel.kmoddir))
     assert result.returncode == 0, result.stderr[-3000:]
     files = lsinitrd(out)
-    for expected in ("usr/sbin/kdump-agent", "usr/bin/makedumpfile", "etc/kdump.conf",
+    for expected in ("usr/sbin/kdump-agent", "usr/lib/kdump-agent/kdump-agent",
+                     "usr/lib/kdump-agent/libpython3.11.so.1.0", "usr/bin/makedumpfile", "etc/kdump.conf",
+                     "usr/lib/x86_64-linux-gnu/libgcc_s.so.1",  # makedumpfile --num-threads
                      "etc/kdump-agent/target.json",
                      "usr/lib/dracut/hooks/cmdline/95-kdump-agent-root.sh",
                      "usr/lib/dracut/hooks/pre-mount/01-kdump-agent-capture.sh"):
@@ -105,6 +107,10 @@ def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, k
     # udevd comes from systemd's package, but systemd itself is not the image's init.
     assert "usr/lib/systemd/systemd" not in files and "init" in files
     assert not any(f.endswith(".ko") and "/net/" in f for f in files), "no NIC drivers for a disk target"
+    # The agent is laid out unpacked, without paramiko's crypto for a disk target, and the
+    # image is zstd: the guest kernel's config (in its package) says it unpacks zstd.
+    assert not any("cryptography" in f or "nacl" in f for f in files)
+    assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
     packed = subprocess.run(["lsinitrd", "-f", "etc/kdump.conf", str(out)], capture_output=True,
                             text=True, check=True).stdout
     assert packed == conf.read_text()
@@ -112,6 +118,24 @@ def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, k
                                          capture_output=True, text=True, check=True).stdout)
     assert recorded["directory"].endswith("crash")
     assert recorded["fstype"]
+
+
+def test_the_laid_out_program_runs_one_dir_from_a_link(tmp_path: Path) -> None:
+    """What mkinitrd packs: the executable, run through /usr/sbin's link in the image, finds
+    its libraries beside itself and unpacks nothing."""
+    from kdump_agent.host.programdir import lay_out
+
+    executable = lay_out(BINARY, tmp_path / "program", ssh=True)
+    (tmp_path / "sbin").mkdir()
+    (tmp_path / "sbin" / "kdump-agent").symlink_to(executable)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    result = subprocess.run([str(tmp_path / "sbin" / "kdump-agent"), "states"], capture_output=True,
+                            text=True, timeout=60, check=False, env={"TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stderr
+    assert "COLLECT" in result.stdout
+    assert list(scratch.iterdir()) == []  # no _MEI* unpack
+    assert executable.stat().st_size < BINARY.stat().st_size / 2
 
 
 def test_the_binary_carries_every_module_of_the_package() -> None:

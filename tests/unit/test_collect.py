@@ -39,13 +39,12 @@ def test_flattened_flag_is_not_doubled_for_streams() -> None:
     assert argv.count("-F") == 1
 
 
-def test_threads_added_when_capture_kernel_has_several_cpus() -> None:
-    argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v", cpus=4)
-    assert "--num-threads=4" in argv
-    argv, _ = collector_argv(("makedumpfile", "--num-threads=2", "-d", "31"), "/proc/vmcore", "/t/v", cpus=4)
-    assert argv.count("--num-threads=2") == 1 and "--num-threads=4" not in argv
-    argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v", cpus=1)
+def test_threads_only_as_the_admin_wrote_them() -> None:
+    # --num-threads made Debian 12's makedumpfile slower and could abort it (collector_argv).
+    argv, _ = collector_argv(("makedumpfile", "-d", "31"), "/proc/vmcore", "/t/v")
     assert not any(a.startswith("--num-threads") for a in argv)
+    argv, _ = collector_argv(("makedumpfile", "--num-threads=2", "-d", "31"), "/proc/vmcore", "/t/v")
+    assert argv == ["makedumpfile", "--num-threads=2", "-d", "31", "/proc/vmcore", "/t/v"]
 
 
 def test_dump_level_list_is_passed_for_makedumpfile_to_fall_back_through() -> None:

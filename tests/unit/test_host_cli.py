@@ -33,3 +33,20 @@ def test_the_cli_does_not_import_paramiko() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": str(AGENT)})
     assert result.stdout.strip() == "False"
+
+
+def test_a_local_capture_imports_nothing_only_other_commands_and_targets_need() -> None:
+    """What `capture` imports before its first state, in a fresh interpreter: the host
+    commands, the network stack, the SSH side and the storage layers are left for the
+    commands and targets that use them."""
+    probe = ("import sys; from kdump_agent import capture, cli; cli.build_parser(capture_only=True); "
+             "from kdump_agent.targets import registry; registry.recorded_stack('/nonexistent', 'target'); "
+             "print(' '.join(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": str(AGENT)})
+    loaded = result.stdout.split()
+    left = ("kdump_agent.host.", "kdump_agent.network.", "kdump_agent.ssh.connection",
+            "kdump_agent.targets.sshserver", "kdump_agent.storage.kinds", "kdump_agent.steps.network_up",
+            "paramiko", "pyroute2", "difflib")
+    assert [name for name in loaded if name.startswith(left)] == []
+    assert "kdump_agent.steps.collect" in loaded

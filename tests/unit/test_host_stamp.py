@@ -35,6 +35,8 @@ class Machine:
         self.image = tmp_path / "boot" / f"initramfs-{KVER}kdump.img"
         # The default collector, where module-setup.sh finds it: nothing to pack.
         mocker.patch.object(mk, "find_program", return_value="/usr/bin/makedumpfile")
+        # The binary is a stand-in: test_programdir.py lays out real archives.
+        mocker.patch.object(mk, "lay_out")
         self.dracut = mocker.patch("kdump_agent.system.run", side_effect=self._dracut)
         self.fail_dracut = False
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kdump_agent import __main__ as entry
-from kdump_agent import cli
+from kdump_agent.host import hostpaths
 from kdump_agent.host import mkinitrd as mk
 from kdump_agent.host.hostpaths import HostPaths
 
@@ -73,9 +73,9 @@ def test_estimate_on_a_corrupt_image_says_so_in_one_line(tmp_path: Path, mocker:
     boot.mkdir()
     image = boot / f"initramfs-{platform.release()}kdump.img"
     image.write_bytes(b"070701" + b"garbage!" * 20)
-    mocker.patch.object(cli, "HOST", HostPaths(boot_dir=str(boot), state_dir=str(tmp_path / "state"),
-                                               crash_size=str(tmp_path / "none"),
-                                               grub_defaults=str(tmp_path / "grub")))
+    here = HostPaths(boot_dir=str(boot), state_dir=str(tmp_path / "state"), crash_size=str(tmp_path / "none"),
+                     grub_defaults=str(tmp_path / "grub"))
+    mocker.patch.object(hostpaths, "THIS_MACHINE", here)
     assert entry.run(["estimate", "-c", str(tmp_path / "kdump.conf")]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err

@@ -32,6 +32,12 @@ def host_programs(mocker: Any) -> Any:
         f"/usr/bin/{name}" if name in ("makedumpfile", "cp", "cat") else None))
 
 
+@pytest.fixture(autouse=True)
+def program_layout(mocker: Any) -> Any:
+    """The binaries here are stand-ins: test_programdir.py lays out real archives."""
+    return mocker.patch.object(mk, "lay_out")
+
+
 def plan_for(text: str, tmp_path: Path) -> mk.BuildPlan:
     return mk.plan(parse(text, "/etc/kdump.conf"), config_file=tmp_path / "kdump.conf",
                    output=tmp_path / "out.img", binary=Path("/usr/sbin/kdump-agent"), kver="6.1.0",

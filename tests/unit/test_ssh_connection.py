@@ -17,6 +17,7 @@ from sshkeys import ed25519_key, known_hosts_line, revoked_line
 
 from kdump_agent.errors import TransferError
 from kdump_agent.layout import partial
+from kdump_agent.ssh import chachapoly
 from kdump_agent.ssh.connection import (
     SshTarget,
     cipher_preference,
@@ -43,18 +44,20 @@ def test_partial_names_follow_the_local_target() -> None:
 
 def test_ssh_cipher_preference_puts_aes_gcm_first_and_keeps_the_rest() -> None:
     available = paramiko.Transport._preferred_ciphers
-    preferred = cipher_preference(available)
+    preferred = cipher_preference(available, "flags\t: fpu sse2 aes\n")
     assert preferred[:2] == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
     assert sorted(preferred) == sorted(available)
-    assert cipher_preference(("aes128-ctr", "aes256-ctr")) == ("aes128-ctr", "aes256-ctr")
+    assert cipher_preference(("aes128-ctr", "aes256-ctr"), "") == ("aes128-ctr", "aes256-ctr")
 
 
-def test_ssh_transport_options_accept_the_preferred_order() -> None:
+@pytest.mark.parametrize(("flags", "first"), [("fpu sse2 aes", "aes128-gcm@openssh.com"),
+                                               ("fpu sse2", "chacha20-poly1305@openssh.com")])
+def test_ssh_transport_options_accept_the_preferred_order(flags: str, first: str) -> None:
     with socket.socket() as unconnected:
-        transport = paramiko.Transport(unconnected)
+        transport = chachapoly.Transport(unconnected)
         options = transport.get_security_options()
-        options.ciphers = cipher_preference(options.ciphers)
-        assert transport._preferred_ciphers[0] == "aes128-gcm@openssh.com"
+        options.ciphers = cipher_preference(options.ciphers, f"flags\t: {flags}\n")
+        assert transport._preferred_ciphers[0] == first
 
 
 # Client keys --------------------------------------------------------------------------------

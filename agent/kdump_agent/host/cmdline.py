@@ -81,6 +81,8 @@ CAPTURE_DEFAULTS: dict[str, str] = {
     "hest_disable": "firmware error sources could panic the capture kernel again",
     "novmcoredd": "no device dumps kept in capture-kernel memory",
     "cma=0": "no CMA area out of the reservation",
+    "rootfstype=ramfs": ("the initramfs unpacks into ramfs, not the tmpfs capped at half the capture "
+                         "kernel's memory that refuses a bigger image while memory is still free"),
     "hugetlb_cma=0": "no CMA area out of the reservation",
 }
 

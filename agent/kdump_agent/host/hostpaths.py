@@ -36,6 +36,11 @@ class HostPaths:
     state_dir: str = "/var/lib/kdump-agent"  # the image's place when /boot is read-only
 
 
+# The known_hosts files mkinitrd, dumps and propagate read an SSH server's host key from,
+# here where the parser's help can name them without loading those commands' modules.
+DEFAULT_KNOWN_HOSTS = (os.path.expanduser("~/.ssh/known_hosts"), "/etc/ssh/ssh_known_hosts")
+USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"  # OpenSSH's for root, and the first file mkinitrd reads
+
 # This machine's files, for the commands; tests pass HostPaths of their own.
 THIS_MACHINE = HostPaths()
 

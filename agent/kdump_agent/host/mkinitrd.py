@@ -1,9 +1,10 @@
 """`kdump-agent mkinitrd`: build the capture initramfs with dracut and our module.
 
 The image is lean by default: dracut's `base` module and ours (no systemd), and in hostonly
-mode only the drivers on the path to the dump target. The reservation is spent on the
-initramfs before anything else, so everything left out is memory the
-collector can use.
+mode only the drivers on the path to the dump target; the agent goes in already unpacked
+(programdir.py) and the image is zstd-compressed where the kernel can unpack it
+(compression.py). The reservation is spent on the initramfs before anything else, so
+everything left out is memory the collector can use.
 
 Like kdumpctl, it rebuilds only when something the image is made of changed: the build's
 inputs are compared with the stamp kept next to the image (stamp.py), and dracut, which
@@ -39,9 +40,12 @@ from ..steps.hooks import HOOK_KINDS, hook_programs
 from ..targets.local import FilesystemTarget
 from ..targets.nfs import NfsTarget
 from ..targets.raw import RawTarget, signature
+from ..targets.sshdest import SshDestination
 from .blockdev import filesystem_holding, nearest_existing, uuid_of
+from .compression import compression_args
 from .hostpaths import THIS_MACHINE, HostPaths, writable_dir
 from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
+from .programdir import lay_out
 from .stackpack import storage_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
 
@@ -72,6 +76,7 @@ class BuildPlan:
     output: Path | None = None
     skipped: str | None = None  # why dracut did not run: "up to date", force_no_rebuild
     reasons: tuple[str, ...] = ()  # why it ran (or, with --dry-run, would run)
+    program_ssh: bool = False  # the laid-out program keeps paramiko's libraries (programdir.py)
 
 
 def default_output(kver: str, paths: HostPaths = THIS_MACHINE) -> Path:
@@ -281,6 +286,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
     argv = ["dracut", *config.dracut_args, "--force", "--kver", kver, "--modules", MODULE_NAME,
             "--no-early-microcode"]
     argv += ["--hostonly"] if hostonly else []
+    argv += compression_args(config.dracut_args, kver, kmoddir)
     if kmoddir:
         argv += ["--kmoddir", kmoddir]
     filesystems = [f for f in dict.fromkeys([mounted.fstype if mounted else None,
@@ -295,7 +301,8 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
 
     env = {
         "dracutbasedir": str(dracut_dir),
-        "KDUMP_AGENT_BINARY": str(binary),
+        "KDUMP_AGENT_BINARY": str(binary),  # what the stamp hashes; build_image lays it out
+        "KDUMP_AGENT_PROGRAM": str(staging / "program"),
         "KDUMP_AGENT_CONF": str(config_file),
         "KDUMP_AGENT_INSTALL": "\n".join(files_to_pack(config) + storage.programs),
         **write_pack(reach, staging),
@@ -311,7 +318,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
             record_file.write_text(record.as_json() + "\n", encoding="utf-8")
             env[variable] = str(record_file)
     return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs,
-                     recorded_network=reach.record)
+                     recorded_network=reach.record, program_ssh=isinstance(target, SshDestination))
 
 
 @contextlib.contextmanager
@@ -370,6 +377,8 @@ def build_image(build_plan: BuildPlan, output: Path) -> None:
     when it fails: building in place would leave nothing to load). Its stamp goes just
     before the rename, so an image is never taken for one built from other inputs.
     """
+    lay_out(Path(build_plan.env["KDUMP_AGENT_BINARY"]), Path(build_plan.env["KDUMP_AGENT_PROGRAM"]),
+            ssh=build_plan.program_ssh)
     handle, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(handle)
     partial = Path(name)

@@ -26,12 +26,14 @@ from ..network import bringup
 from ..network.record import HostRecord, record_host_route
 from ..targets.nfs import NfsTarget
 from ..targets.sshdest import SshDestination
+from . import hostpaths
 from .blockdev import nic_drivers
 
 log = logging.getLogger("kdump-agent")
 
+DEFAULT_KNOWN_HOSTS = hostpaths.DEFAULT_KNOWN_HOSTS  # where a server's host key is looked up
+
 NFS_MODULES = ("nfs", "nfsv3", "nfsv4")
-DEFAULT_KNOWN_HOSTS = (os.path.expanduser("~/.ssh/known_hosts"), "/etc/ssh/ssh_known_hosts")
 
 
 @dataclass

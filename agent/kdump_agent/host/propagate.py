@@ -32,6 +32,7 @@ from .. import system
 from ..config import Config
 from ..errors import CommandFailed, KdumpError
 from ..targets.sshdest import SshDestination
+from .hostpaths import USER_KNOWN_HOSTS
 from .netpack import server_of
 from .prompt import confirm
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kdump-agent")
 
-USER_KNOWN_HOSTS = "/root/.ssh/known_hosts"  # OpenSSH's for root, and the first file mkinitrd reads
 KEYGEN_TIMEOUT = 60.0
 HOST_KEY_TIMEOUT = 15.0
 LOGIN_TIMEOUT = 30.0

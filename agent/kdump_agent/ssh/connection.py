@@ -13,7 +13,7 @@ Trust, before a byte of the dump leaves: the server's host key must be one pinne
 (`sshkey`), never a password, an agent or a prompt.
 
 Speed: paramiko never sets TCP_NODELAY, so we open the socket ourselves; aes128-gcm goes
-first.
+first on a CPU with AES instructions, chacha20-poly1305 (chachapoly.py) on one without.
 
 No operation waits forever: connect, handshake, authentication and every channel have a
 timeout, and TCP_USER_TIMEOUT makes the kernel drop a connection whose data goes
@@ -46,6 +46,7 @@ from ..layout import partial as partial_name
 from ..rotation import Entry as DumpFile
 from ..targets.base import Transfer
 from ..targets.sshdest import DEFAULT_TIMEOUT, SshDestination
+from . import chachapoly
 from .browse import Browser, Entry
 from .hostkeys import check_host_key, describe_key, host_key_preference, pinned_host_keys
 from .remote import (
@@ -63,13 +64,24 @@ from .shell import ShellRemote
 
 log = logging.getLogger("kdump-agent")
 
-# First the AES-GCM ciphers (fast with AES-NI; paramiko lists them last), then paramiko's order.
-PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# The AEAD ciphers first, then paramiko's order: AES-GCM where the CPU has AES instructions
+# (paramiko lists it last), ChaCha20 where it has not (software AES is table look-ups: under
+# QEMU's TCG, whose default CPU has no AES, it was most of an SSH dump's transfer).
+AES_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", chachapoly.NAME)
+CHACHA_FIRST = (chachapoly.NAME, "aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+CPUINFO = "/proc/cpuinfo"
 
 
-def cipher_preference(available: Sequence[str]) -> tuple[str, ...]:
-    """paramiko's ciphers with AES-GCM first (it lists them last)."""
-    return tuple(dict.fromkeys([*(c for c in PREFERRED_CIPHERS if c in available), *available]))
+def cipher_preference(available: Sequence[str], cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The available ciphers, the fastest for this CPU first (`cpuinfo`: /proc/cpuinfo's
+    text, read when not given; unreadable counts as a CPU with AES)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path(CPUINFO).read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    first = CHACHA_FIRST if cpuinfo and not chachapoly.has_aes_instructions(cpuinfo) else AES_FIRST
+    return tuple(dict.fromkeys([*(c for c in first if c in available), *available]))
 
 
 def load_client_key(path: str) -> paramiko.PKey:
@@ -155,7 +167,7 @@ class SshTarget:
         log.info("connecting to %s (%d pinned host key%s)", destination, len(pinned),
                  "" if len(pinned) == 1 else "s")
         sock = open_socket(address or destination.host, destination.port, timeout)
-        transport = paramiko.Transport(sock)
+        transport = chachapoly.Transport(sock)
         try:
             with _transfer_errors(destination, "SSH handshake", timeout):
                 transport.banner_timeout = transport.handshake_timeout = timeout

@@ -52,10 +52,10 @@ def manifest(capture: Capture, result: str, action: str) -> dict[str, object]:
 
 def footprint(capture: Capture) -> dict[str, int | None]:
     """What this capture cost in memory: the figures crashkernel= is sized by."""
-    unpacked = getattr(sys, "_MEIPASS", None)  # the one-file binary's unpack directory
+    program = getattr(sys, "_MEIPASS", None)  # the program's directory, laid out in the image
     return {
         "agent_peak_rss_kib": memory.reading("/proc/self/status", "VmHWM"),
-        "agent_unpacked_bytes": _tree_bytes(unpacked) if unpacked else None,
+        "agent_unpacked_bytes": _tree_bytes(program) if program else None,
         "memfree_at_collect_kib": capture.dump.memfree_at_collect_kib,
         "collector_peak_rss_kib": capture.dump.collector_peak_kib,
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import config as kdump_config
-from .. import system, unpacked
+from .. import system
 from ..context import Capture
 from ..errors import CommandFailed
 from ..targets import registry
@@ -39,8 +39,6 @@ def load_config(capture: Capture) -> str:
                                               recorded_target=capture.paths.recorded_target,
                                               known_hosts=capture.paths.known_hosts,
                                               recorded_storage=capture.paths.recorded_storage)
-    if not capture.destination.uses_ssh:
-        unpacked.release_ssh_libraries()
     load_extra_modules(loaded.extra_modules)
     return f"target {capture.destination.describe()}"
 

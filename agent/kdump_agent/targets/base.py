@@ -114,6 +114,10 @@ class DumpState:
     collector_peak_kib: int | None = None  # peak RSS of the largest command run so far
     memfree_at_collect_kib: int | None = None  # what the collector had to work with
     transfer: Transfer | None = None
+    # The vmcore as COLLECT wrote it here in order, hashed as it went (a collector writing
+    # to its standard output); None: the collector wrote the file itself and FINALIZE reads
+    # it back for its sha256.
+    written: FileRecord | None = None
     files: list[FileRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     vmcore_saved: bool = False  # a complete vmcore got its final name (FINALIZE)
@@ -157,7 +161,7 @@ class Destination(abc.ABC):
 
     # The host NETWORK_UP must reach, or None for a target that needs no network.
     server: str | None = None
-    # Whether this capture loads the SSH libraries (unpacked.py releases them otherwise).
+    # Whether this capture talks SSH (its image carries paramiko's libraries, host/programdir.py).
     uses_ssh = False
 
     @abc.abstractmethod

@@ -7,7 +7,9 @@ RAID, multipath or iSCSI comes up first, layer by layer (storage/), within the s
 disk_timeout (`reach`).
 
 The vmcore counts as saved once it is renamed from vmcore-incomplete, after its fsync.
-Reading it back for the record's sha256 is work that grows with the dump (a 1 TiB
+A vmcore that COLLECT wrote here in order (a collector on its standard output) was hashed
+as it was written. One that makedumpfile or cp wrote with seeks is read back for the
+record's sha256 (steps/collect.py says why): work that grows with the dump (a 1 TiB
 machine's vmcore over 1 GbE NFS is hours of it); it gets a share of FINALIZE's deadline,
 which grows with the dump as the collector's does, and past it the record says the vmcore
 was not hashed. Nothing after the rename may fail the dump, or the failure action would
@@ -204,9 +206,13 @@ class LocalDirectory(Destination):
         system.fsync(directory)
         state.vmcore_saved = True
         give_up_at = started + max(0.0, timeout - HASH_MARGIN_SECONDS)
-        for name in (DMESG, VMCORE):
-            if (directory / name).exists():
-                state.files.append(_recorded(state, directory / name, give_up_at))
+        if (directory / DMESG).exists():
+            state.files.append(_recorded(state, directory / DMESG, give_up_at))
+        written = state.written
+        if written is not None and written.size == (directory / VMCORE).stat().st_size:
+            state.files.append(FileRecord(VMCORE, written.size, written.sha256))
+        else:
+            state.files.append(_recorded(state, directory / VMCORE, give_up_at))
         vmcore = state.files[-1]
         return f"{VMCORE}: {vmcore.size} bytes" + ("" if vmcore.sha256 else ", not hashed")
 

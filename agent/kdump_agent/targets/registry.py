@@ -12,13 +12,11 @@ from pathlib import Path
 
 from ..errors import KdumpError
 from ..storage.base import PLAIN_DISK, Stack
-from ..storage.kinds import stacks_from_json
 from .base import Destination
 from .local import FilesystemTarget, LocalDirectory, RunningRoot
 from .nfs import NfsDirectory, NfsTarget
 from .raw import RawDevice, RawTarget
 from .sshdest import SshDestination
-from .sshserver import SshServer
 
 Target = FilesystemTarget | NfsTarget | RawTarget | SshDestination
 
@@ -30,6 +28,7 @@ def destination_for(target: Target, stack: Stack = PLAIN_DISK) -> Destination:
     if isinstance(target, RawTarget):
         return RawDevice(target, stack)
     if isinstance(target, SshDestination):
+        from .sshserver import SshServer  # the SSH side loads only for an SSH target
         return SshServer(target)
     return LocalDirectory(target, stack)
 
@@ -39,6 +38,7 @@ def recorded_stack(recorded_storage: str, role: str) -> Stack:
     one when the image has no record (a plain disk, a network target)."""
     if not Path(recorded_storage).exists():
         return Stack()
+    from ..storage.kinds import stacks_from_json  # the layers' modules load only for a stack
     try:
         stacks = stacks_from_json(Path(recorded_storage).read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError) as error:

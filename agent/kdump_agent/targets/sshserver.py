@@ -2,7 +2,7 @@
 
 The connection itself (paramiko, host-key pinning, SFTP) is imported here, when MOUNT_TARGET
 logs in, and nowhere else on the capture path: a capture to a local disk never loads
-paramiko or its libraries (unpacked.py gives their unpacked files back).
+paramiko, and its image does not even carry paramiko's libraries (host/programdir.py).
 
 The crashed kernel's log is made in RAM (`scratch`, a few hundred KiB) and sent; the
 collector's flattened stream is read as it comes and becomes the vmcore on the server;
