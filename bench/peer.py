@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import floors
+
 from harness.cache import cache_dir
 from harness.debian_system import DebianSystem
 from harness.disks import extract, list_dir, replay_journal
@@ -40,9 +42,8 @@ from kdump_agent.layout import VMCORE
 
 PEER_START_MIB = 112  # where each search starts: near what was measured before
 OURS_FULL_START_MIB = 144
-COARSE_STEP_MIB, FINE_STEP_MIB = 16, 8
+COARSE_STEP_MIB = 16
 LOWEST_MIB, HIGHEST_MIB = 64, 512
-CONFIRM_RUNS = 3
 TIME_AT_MIB = 384  # generous for both: the time is not taken at the edge of memory
 TIME_RUNS = 3
 BOOT_TIMEOUT_S = 600  # a full system's boot, the capture and the reboot, under TCG
@@ -194,17 +195,15 @@ def panic_once(flavour: Flavour, crashkernel_mib: int, workdir: Path, purpose: s
 
 def reliable_floor(flavour: Flavour, start_mib: int, workdir: Path) -> tuple[int | None, list[PanicRun]]:
     """The smallest reservation that dumps in CONFIRM_RUNS of CONFIRM_RUNS boots: one boot
-    per size in COARSE_STEP_MIB steps from start_mib to a pass above a failure, one at the
-    size between, then the confirmation at the lowest pass, one size up whenever a boot fails."""
+    per size in COARSE_STEP_MIB steps from start_mib to a pass above a failure, then
+    floors.Attempts.confirmed (8M)."""
     runs: list[PanicRun] = []
-    results: dict[int, list[bool]] = {}
 
-    def attempt(mib: int) -> bool:
-        run = panic_once(flavour, mib, workdir / f"floor-{mib}-{len(results.get(mib, []))}", "floor")
-        runs.append(run)
-        results.setdefault(mib, []).append(run.ok)
-        return run.ok
+    def boot(mib: int, nth: int) -> bool:
+        runs.append(panic_once(flavour, mib, workdir / f"floor-{mib}-{nth}", "floor"))
+        return runs[-1].ok
 
+    attempt = floors.Attempts(boot)
     passing = start_mib
     if attempt(passing):
         while passing - COARSE_STEP_MIB >= LOWEST_MIB and attempt(passing - COARSE_STEP_MIB):
@@ -216,16 +215,7 @@ def reliable_floor(flavour: Flavour, start_mib: int, workdir: Path) -> tuple[int
                 return None, runs
             if attempt(passing):
                 break
-    between = passing - FINE_STEP_MIB
-    if between >= LOWEST_MIB and between not in results and attempt(between):
-        passing = between
-    while passing <= HIGHEST_MIB:
-        while all(results.get(passing, [])) and len(results.get(passing, [])) < CONFIRM_RUNS:
-            attempt(passing)
-        if all(results[passing]):
-            return passing, runs
-        passing += FINE_STEP_MIB
-    return None, runs
+    return attempt.confirmed(passing, LOWEST_MIB, HIGHEST_MIB), runs
 
 
 def timed_alternately(flavours: list[Flavour], workdir: Path) -> dict[str, list[PanicRun]]:

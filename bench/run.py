@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import floors
 import peer
 import readme_table
 
@@ -94,8 +95,6 @@ BASELINE_DRACUT_ARGS = ("--drivers", "virtio_blk virtio_pci", "--filesystems", "
 BASELINE_SSH_MODULE = REPO / "bench" / "baseline-module" / "55kdump-baseline-ssh"
 BASELINE_SSH_DRACUT_ARGS = ("--drivers", "virtio_net virtio_pci")
 CRASHKERNEL_STEPS_MIB = list(range(64, 257, 16))
-FINE_STEP_MIB = 8  # near the floor
-CONFIRM_RUNS = 3  # a floor is where every one of this many boots dumps
 TIME_AT_MIB = 256
 TIME_RUNS = int(os.environ.get("KDUMP_AGENT_BENCH_RUNS", "3"))
 THROUGHPUT_RUNS = 3
@@ -364,17 +363,14 @@ def capture_once(kernel: Kernel, variant: Variant, crashkernel_mib: int, workdir
 
 def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int | None, list[Run]]:
     """The smallest reservation that dumps in CONFIRM_RUNS of CONFIRM_RUNS boots: bisect
-    CRASHKERNEL_STEPS_MIB (16M steps), try FINE_STEP_MIB below, then boot the lowest pass
-    again until it passed CONFIRM_RUNS times, one FINE_STEP_MIB up whenever a boot fails."""
-    results: dict[int, list[bool]] = {}
+    CRASHKERNEL_STEPS_MIB (16M steps), then floors.Attempts.confirmed (8M)."""
     runs: list[Run] = []
 
-    def attempt(mib: int) -> bool:
-        run = capture_once(kernel, variant, mib, workdir / f"floor-{mib}-{len(results.get(mib, []))}")
-        runs.append(run)
-        results.setdefault(mib, []).append(run.ok)
-        return run.ok
+    def boot(mib: int, nth: int) -> bool:
+        runs.append(capture_once(kernel, variant, mib, workdir / f"floor-{mib}-{nth}"))
+        return runs[-1].ok
 
+    attempt = floors.Attempts(boot)
     top = CRASHKERNEL_STEPS_MIB[-1]
     if not attempt(top):
         return None, runs
@@ -385,16 +381,7 @@ def memory_floor(kernel: Kernel, variant: Variant, workdir: Path) -> tuple[int |
             high = middle
         else:
             low = middle
-    passing = CRASHKERNEL_STEPS_MIB[high]
-    if passing - FINE_STEP_MIB not in results and attempt(passing - FINE_STEP_MIB):
-        passing -= FINE_STEP_MIB
-    while passing <= top:
-        while all(results.get(passing, [])) and len(results.get(passing, [])) < CONFIRM_RUNS:
-            attempt(passing)
-        if all(results[passing]):
-            return passing, runs
-        passing += FINE_STEP_MIB
-    return None, runs
+    return attempt.confirmed(CRASHKERNEL_STEPS_MIB[high], CRASHKERNEL_STEPS_MIB[0], top), runs
 
 
 @contextmanager
