@@ -72,7 +72,8 @@ def comparison(report: dict[str, Any]) -> list[str]:
              row("memory floor", shown(dig(report, "floor_mib.baseline"), mib), blank,
                  shown(peer.get("floor_mib"), mib), shown(dig(report, "ours_full.floor_mib"), mib),
                  shown(dig(report, "floor_mib.local"), mib), shown(dig(report, "floor_mib.ssh"), mib)),
-             row(f"panic to reboot (median of {shown(runs)} at {shown(at, mib)})",
+             row(f"panic to reboot (median of {shown(runs)}; at {shown(at, mib)}, the full systems at "
+                 f"{shown(peer.get('time_crashkernel_mib'), mib)})",
                  shown(dig(report, "time.baseline_s"), seconds),
                  shown(dig(report, "ssh.baseline_time_s"), seconds),
                  shown(peer.get("time_s"), seconds), shown(dig(report, "ours_full.time_s"), seconds),
@@ -112,6 +113,15 @@ def comparison(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def compressed(compression: dict[str, Any]) -> str:
+    """lzo against zlib on one vmcore: time and size each, and the default kept."""
+    lzo, zlib = compression.get("lzo") or {}, compression.get("zlib") or {}
+    return (f"{shown(lzo.get('seconds'), seconds)} / {shown(zlib.get('seconds'), seconds)}, "
+            f"{shown(lzo.get('bytes'), megabytes)} / {shown(zlib.get('bytes'), megabytes)} of a "
+            f"{shown(compression.get('vmcore_bytes'), megabytes)} vmcore at -d "
+            f"{shown(compression.get('dump_level'))}; default {shown(compression.get('default'))}")
+
+
 def growth(report: dict[str, Any]) -> list[str]:
     """Cost as the work grows: guest sizes, capture-kernel CPUs, compression."""
     lines = ["| guest RAM | floor | estimate | COLLECT, -d 31 | input rate | COLLECT, -d 1 |",
@@ -131,8 +141,8 @@ def growth(report: dict[str, Any]) -> list[str]:
               + (f"1 CPU {shown(threads.get('collect_s_1'), seconds)}, "
                  f"{shown(threads.get('cpus'))} CPUs {shown(threads.get('collect_s_n'), seconds)} "
                  f"(speed-up {shown(threads.get('speedup'), times)})" if threads else NOT_MEASURED) + " |",
-              "| compression | " + (", ".join(f"{key} {value}" for key, value in compression.items())
-                                   or NOT_MEASURED) + " |",
+              "| compression of the same vmcore, makedumpfile -l / -c | "
+              + (compressed(compression) if compression else NOT_MEASURED) + " |",
               "| loopback SSH, paramiko SFTP / OpenSSH `cat` (host, no QEMU) | "
               + (f"{shown(dig(report, 'ssh.throughput.paramiko_sftp_mib_s'))} / "
                  f"{shown(dig(report, 'ssh.throughput.openssh_cat_mib_s'))} MiB/s"
