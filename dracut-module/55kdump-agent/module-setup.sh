@@ -45,9 +45,6 @@ install() {
     # core_collector is not on this host and packs any other one through KDUMP_AGENT_INSTALL,
     # so a host without makedumpfile can still build an image for `core_collector cp`.
     inst_multiple -o makedumpfile
-    # makedumpfile --num-threads ends its threads with pthread_exit, which makes glibc load
-    # libgcc_s.so.1 (dlopen: ldd cannot see it); without it the dump aborts at the end.
-    inst_libdir_file "libgcc_s.so.1"
     inst_simple "$KDUMP_AGENT_CONF" /etc/kdump.conf
     if [[ -n $KDUMP_AGENT_TARGET ]]; then
         inst_simple "$KDUMP_AGENT_TARGET" /etc/kdump-agent/target.json
