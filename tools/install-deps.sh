@@ -7,7 +7,8 @@
 #   test    the rest of `make test` and `make bench`: the servers the network targets are
 #           tested against (tgt: the iSCSI target), the tools the integration tests call
 #           (open-iscsi: iscsistart, packed into test guests), debootstrap, and crash (the
-#           e2e cases open a saved dump in it, tests/harness/crashtool.py)
+#           e2e cases open a saved dump in it, tests/harness/crashtool.py), and strace (what the
+#           frozen program asks the kernel for at start, tests/integration/test_binary.py)
 # `sh tools/install-deps.sh build guest test` installs everything.
 set -eu
 [ "$#" -gt 0 ] || { echo "usage: $0 build|guest|test..." >&2; exit 2; }
@@ -18,7 +19,7 @@ for group in "$@"; do
     guest) PACKAGES="$PACKAGES qemu-system-x86 qemu-utils dracut-core kexec-tools makedumpfile
                      busybox-static cpio e2fsprogs zstd kmod udev util-linux
                      lvm2 mdadm thin-provisioning-tools multipath-tools fdisk" ;;
-    test) PACKAGES="$PACKAGES socat dnsmasq-base iproute2 openssh-server openssh-client nfs-ganesha
+    test) PACKAGES="$PACKAGES strace socat dnsmasq-base iproute2 openssh-server openssh-client nfs-ganesha
                     nfs-ganesha-vfs rpcbind groff-base debootstrap open-iscsi tgt crash" ;;
     *) echo "$0: unknown group $group (build, guest, test)" >&2; exit 2 ;;
     esac

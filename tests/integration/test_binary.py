@@ -109,7 +109,18 @@ def test_mkinitrd_builds_a_lean_capture_image_with_real_dracut(tmp_path: Path, k
     # The agent is laid out unpacked, without paramiko's crypto for a disk target, and the
     # image is zstd: the guest kernel's config (in its package) says it unpacks zstd.
     assert not any("cryptography" in f or "nacl" in f for f in files)
+    packed_program = tmp_path / "packed-kdump-agent"
+    packed_program.write_bytes(subprocess.run(["lsinitrd", "-f", "usr/lib/kdump-agent/kdump-agent", str(out)],
+                                              capture_output=True, check=True).stdout)
+    modules = program_modules(packed_program)
+    assert "kdump_agent.steps.collect" in modules
+    assert not any(m.startswith(("pyroute2", "paramiko", "asyncio", "kdump_agent.network")) for m in modules)
     assert out.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    # The capture kernel's decompressor allocates the frame's window while it unpacks: a
+    # small one (host/compression.py) keeps the unpack's peak down.
+    frame = subprocess.run(["zstd", "-lv", str(out)], capture_output=True, text=True, check=True).stdout
+    window = re.search(r"Window Size: ([\d.]+) KiB", frame)
+    assert window and float(window.group(1)) <= 256, frame
     packed = subprocess.run(["lsinitrd", "-f", "etc/kdump.conf", str(out)], capture_output=True,
                             text=True, check=True).stdout
     assert packed == conf.read_text()
@@ -124,7 +135,7 @@ def test_the_laid_out_program_runs_one_dir_from_a_link(tmp_path: Path) -> None:
     its libraries beside itself and unpacks nothing."""
     from kdump_agent.host.programdir import lay_out
 
-    executable = lay_out(BINARY, tmp_path / "program", ssh=True)
+    executable = lay_out(BINARY, tmp_path / "program", ssh=True, network=True)
     (tmp_path / "sbin").mkdir()
     (tmp_path / "sbin" / "kdump-agent").symlink_to(executable)
     scratch = tmp_path / "tmp"
@@ -135,6 +146,41 @@ def test_the_laid_out_program_runs_one_dir_from_a_link(tmp_path: Path) -> None:
     assert "COLLECT" in result.stdout
     assert list(scratch.iterdir()) == []  # no _MEI* unpack
     assert executable.stat().st_size < BINARY.stat().st_size / 2
+
+
+def test_the_program_starts_without_asking_for_random_bytes(tmp_path: Path) -> None:
+    """The capture kernel's random pool is not initialised when the agent starts, and a
+    read that would block waits while the kernel gathers entropy (over a second under
+    TCG). So the program asks for none: no hash seed, no multiprocessing import. The only
+    calls left are glibc's malloc key, 8 bytes without blocking, once per exec of the
+    bootloader."""
+    executable = lay_out_program(tmp_path)
+    conf = tmp_path / "kdump.conf"
+    conf.write_text(GOOD)
+    for args in (["states"], ["check-config", "-c", str(conf)]):
+        traced = subprocess.run(["strace", "-f", "-e", "trace=getrandom,openat", "-e", "signal=none",
+                                 str(executable), *args],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert traced.returncode == 0, traced.stderr[-2000:]
+        calls = [line for line in traced.stderr.splitlines() if "getrandom(" in line]
+        assert calls and all(re.search(r", 8, GRND_NONBLOCK\) = 8$", call) for call in calls), calls
+        assert "/dev/urandom" not in traced.stderr and "/dev/random" not in traced.stderr
+
+
+def program_modules(executable: Path) -> list[str]:
+    """The compiled modules the laid-out executable carries."""
+    from kdump_agent.host import pyzarchive
+    from kdump_agent.host.programdir import PYZ, read_archive
+
+    pyz = next(e for e in read_archive(executable).entries if e.typecode == PYZ)
+    return pyzarchive.module_names(pyz.content())
+
+
+def lay_out_program(tmp_path: Path) -> Path:
+    """The binary laid out as mkinitrd packs it for a local dump."""
+    from kdump_agent.host.programdir import lay_out
+
+    return lay_out(BINARY, tmp_path / "program", ssh=False, network=False)
 
 
 def test_the_binary_carries_every_module_of_the_package() -> None:

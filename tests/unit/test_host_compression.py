@@ -25,7 +25,8 @@ def write_config(tree: Path, text: str) -> None:
 def test_zstd_when_the_kernel_unpacks_it_and_zstd_is_here(kernel_tree: Path, mocker: Any) -> None:
     mocker.patch("shutil.which", return_value="/usr/bin/zstd")
     write_config(kernel_tree, "CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\n")
-    assert compression.compression_args([], "6.1.0", str(kernel_tree / "lib/modules/6.1.0")) == ["--zstd"]
+    assert compression.compression_args([], "6.1.0", str(kernel_tree / "lib/modules/6.1.0")) == [
+        "--compress", "zstd -19 -q -T0 --zstd=wlog=18"]
 
 
 def test_dracuts_default_for_a_kernel_without_zstd_support_or_without_its_config(

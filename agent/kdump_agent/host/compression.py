@@ -1,10 +1,14 @@
 """How dracut compresses the capture initramfs: zstd where the capture kernel can unpack it.
 
-The compressed image and its unpacked files are both in the reservation while the kernel
-unpacks it, so a smaller image lowers the peak, and a faster decompressor shortens the
-capture kernel's boot. On this project's image (35.8 MB of cpio) gzip -9 gives 16.0 MB and
-zstd -15 14.8 MB, in less time; xz is smaller still (13.2 MB) but decompresses several times
-slower in the capture kernel. dracut's default is gzip, which every kernel unpacks.
+While the kernel unpacks the image, the reservation holds at once the compressed image, the
+files unpacked so far and the decompressor's window (the kernel's streaming zstd allocates a
+workspace as large as the frame's window). That peak set the local floor: at 120M the
+unpack ran out of memory with 32 MB written. So the size and the window both count, and a
+fast decompressor shortens the capture kernel's boot. On this project's image (35.8 MB of
+cpio): gzip -9 gives 16.0 MB (32 KiB window); dracut's `zstd -15` 14.8 MB with a 4 MiB
+window; `zstd -19 --zstd=wlog=18` 14.2 MB with a 256 KiB window, 4.4 MB less at the peak and
+as fast to unpack; xz is 13.2 MB but decompresses ten times slower. dracut's default is gzip,
+which every kernel unpacks.
 
 zstd is chosen only when nothing in dracut_args names a compression, the zstd program is
 on this host, and the kernel's config says it unpacks zstd (CONFIG_RD_ZSTD=y: kernels
@@ -22,7 +26,8 @@ from .. import system
 
 COMPRESSION_OPTIONS = frozenset({"--compress", "--gzip", "--bzip2", "--lzma", "--xz", "--lzo", "--lz4",
                                  "--zstd", "--no-compress"})
-ZSTD = "--zstd"
+# dracut runs a `--compress` value that carries arguments as it is given.
+ZSTD = ("--compress", "zstd -19 -q -T0 --zstd=wlog=18")
 
 
 def admin_chose(dracut_args: Sequence[str]) -> bool:
@@ -53,7 +58,8 @@ def kernel_unpacks_zstd(config: Path | None) -> bool:
 
 
 def compression_args(dracut_args: Sequence[str], kver: str, kmoddir: str | None) -> list[str]:
-    """The options mkinitrd adds to dracut's argv: ["--zstd"], or nothing (dracut's default)."""
+    """The options mkinitrd adds to dracut's argv: zstd with a small window, or nothing
+    (dracut's default)."""
     if admin_chose(dracut_args) or shutil.which("zstd", path=system.CLEAN_PATH) is None:
         return []
-    return [ZSTD] if kernel_unpacks_zstd(kernel_config(kver, kmoddir)) else []
+    return list(ZSTD) if kernel_unpacks_zstd(kernel_config(kver, kmoddir)) else []

@@ -44,7 +44,7 @@ from ..targets.sshdest import SshDestination
 from .blockdev import filesystem_holding, nearest_existing, uuid_of
 from .compression import compression_args
 from .hostpaths import THIS_MACHINE, HostPaths, writable_dir
-from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
+from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, server_of, write_pack
 from .programdir import lay_out
 from .stackpack import storage_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
@@ -77,6 +77,7 @@ class BuildPlan:
     skipped: str | None = None  # why dracut did not run: "up to date", force_no_rebuild
     reasons: tuple[str, ...] = ()  # why it ran (or, with --dry-run, would run)
     program_ssh: bool = False  # the laid-out program keeps paramiko's libraries (programdir.py)
+    program_network: bool = False  # ... and the network stack's modules: a server to reach
 
 
 def default_output(kver: str, paths: HostPaths = THIS_MACHINE) -> Path:
@@ -318,7 +319,8 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
             record_file.write_text(record.as_json() + "\n", encoding="utf-8")
             env[variable] = str(record_file)
     return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs,
-                     recorded_network=reach.record, program_ssh=isinstance(target, SshDestination))
+                     recorded_network=reach.record, program_ssh=isinstance(target, SshDestination),
+                     program_network=server_of(config) is not None or storage.portal() is not None)
 
 
 @contextlib.contextmanager
@@ -378,7 +380,7 @@ def build_image(build_plan: BuildPlan, output: Path) -> None:
     before the rename, so an image is never taken for one built from other inputs.
     """
     lay_out(Path(build_plan.env["KDUMP_AGENT_BINARY"]), Path(build_plan.env["KDUMP_AGENT_PROGRAM"]),
-            ssh=build_plan.program_ssh)
+            ssh=build_plan.program_ssh, network=build_plan.program_network)
     handle, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(handle)
     partial = Path(name)

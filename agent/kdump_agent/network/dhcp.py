@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import KdumpError
+from . import rtnetlink
 
 log = logging.getLogger("kdump-agent")
 
@@ -58,6 +59,7 @@ def dhcp_lease(interface: str, budget: Budget, hostname: str | None) -> Addressi
     """
     import asyncio
 
+    rtnetlink.import_pyroute2()
     from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
     from pyroute2.dhcp.fsm import State
     from pyroute2.dhcp.leases import Lease, MissingOptionError

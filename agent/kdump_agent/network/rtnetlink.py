@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from .. import randompool
 from ..errors import KdumpError
 
 log = logging.getLogger("kdump-agent")
@@ -40,11 +41,22 @@ OpenRtnetlink = Callable[[], AbstractContextManager[Any]]
 @contextmanager
 def open_rtnetlink() -> Iterator[Any]:
     """An rtnetlink socket (pyroute2's IPRoute), closed on the way out."""
-    stand_ins_for_unbundled()
+    import_pyroute2()
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         yield ipr
+
+
+def import_pyroute2() -> None:
+    """Import pyroute2 once, before anything of it is used: with stand-ins for what the
+    binary leaves out, and without waiting for the capture kernel's random pool
+    (randompool.import_without_waiting says why)."""
+    if "pyroute2" in sys.modules:
+        return
+    stand_ins_for_unbundled()
+    with randompool.import_without_waiting():
+        importlib.import_module("pyroute2")
 
 
 def stand_ins_for_unbundled() -> None:
