@@ -7,7 +7,8 @@ The image is built on this host, which has no iSCSI session to record, so the se
 guest logs in to is laid over it as storage.json, as mkinitrd writes it on a host that has
 one (the discovery itself is proven on a fake sysfs in tests/unit/test_storage_iscsi.py).
 A generic image refuses iSCSI, so this one is a plain-disk build that packs iscsistart and
-the iSCSI and NIC drivers through extra_bins and extra_modules.
+the iSCSI and NIC drivers through extra_bins and extra_modules, and gets the agent's
+executable with the network stack that mkinitrd packs for a target behind a portal.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from harness.scenario import (
     HOST_FROM_GUEST,
     LEAN_DRACUT_ARGS,
     build_capture_initrd,
+    network_program,
     panic_and_capture,
     with_config_overlay,
 )
@@ -59,6 +61,11 @@ def iscsi_initrd(kernel: Kernel, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return build_capture_initrd(kernel, iscsi_config(), tmp_path_factory.mktemp("iscsi-initrd"))
 
 
+@pytest.fixture(scope="module")
+def iscsi_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return network_program(tmp_path_factory.mktemp("iscsi-program"))
+
+
 def dump_directories(lun: Path) -> list[str]:
     """The dump directories under /var/crash on the LUN's file system: a dump over the
     network is named by the guest's address."""
@@ -66,13 +73,15 @@ def dump_directories(lun: Path) -> list[str]:
 
 
 def test_dump_lands_on_the_iscsi_lun_through_a_chap_login(
-        kernel: Kernel, iscsi_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+        kernel: Kernel, iscsi_initrd: Path, iscsi_program: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
     console_logs.append(tmp_path / "console.log")
     lun = make_disk(tmp_path / "lun.img", 256, LUN_UUID, "ISCSIDUMP")
     (tmp_path / "tgtd").mkdir()
     with iscsi_target(lun, tmp_path / "tgtd", chap=CHAP_ACCOUNT) as target:
         initrd = with_config_overlay(iscsi_initrd, iscsi_config(), tmp_path / "session.img",
-                                     records={"storage.json": session_record(target, CHAP_ACCOUNT.password)})
+                                     records={"storage.json": session_record(target, CHAP_ACCOUNT.password)},
+                                     program=iscsi_program)
         result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True)
     assert not result.timed_out, result.tail()
     assert "final action: reboot" in result.console, result.tail()
@@ -91,14 +100,16 @@ def test_dump_lands_on_the_iscsi_lun_through_a_chap_login(
 
 
 def test_a_wrong_chap_password_fails_the_login_and_runs_the_failure_action(
-        kernel: Kernel, iscsi_initrd: Path, tmp_path: Path, console_logs: list[Path]) -> None:
+        kernel: Kernel, iscsi_initrd: Path, iscsi_program: Path, tmp_path: Path,
+        console_logs: list[Path]) -> None:
     console_logs.append(tmp_path / "console.log")
     lun = make_disk(tmp_path / "lun.img", 64, LUN_UUID, "ISCSIDUMP")
     before = lun.read_bytes()
     (tmp_path / "tgtd").mkdir()
     with iscsi_target(lun, tmp_path / "tgtd", chap=CHAP_ACCOUNT) as target:
         initrd = with_config_overlay(iscsi_initrd, iscsi_config(), tmp_path / "wrong-password.img",
-                                     records={"storage.json": session_record(target, WRONG_PASSWORD)})
+                                     records={"storage.json": session_record(target, WRONG_PASSWORD)},
+                                     program=iscsi_program)
         result = panic_and_capture(kernel, initrd, [], tmp_path, capture_cmdline=DHCP_CMDLINE, network=True,
                                    timeout_s=300)
     assert not result.timed_out, result.tail()

@@ -62,9 +62,9 @@ def build_capture_initrd(kernel: Kernel, config_text: str, workdir: Path,
 
 
 def with_config_overlay(initrd: Path, config_text: str, out: Path,
-                        records: Mapping[str, str] | None = None) -> Path:
+                        records: Mapping[str, str] | None = None, program: Path | None = None) -> Path:
     """The same initramfs with another /etc/kdump.conf (and mkinitrd's records, by name:
-    "target.json", "rootfs.json") laid over it.
+    "target.json", "rootfs.json"; and the agent's executable, `program`) laid over it.
 
     The kernel unpacks concatenated cpio archives in order and later files win, so a
     second archive replaces the packed config without another dracut run. Used for cases
@@ -77,10 +77,21 @@ def with_config_overlay(initrd: Path, config_text: str, out: Path,
     overlay.add_dir("etc/kdump-agent")
     for name, text in sorted((records or {}).items()):
         overlay.add_file(f"etc/kdump-agent/{name}", text.encode())
+    if program is not None:
+        overlay.add_file("usr/lib/kdump-agent/kdump-agent", program, 0o755)
     archive = overlay.archive()
     archive += b"\0" * (-len(archive) % 512)
     out.write_bytes(initrd.read_bytes() + gzip.compress(archive))
     return out
+
+
+def network_program(workdir: Path) -> Path:
+    """The executable mkinitrd packs when the capture reaches a server (an iSCSI portal
+    included): with the network stack's modules, which a plain-disk build leaves out
+    (host/pyzarchive.py). For an image built here whose storage.json is laid over it."""
+    from kdump_agent.host.programdir import lay_out
+
+    return lay_out(BINARY, workdir / "network-program", ssh=False, network=True)
 
 
 def filesystem_record(uuid: str, fstype: str = "ext4", directory: str = "/") -> str:

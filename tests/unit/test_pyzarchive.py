@@ -54,17 +54,19 @@ def test_a_file_that_is_no_pyz_archive_is_refused() -> None:
         pyzarchive.without(b"PYZ\0" + b"\0" * 4 + (17).to_bytes(4, "big") + b"\0" * 5 + b"\xff", ("x",))
 
 
-def test_no_module_a_local_capture_can_import_is_left_out() -> None:
-    """In a fresh interpreter: every module of the agent that a capture without a server can
-    reach (all but the host commands and what is left out itself), imported, pulls in
-    nothing that a local image's program leaves out."""
-    left_out = pyzarchive.left_out(network=False, ssh=False)
+@pytest.mark.parametrize("network", [False, True], ids=["local", "nfs"])
+def test_no_module_a_capture_can_import_is_left_out(network: bool) -> None:
+    """In a fresh interpreter: every module of the agent that a capture without SSH (and,
+    for a local one, without a server) can reach, imported, pulls in nothing that its
+    image's program leaves out. Reachable: all but the host commands and what is left out."""
+    left_out = pyzarchive.left_out(network=network, ssh=False)
     package = AGENT / "kdump_agent"
     modules = [".".join(("kdump_agent", *p.relative_to(package).with_suffix("").parts))
                .removesuffix(".__init__") for p in sorted(package.rglob("*.py"))]
     reachable = [m for m in modules if not m.startswith("kdump_agent.host")
                  and not pyzarchive.in_packages(m, left_out) and m != "kdump_agent.__main__"]
     assert "kdump_agent.steps.actions" in reachable and "kdump_agent.storage.iscsi" in reachable
+    assert ("kdump_agent.network.dhcp" in reachable) == network
     probe = ("import importlib, sys\n"
              f"for name in {reachable!r}: importlib.import_module(name)\n"
              "print(' '.join(sorted(sys.modules)))")
