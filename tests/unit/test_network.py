@@ -416,6 +416,25 @@ def test_pyroute2_is_not_imported_until_a_socket_is_opened() -> None:
     assert result.stdout.strip() == "False"
 
 
+def test_only_the_parts_of_pyroute2_we_use_are_imported_and_they_work() -> None:
+    """A fresh interpreter: its package __init__ (the whole library: NDB, sqlite3, IPDB,
+    nl80211...) is not run, and what the bring-up uses still talks to the kernel."""
+    probe = ("import sys\n"
+             "from kdump_agent.network import rtnetlink\n"
+             "rtnetlink.import_pyroute2()\n"
+             "from pyroute2.dhcp.client import AsyncDHCPClient\n"
+             "with rtnetlink.open_rtnetlink() as ipr:\n"
+             "    names = [link.get_attr('IFLA_IFNAME') for link in ipr.get_links()]\n"
+             "print('lo' in names, ' '.join(sorted(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": str(AGENT)})
+    found_lo, *loaded = result.stdout.split()
+    assert found_lo == "True"
+    assert "pyroute2.iproute" in loaded and "pyroute2.dhcp.client" in loaded
+    unused = ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.nl80211", "pyroute2.conntrack", "sqlite3")
+    assert not [name for name in loaded if name.startswith(unused)]
+
+
 # --- the host's record --------------------------------------------------------------------
 
 
