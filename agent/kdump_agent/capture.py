@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from functools import partial
 
-from . import memory, randompool, system
+from . import memory, system
 from .config import Config
 from .context import Capture, Paths
 from .deadlines import HOOKS_SECONDS, deadline_for
@@ -44,13 +44,9 @@ def isolated(capture: Capture, work: CaptureStep) -> Step:
 
 def bring_network_up(capture: Capture, timeout: float) -> str:
     """NETWORK_UP, whose modules (the network stack's, pyroute2) a capture imports only when
-    it has a server to reach: at panic time every import is paid for in start-up time. An
-    SSH capture's key exchange needs the kernel's random pool: it fills while the links come
-    up (randompool.py)."""
+    it has a server to reach: at panic time every import is paid for in start-up time."""
     if capture.destination is None or capture.destination.server is None:
         return "no network target"
-    if capture.destination.uses_ssh:
-        randompool.fill_in_background()
     from .steps import network_up
     return network_up.network_up(capture, timeout)
 

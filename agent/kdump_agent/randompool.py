@@ -1,40 +1,23 @@
-"""The kernel's random pool in the capture kernel: who waits for it, and when.
+"""The kernel's random pool in the capture kernel: only a capture that needs it waits.
 
-The capture kernel boots with its random pool not yet initialised. A blocking read
-(os.urandom, getrandom without flags) waits a second for interrupts to fill it, then has the
-kernel gather jitter entropy, one bit a timer tick: 1.1 to 1.8 s under TCG, mostly idle. A
-local or NFS dump needs no random bytes, so it must not wait at all; an SSH dump needs them
-for its key exchange, so it starts the wait in the background as NETWORK_UP begins, and the
-wait overlaps the links coming up instead of following them.
+The capture kernel boots with its random pool not yet initialised, and a blocking read
+(os.urandom, getrandom without flags) waits until interrupts and the kernel's jitter
+gathering fill it: 1.1 to 1.8 s under TCG. A local or NFS dump needs no random bytes, so it
+must not wait at all; an SSH dump needs them for its key exchange and waits there, in
+paramiko. (Filling the pool from a background thread while the links came up was
+measured and made SSH captures slower: the kernel's gathering competes with the imports
+and the bring-up for the one CPU; docs/development.md has the figures.)
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-log = logging.getLogger("kdump-agent")
 
 # getrandom(2)'s flag for bytes that do not wait for the pool (Linux 5.6); Python 3.11's os
 # module does not name it.
 GRND_INSECURE = 0x0004
-
-
-def fill_in_background(getrandom: Callable[[int, int], bytes] = os.getrandom) -> threading.Thread:
-    """Start a thread that blocks until the pool is ready, and logs how long that took. It
-    is a daemon: the capture never waits for it, only for its own reads (paramiko's)."""
-    def wait() -> None:
-        started = time.monotonic()
-        getrandom(1, 0)
-        log.info("random pool ready (%.2f s after NETWORK_UP began)", time.monotonic() - started)
-
-    thread = threading.Thread(target=wait, name="random-pool", daemon=True)
-    thread.start()
-    return thread
 
 
 def bytes_without_waiting(size: int, getrandom: Callable[[int, int], bytes] = os.getrandom) -> bytes:

@@ -1,12 +1,9 @@
-"""Who waits for the capture kernel's random pool: an SSH capture, in the background; a
-pyroute2 import, never."""
+"""The capture kernel's random pool: a pyroute2 import never waits for it."""
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import threading
 from typing import Any
 
 import pytest
@@ -16,42 +13,29 @@ from kdump_agent.network import rtnetlink
 
 
 class PoolNotReady:
-    """getrandom(2) before the pool is initialised: a non-blocking read fails, a blocking one
-    waits until `ready` is set."""
+    """getrandom(2) before the pool is initialised (`ready` False): a non-blocking read
+    fails; a blocking one would wait, which no caller here may do."""
 
     def __init__(self, insecure_supported: bool = True) -> None:
-        self.ready = threading.Event()
+        self.ready = False
         self.insecure_supported = insecure_supported
         self.calls: list[int] = []
 
     def __call__(self, size: int, flags: int) -> bytes:
         self.calls.append(flags)
-        if flags == os.GRND_NONBLOCK and not self.ready.is_set():
+        if flags == os.GRND_NONBLOCK and not self.ready:
             raise BlockingIOError(11, "Resource temporarily unavailable")
         if flags == randompool.GRND_INSECURE:
             if not self.insecure_supported:
                 raise OSError(22, "Invalid argument")
             return b"\x5a" * size
-        self.ready.wait(5)
+        assert self.ready, "a blocking read of a pool that is not ready"
         return b"\xa5" * size
-
-
-def test_the_background_fill_blocks_its_own_thread_only_and_logs_when_ready(
-        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="kdump-agent")
-    pool = PoolNotReady()
-    thread = randompool.fill_in_background(pool)
-    assert thread.daemon and thread.is_alive()  # the caller went on while the pool fills
-    pool.ready.set()
-    thread.join(5)
-    assert not thread.is_alive()
-    assert pool.calls == [0]  # a blocking read: the kernel gathers entropy for it
-    assert "random pool ready" in caplog.text
 
 
 def test_bytes_without_waiting_take_the_pools_when_it_is_ready() -> None:
     pool = PoolNotReady()
-    pool.ready.set()
+    pool.ready = True
     assert randompool.bytes_without_waiting(32, pool) == b"\xa5" * 32
     assert pool.calls == [os.GRND_NONBLOCK]
 
@@ -81,17 +65,3 @@ def test_pyroute2_is_imported_without_a_blocking_read(mocker: Any) -> None:
     assert "pyroute2" in sys.modules and "multiprocessing.process" in sys.modules
     assert os.urandom is blocking  # restored
     blocking.assert_not_called()
-
-
-def test_only_an_ssh_capture_fills_the_pool(mocker: Any) -> None:
-    from kdump_agent import capture as capture_module
-
-    fill = mocker.patch.object(randompool, "fill_in_background")
-    network_up = mocker.patch("kdump_agent.steps.network_up.network_up", return_value="up")
-    for uses_ssh, fills_so_far in ((True, 1), (False, 1)):  # an NFS capture adds none
-        capture = mocker.Mock()
-        capture.destination.server = "192.0.2.1"
-        capture.destination.uses_ssh = uses_ssh
-        assert capture_module.bring_network_up(capture, 30) == "up"
-        assert fill.call_count == fills_so_far
-    assert network_up.call_count == 2
