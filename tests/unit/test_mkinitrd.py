@@ -55,6 +55,8 @@ def test_lean_image_for_another_machine(tmp_path: Path) -> None:
     assert argv[-2:] == ["--", str(tmp_path / "out.img")]
     assert built.env["KDUMP_AGENT_BINARY"] == "/usr/sbin/kdump-agent"
     assert built.recorded_target is None
+    # A disk target: the laid-out program leaves the network stack and paramiko out.
+    assert (built.program_network, built.program_ssh) == (False, False)
 
 
 def test_hostonly_image_gets_the_drivers_on_the_way_to_the_target(tmp_path: Path, mocker: Any) -> None:
@@ -126,6 +128,7 @@ def test_ssh_target_packs_the_key_and_pins_only_that_servers_host_key(tmp_path: 
     pinned = Path(built.env["KDUMP_AGENT_KNOWN_HOSTS"]).read_text()
     assert pinned == f"[dumps.example]:2222 {' '.join(server_key)}\n"
     assert "KDUMP_AGENT_NETWORK" not in built.env  # a generic image records no route
+    assert (built.program_network, built.program_ssh) == (True, True)
 
 
 def test_ssh_target_without_a_known_host_key_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -158,6 +161,7 @@ def test_nfs_target_gets_the_client_modules_and_hostonly_the_route_and_nic(
     assert argv[argv.index("--add-drivers") + 1] == "nfs nfsv3 nfsv4 virtio_net virtio_pci"
     written = Path(built.env["KDUMP_AGENT_NETWORK"]).read_text()
     assert '"host": "filer.example"' in written and '"target": "192.0.2.9"' in written
+    assert (built.program_network, built.program_ssh) == (True, False)
 
 
 

@@ -254,6 +254,7 @@ def test_a_hostonly_target_on_iscsi_packs_the_session_iscsistart_and_the_network
     assert json.loads(Path(built.env["KDUMP_AGENT_NETWORK"]).read_text())["host"] == "192.0.2.20"
     stacks = stacks_from_json(Path(built.env["KDUMP_AGENT_STORAGE"]).read_text())
     assert stacks["target"].layers == (CHAP,)
+    assert built.program_network and not built.program_ssh  # NETWORK_UP reaches the portal
 
 
 @pytest.mark.parametrize(("conf", "why"), [
