@@ -44,7 +44,7 @@ from ..targets.sshdest import SshDestination
 from .blockdev import filesystem_holding, nearest_existing, uuid_of
 from .compression import compression_args
 from .hostpaths import THIS_MACHINE, HostPaths, writable_dir
-from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, server_of, write_pack
+from .netpack import DEFAULT_KNOWN_HOSTS, network_pack, write_pack
 from .programdir import lay_out
 from .stackpack import storage_pack
 from .stamp import changes, describe, read_stamp, remove_stamp, stamped_binary, write_stamp
@@ -320,7 +320,7 @@ def plan(config: Config, *, config_file: Path, output: Path, binary: Path, kver:
             env[variable] = str(record_file)
     return BuildPlan(argv=argv, env=env, recorded_target=recorded, recorded_rootfs=rootfs,
                      recorded_network=reach.record, program_ssh=isinstance(target, SshDestination),
-                     program_network=server_of(config) is not None or storage.portal() is not None)
+                     program_network=reach.host is not None)
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ NFS_MODULES = ("nfs", "nfsv3", "nfsv4")
 class NetworkPack:
     """Files and drivers for the initramfs; empty for targets that need no network."""
 
+    host: str | None = None  # the server or iSCSI portal the capture kernel reaches
     record: str | None = None  # network.json
     drivers: list[str] = field(default_factory=list)
     known_hosts: str | None = None  # the pinned host key lines
@@ -85,6 +86,7 @@ def network_pack(config: Config, *, hostonly: bool, known_hosts_files: Sequence[
     else:
         assert portal is not None
         host = portal
+    pack.host = host
     if hostonly:
         address = _resolve_here(host, where)
         record = record_host_route(host, address)

@@ -171,7 +171,7 @@ def lay_out(binary: Path, into: Path, *, ssh: bool, network: bool) -> Path:
     (or `ssh`). Returns the executable's path."""
     archive = read_archive(binary)
     into.mkdir(parents=True)
-    left_out = pyzarchive.left_out(network=network or ssh, ssh=ssh)
+    left_out = pyzarchive.left_out(network=network, ssh=ssh)
     kept = []
     for entry in archive.entries:
         if entry.typecode == DEPENDENCY:

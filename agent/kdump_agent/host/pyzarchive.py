@@ -39,8 +39,9 @@ SSH_ONLY = ("paramiko", "cryptography", "nacl", "bcrypt", "kdump_agent.targets.s
 
 
 def left_out(*, network: bool, ssh: bool) -> tuple[str, ...]:
-    """The packages an image's program leaves out: what its capture never imports."""
-    return (() if network else NETWORK_ONLY) + (() if ssh else SSH_ONLY)
+    """The packages an image's program leaves out: what its capture never imports (an SSH
+    capture reaches its server through the network stack too)."""
+    return (() if network or ssh else NETWORK_ONLY) + (() if ssh else SSH_ONLY)
 
 
 def in_packages(name: str, packages: Iterable[str]) -> bool:
